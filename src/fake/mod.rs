@@ -1,0 +1,1 @@
+//! A fake GoEnhance server on loopback.
