@@ -1,0 +1,479 @@
+//! The crate's one error type and its classification.
+//!
+//! Every failure of this crate is an [`Error`]. Its kind is private so that it
+//! can grow; callers classify with methods, as `hyper-util`'s client error
+//! does:
+//!
+//! ```
+//! use goenhance_jobs::JobQuery;
+//!
+//! let err = JobQuery::new("a b").unwrap_err();
+//! assert!(err.is_invalid_input());
+//! assert!(!err.is_transient());
+//! assert_eq!(err.to_string(), "invalid input: job id has a character outside [A-Za-z0-9._~-] at byte 1");
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::model::{JobDetail, JobStatus};
+
+/// A boxed error, as tower and hyper use for service errors.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The error of every operation in this crate.
+///
+/// Classify it with the `is_*` methods and read its details with
+/// [`status`](Error::status), [`api_code`](Error::api_code),
+/// [`retry_after`](Error::retry_after) and, for a wait that ended early,
+/// [`last_detail`](Error::last_detail) and [`history`](Error::history).
+/// Its `Display` is one lowercase line; it never carries the API key.
+#[derive(Clone)]
+pub struct Error {
+    inner: Box<Inner>,
+}
+
+#[derive(Clone)]
+struct Inner {
+    kind: Kind,
+    message: Option<Box<str>>,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    status: Option<StatusCode>,
+    api_code: Option<i64>,
+    retry_after: Option<Duration>,
+    retries_exhausted: Option<Exhausted>,
+    wait: Option<WaitReport>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A bad job id, base URL, key or setting; nothing was sent.
+    InvalidInput,
+    /// The transport failed: connect, I/O, a reset, a body cut short.
+    Transport,
+    /// One attempt took longer than its timeout.
+    Timeout,
+    /// The server answered with a status other than 2xx.
+    Http,
+    /// The envelope had `code != 0`.
+    Api,
+    /// The body could not be decoded.
+    Decode,
+    /// The body was larger than the configured cap.
+    BodyTooLarge,
+    /// A wait reached its deadline.
+    Deadline,
+    /// A job's status did not change for the configured time.
+    Stall,
+    /// The scheduler behind `Client::wait` stopped.
+    Closed,
+}
+
+/// Why a retry loop gave up on an error that was still transient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exhausted {
+    Attempts(u32),
+    Budget(u32),
+    RetryAfterTooLong,
+}
+
+/// One poll of a wait, as kept in the history of a deadline or stall error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollRecord {
+    /// Time since the wait began.
+    pub at: Duration,
+    /// The status the poll saw, or `None` when the poll failed.
+    pub status: Option<JobStatus>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct WaitReport {
+    pub(crate) waited: Duration,
+    pub(crate) polls: u32,
+    pub(crate) last_detail: Option<JobDetail>,
+    pub(crate) history: Vec<PollRecord>,
+    pub(crate) stalled_for: Option<Duration>,
+}
+
+impl Error {
+    pub(crate) fn new(kind: Kind) -> Self {
+        Error {
+            inner: Box::new(Inner {
+                kind,
+                message: None,
+                source: None,
+                status: None,
+                api_code: None,
+                retry_after: None,
+                retries_exhausted: None,
+                wait: None,
+            }),
+        }
+    }
+
+    pub(crate) fn with_message(mut self, message: impl Into<Box<str>>) -> Self {
+        self.inner.message = Some(message.into());
+        self
+    }
+
+    pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.inner.source = Some(Arc::from(source.into()));
+        self
+    }
+
+    pub(crate) fn invalid_input(message: impl Into<Box<str>>) -> Self {
+        Error::new(Kind::InvalidInput).with_message(message)
+    }
+
+    pub(crate) fn transport(source: impl Into<BoxError>) -> Self {
+        Error::new(Kind::Transport).with_source(source)
+    }
+
+    pub(crate) fn decode(message: impl Into<Box<str>>) -> Self {
+        Error::new(Kind::Decode).with_message(message)
+    }
+
+    pub(crate) fn timeout(after: Duration) -> Self {
+        Error::new(Kind::Timeout).with_message(format!("attempt timed out after {after:?}"))
+    }
+
+    pub(crate) fn http(status: StatusCode, retry_after: Option<Duration>) -> Self {
+        let mut err = Error::new(Kind::Http);
+        err.inner.status = Some(status);
+        err.inner.retry_after = retry_after;
+        err
+    }
+
+    pub(crate) fn api(code: i64, msg: &str) -> Self {
+        let mut err = Error::new(Kind::Api).with_message(truncate(msg, 200));
+        err.inner.api_code = Some(code);
+        err
+    }
+
+    pub(crate) fn body_too_large(limit: usize) -> Self {
+        Error::new(Kind::BodyTooLarge)
+            .with_message(format!("response body exceeds the {limit} byte limit"))
+    }
+
+    pub(crate) fn closed() -> Self {
+        Error::new(Kind::Closed).with_message("the wait scheduler has stopped")
+    }
+
+    pub(crate) fn wait_ended(kind: Kind, report: WaitReport) -> Self {
+        debug_assert!(matches!(kind, Kind::Deadline | Kind::Stall));
+        let mut err = Error::new(kind);
+        err.inner.wait = Some(report);
+        err
+    }
+
+    pub(crate) fn set_api_code(&mut self, code: i64) {
+        self.inner.api_code = Some(code);
+    }
+
+    pub(crate) fn set_message(&mut self, message: impl Into<Box<str>>) {
+        self.inner.message = Some(message.into());
+    }
+
+    pub(crate) fn set_exhausted(&mut self, why: Exhausted) {
+        self.inner.retries_exhausted = Some(why);
+    }
+
+    /// One attempt took longer than its per-attempt timeout.
+    pub fn is_timeout(&self) -> bool {
+        self.inner.kind == Kind::Timeout
+    }
+
+    /// A wait reached its deadline before the job finished.
+    ///
+    /// [`last_detail`](Error::last_detail), [`history`](Error::history) and
+    /// [`waited`](Error::waited) tell what was seen until then.
+    pub fn is_deadline(&self) -> bool {
+        self.inner.kind == Kind::Deadline
+    }
+
+    /// A wait ended because the job's status stopped changing.
+    pub fn is_stall(&self) -> bool {
+        self.inner.kind == Kind::Stall
+    }
+
+    /// The transport failed: connecting, reading, writing, a reset
+    /// connection or a body cut short.
+    pub fn is_transport(&self) -> bool {
+        self.inner.kind == Kind::Transport
+    }
+
+    /// The body could not be decoded (not JSON, a wrong shape, `data: null`).
+    pub fn is_decode(&self) -> bool {
+        self.inner.kind == Kind::Decode
+    }
+
+    /// The input was refused before anything was sent: a bad job id, base
+    /// URL, key or setting.
+    pub fn is_invalid_input(&self) -> bool {
+        self.inner.kind == Kind::InvalidInput
+    }
+
+    /// The server answered with an HTTP status other than 2xx.
+    /// [`status`](Error::status) tells which.
+    pub fn is_http(&self) -> bool {
+        self.inner.kind == Kind::Http
+    }
+
+    /// The API answered with `code != 0`. [`api_code`](Error::api_code)
+    /// tells which code; the message is in `Display`.
+    pub fn is_api(&self) -> bool {
+        self.inner.kind == Kind::Api
+    }
+
+    /// The response body was larger than the configured cap.
+    pub fn is_body_too_large(&self) -> bool {
+        self.inner.kind == Kind::BodyTooLarge
+    }
+
+    /// The retry loop stopped although the error was transient, because the
+    /// shared retry budget ran out.
+    pub fn is_budget_exhausted(&self) -> bool {
+        matches!(self.inner.retries_exhausted, Some(Exhausted::Budget(_)))
+    }
+
+    /// Whether sending the same request again may succeed.
+    ///
+    /// Transient: transport errors, a body cut short, attempt timeouts, a
+    /// garbled body, and the HTTP statuses 408, 429, 500, 502, 503 and 504.
+    /// Everything else is not: other statuses, `code != 0`, invalid input, an
+    /// oversized body, deadlines and stalls. This is the classification
+    /// [`RetryPolicy`](crate::RetryPolicy) uses unless it is given another.
+    pub fn is_transient(&self) -> bool {
+        match self.inner.kind {
+            Kind::Transport | Kind::Timeout | Kind::Decode => true,
+            Kind::Http => matches!(
+                self.inner.status.map(|s| s.as_u16()),
+                Some(408 | 429 | 500 | 502 | 503 | 504)
+            ),
+            Kind::InvalidInput
+            | Kind::Api
+            | Kind::BodyTooLarge
+            | Kind::Deadline
+            | Kind::Stall
+            | Kind::Closed => false,
+        }
+    }
+
+    /// The HTTP status of a non-2xx answer.
+    pub fn status(&self) -> Option<StatusCode> {
+        self.inner.status
+    }
+
+    /// The API's `code` when it was not 0.
+    pub fn api_code(&self) -> Option<i64> {
+        self.inner.api_code
+    }
+
+    /// How long the server asked to wait (`Retry-After`), when it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.inner.retry_after
+    }
+
+    /// The last job detail a wait saw before it ended with a deadline or a
+    /// stall, if any poll succeeded.
+    pub fn last_detail(&self) -> Option<&JobDetail> {
+        self.inner.wait.as_ref()?.last_detail.as_ref()
+    }
+
+    /// The polls of a wait that ended with a deadline or a stall: when each
+    /// happened (since the wait began) and what status it saw. Empty for
+    /// other errors.
+    pub fn history(&self) -> &[PollRecord] {
+        self.inner.wait.as_ref().map_or(&[], |w| &w.history)
+    }
+
+    /// How long a wait that ended with a deadline or a stall had waited.
+    pub fn waited(&self) -> Option<Duration> {
+        self.inner.wait.as_ref().map(|w| w.waited)
+    }
+}
+
+pub(crate) fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &*self.inner;
+        match inner.retries_exhausted {
+            Some(Exhausted::Attempts(n)) => write!(f, "gave up after {n} attempts: ")?,
+            Some(Exhausted::Budget(n)) => {
+                write!(f, "retry budget exhausted after {n} attempts: ")?
+            }
+            Some(Exhausted::RetryAfterTooLong) => {
+                if let Some(after) = inner.retry_after {
+                    write!(
+                        f,
+                        "server asked to retry after {after:?}, longer than allowed: "
+                    )?
+                }
+            }
+            None => {}
+        }
+        match inner.kind {
+            Kind::InvalidInput => f.write_str("invalid input")?,
+            Kind::Transport => f.write_str("transport error")?,
+            Kind::Timeout => {}
+            Kind::Http => {
+                let status = inner.status.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                write!(f, "http status {}", status.as_u16())?;
+                if let Some(reason) = status.canonical_reason() {
+                    write!(f, " {}", reason.to_ascii_lowercase())?;
+                }
+            }
+            Kind::Api => write!(f, "api error code {}", inner.api_code.unwrap_or_default())?,
+            Kind::Decode => f.write_str("cannot decode the job detail")?,
+            Kind::BodyTooLarge => {}
+            Kind::Deadline | Kind::Stall => {
+                let w = inner.wait.as_ref();
+                let waited = w.map(|w| w.waited).unwrap_or_default();
+                let polls = w.map(|w| w.polls).unwrap_or_default();
+                let last = w
+                    .and_then(|w| w.last_detail.as_ref())
+                    .map(|d| d.status().as_str().to_owned())
+                    .unwrap_or_else(|| "none".to_owned());
+                if inner.kind == Kind::Deadline {
+                    write!(
+                        f,
+                        "wait deadline reached after {waited:?} ({polls} polls, last status {last})"
+                    )?;
+                } else {
+                    let stalled = w.and_then(|w| w.stalled_for).unwrap_or_default();
+                    write!(
+                        f,
+                        "job stalled: status {last} unchanged for {stalled:?} ({polls} polls over {waited:?})"
+                    )?;
+                }
+            }
+            Kind::Closed => {}
+        }
+        let mut sep = if matches!(inner.kind, Kind::Timeout | Kind::BodyTooLarge | Kind::Closed) {
+            ""
+        } else {
+            ": "
+        };
+        if let Some(msg) = &inner.message {
+            write!(f, "{sep}{msg}")?;
+            sep = ": ";
+        }
+        if inner.kind == Kind::Transport {
+            if let Some(source) = &inner.source {
+                // Name the innermost cause: hyper-util's outer errors only say
+                // "client error (Connect)".
+                let mut cause: &(dyn std::error::Error + 'static) = &**source;
+                while let Some(next) = cause.source() {
+                    cause = next;
+                }
+                write!(f, "{sep}{cause}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &*self.inner;
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &inner.kind);
+        if let Some(m) = &inner.message {
+            d.field("message", m);
+        }
+        if let Some(s) = inner.status {
+            d.field("status", &s);
+        }
+        if let Some(c) = inner.api_code {
+            d.field("api_code", &c);
+        }
+        if let Some(r) = inner.retry_after {
+            d.field("retry_after", &r);
+        }
+        if let Some(e) = inner.retries_exhausted {
+            d.field("retries_exhausted", &e);
+        }
+        if let Some(w) = &inner.wait {
+            d.field("wait", w);
+        }
+        if let Some(s) = &inner.source {
+            d.field("source", s);
+        }
+        d.finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner
+            .source
+            .as_ref()
+            .map(|s| &**s as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+
+    #[test]
+    fn error_is_send_sync_static() {
+        assert_send_sync::<Error>();
+    }
+
+    #[test]
+    fn http_display_names_status_in_lowercase() {
+        let err = Error::http(StatusCode::SERVICE_UNAVAILABLE, Some(Duration::from_secs(7)));
+        assert_eq!(err.to_string(), "http status 503 service unavailable");
+        assert!(err.is_transient());
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn classification_of_statuses() {
+        for code in [408, 429, 500, 502, 503, 504] {
+            let err = Error::http(StatusCode::from_u16(code).unwrap(), None);
+            assert!(err.is_transient(), "{code} must be transient");
+        }
+        for code in [300, 301, 302, 400, 401, 403, 404, 409, 422, 501, 505] {
+            let err = Error::http(StatusCode::from_u16(code).unwrap(), None);
+            assert!(!err.is_transient(), "{code} must not be transient");
+        }
+        assert!(!Error::api(40001, "invalid token").is_transient());
+        assert!(!Error::body_too_large(10).is_transient());
+        assert!(Error::decode("x").is_transient());
+        assert!(Error::timeout(Duration::from_secs(1)).is_transient());
+    }
+
+    #[test]
+    fn exhausted_prefixes_the_message() {
+        let mut err = Error::http(StatusCode::BAD_GATEWAY, None);
+        err.set_exhausted(Exhausted::Budget(3));
+        assert!(err.is_budget_exhausted());
+        assert_eq!(
+            err.to_string(),
+            "retry budget exhausted after 3 attempts: http status 502 bad gateway"
+        );
+    }
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("héllo", 2), "h…");
+        assert_eq!(truncate("abc", 3), "abc");
+    }
+}

@@ -1,0 +1,231 @@
+//! Status polling: a query becomes a future that resolves when the job is
+//! finished.
+//!
+//! [`PollLayer`] wraps any `Service<JobQuery, Response = JobDetail, Error =
+//! Error>` (typically retry over timeout over
+//! [`JobStatusService`](crate::JobStatusService)). Its future polls at once,
+//! then on the [`PollPolicy`]'s schedule, and resolves with `Ok` for a job
+//! that succeeded *and* for one that failed (both are answers: check
+//! [`JobDetail::status`](crate::JobDetail::status)). It resolves with an
+//! error for a deadline ([`Error::is_deadline`](crate::Error::is_deadline)),
+//! a stall, or a failure that is not transient (a refused key, `code != 0`).
+//! Transient failures do not end a wait: the next poll simply comes, later
+//! when the server answered 429/503, and not before its `Retry-After`.
+//! Dropping the future stops the polling; nothing runs in the background.
+//!
+//! ```
+//! use std::time::Duration;
+//! use goenhance_jobs::transport::mock::MockTransport;
+//! use goenhance_jobs::{AuthLayer, JobQuery, JobStatus, JobStatusService, PollLayer, PollPolicy};
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), goenhance_jobs::Error> {
+//! let mock = MockTransport::new();
+//! mock.timeline("job-1", &["pending", "processing", "success"]);
+//! let transport = ServiceBuilder::new().layer(AuthLayer::bearer("key")).service(mock.clone());
+//! let svc = ServiceBuilder::new()
+//!     .layer(PollLayer::new(PollPolicy::fixed(Duration::from_secs(5))))
+//!     .service(JobStatusService::new("https://api.goenhance.ai", transport)?);
+//! let detail = svc.oneshot(JobQuery::new("job-1")?).await?;
+//! assert_eq!(detail.status(), &JobStatus::Succeeded);
+//! assert_eq!(mock.request_count(), 3);
+//! # Ok(())
+//! # }
+//! ```
+
+mod layer;
+pub(crate) mod learner;
+mod policy;
+pub(crate) mod state;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+use tokio::time::{sleep_until, Instant};
+use tower::{Service, ServiceExt};
+use tracing::Instrument;
+
+pub use self::layer::PollLayer;
+pub use self::policy::{PollPolicy, DEFAULT_WAIT_TIMEOUT};
+use self::state::{Step, WaitState};
+pub use crate::error::PollRecord;
+use crate::error::Error;
+use crate::model::{JobDetail, JobQuery};
+
+/// The future of [`Poller`].
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<JobDetail, Error>> + Send>>;
+
+/// Polls the service below it until the job is finished.
+///
+/// Made by [`PollLayer`]. The service below must be `Clone`; each wait
+/// takes the clone that was made ready.
+#[derive(Clone)]
+pub struct Poller<S> {
+    inner: S,
+    policy: PollPolicy,
+}
+
+impl<S> Poller<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, policy: PollPolicy) -> Self {
+        Poller { inner, policy }
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &PollPolicy {
+        &self.policy
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Gives the wrapped service back.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Poller<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Poller")
+            .field("inner", &self.inner)
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+impl<S> Service<JobQuery> for Poller<S>
+where
+    S: Service<JobQuery, Response = JobDetail, Error = Error> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = JobDetail;
+    type Error = Error;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, query: JobQuery) -> Self::Future {
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        Box::pin(wait(ready, query, self.policy.clone()))
+    }
+}
+
+/// Polls `svc` until `query`'s job is
+/// finished or the policy ends the wait.
+pub(crate) async fn wait<S>(mut svc: S, query: JobQuery, policy: PollPolicy) -> Result<JobDetail, Error>
+where
+    S: Service<JobQuery, Response = JobDetail, Error = Error>,
+{
+    let span = tracing::info_span!("wait", img_uuid = %query.img_uuid());
+    async move {
+        let mut state = WaitState::new(&policy, Instant::now());
+        let query = query.with_deadline(state.deadline());
+        loop {
+            let result = match svc.ready().await {
+                Ok(svc) => svc.call(query.clone()).await,
+                Err(e) => Err(e),
+            };
+            match step(&mut state, &policy, result) {
+                Step::Done(result) => return result,
+                Step::Again { at, .. } => sleep_until(at).await,
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn step(state: &mut WaitState, policy: &PollPolicy, result: Result<JobDetail, Error>) -> Step {
+    let now = Instant::now();
+    let status = match &result {
+        Ok(d) => d.status().as_str().to_owned(),
+        Err(_) => "error".to_owned(),
+    };
+    let step = state.on_result(policy, now, result);
+    if let Step::Again { at, .. } = &step {
+        tracing::debug!(status = %status, next_in_ms = (*at - now).as_millis() as u64, "polled");
+    }
+    step
+}
+
+/// Yields each distinct status of a job once, then ends after the terminal
+/// one (or an error that ends the wait).
+pub(crate) fn watch<S>(
+    svc: S,
+    query: JobQuery,
+    policy: PollPolicy,
+) -> impl Stream<Item = Result<JobDetail, Error>> + Send
+where
+    S: Service<JobQuery, Response = JobDetail, Error = Error> + Send + 'static,
+    S::Future: Send,
+{
+    struct Watch<S> {
+        svc: S,
+        query: JobQuery,
+        policy: PollPolicy,
+        state: WaitState,
+        next: Option<Instant>,
+        done: bool,
+        span: tracing::Span,
+    }
+    let now = Instant::now();
+    let state = WaitState::new(&policy, now);
+    let query = query.with_deadline(state.deadline());
+    let span = tracing::info_span!("watch", img_uuid = %query.img_uuid());
+    let init = Watch {
+        svc,
+        query,
+        policy,
+        state,
+        next: None,
+        done: false,
+        span,
+    };
+    futures_util::stream::unfold(init, |mut w| async move {
+        if w.done {
+            return None;
+        }
+        let span = w.span.clone();
+        async move {
+            loop {
+                if let Some(at) = w.next.take() {
+                    sleep_until(at).await;
+                }
+                let result = match w.svc.ready().await {
+                    Ok(svc) => svc.call(w.query.clone()).await,
+                    Err(e) => Err(e),
+                };
+                match step(&mut w.state, &w.policy, result) {
+                    Step::Done(result) => {
+                        w.done = true;
+                        return Some((result, w));
+                    }
+                    Step::Again { at, changed } => {
+                        w.next = Some(at);
+                        if changed {
+                            let detail = w.state.last().cloned().expect("a change has a detail");
+                            return Some((Ok(detail), w));
+                        }
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    })
+}

@@ -1,0 +1,91 @@
+use std::time::Duration;
+
+/// How much randomness a delay gets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum Jitter {
+    /// The delay as computed.
+    None,
+    /// Uniform in `[0, delay]` ("full jitter"): spreads callers that failed
+    /// together the most.
+    Full,
+    /// Uniform in `[delay × (1 − f), delay × (1 + f)]`, with `f` in `[0, 1]`.
+    Proportional(f64),
+}
+
+impl Jitter {
+    pub(crate) fn apply(self, delay: Duration, rng: &mut fastrand::Rng) -> Duration {
+        match self {
+            Jitter::None => delay,
+            Jitter::Full => delay.mul_f64(rng.f64()),
+            Jitter::Proportional(f) => {
+                let f = f.clamp(0.0, 1.0);
+                delay.mul_f64(1.0 - f + 2.0 * f * rng.f64())
+            }
+        }
+    }
+}
+
+/// Exponential backoff: `initial × factor^n`, capped at `max`, then
+/// jittered.
+///
+/// ```
+/// use std::time::Duration;
+/// use goenhance_jobs::retry::{ExponentialBackoff, Jitter};
+///
+/// let b = ExponentialBackoff::new(Duration::from_millis(200), 2.0, Duration::from_secs(10))
+///     .jitter(Jitter::None);
+/// let delays: Vec<_> = (0..7).map(|n| b.base_delay(n).as_millis()).collect();
+/// assert_eq!(delays, [200, 400, 800, 1600, 3200, 6400, 10000]);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExponentialBackoff {
+    pub(crate) initial: Duration,
+    pub(crate) factor: f64,
+    pub(crate) max: Duration,
+    pub(crate) jitter: Jitter,
+}
+
+impl ExponentialBackoff {
+    /// Starts at `initial`, multiplies by `factor` (at least 1) each step, never
+    /// above `max`; full jitter unless changed.
+    pub fn new(initial: Duration, factor: f64, max: Duration) -> Self {
+        ExponentialBackoff {
+            initial,
+            factor: if factor.is_finite() { factor.max(1.0) } else { 1.0 },
+            max: max.max(initial),
+            jitter: Jitter::Full,
+        }
+    }
+
+    /// Sets the jitter.
+    pub fn jitter(mut self, jitter: Jitter) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// The delay before retry number `n + 1` (`n` from 0), before jitter.
+    pub fn base_delay(&self, n: u32) -> Duration {
+        let secs = self.initial.as_secs_f64() * self.factor.powi(n.min(1024) as i32);
+        if !secs.is_finite() || secs >= self.max.as_secs_f64() {
+            self.max
+        } else {
+            Duration::from_secs_f64(secs)
+        }
+    }
+
+    /// The delay before retry number `n + 1`, jittered.
+    pub fn delay(&self, n: u32, rng: &mut fastrand::Rng) -> Duration {
+        self.jitter.apply(self.base_delay(n), rng)
+    }
+
+    /// The first delay.
+    pub fn initial(&self) -> Duration {
+        self.initial
+    }
+
+    /// The cap.
+    pub fn max(&self) -> Duration {
+        self.max
+    }
+}

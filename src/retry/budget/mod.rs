@@ -1,0 +1,19 @@
+//! Retry budgets: a shared limit on retries, so that an outage does not turn
+//! every caller into a retry storm.
+
+mod token_bucket;
+
+pub use self::token_bucket::TokenBucket;
+
+use crate::error::Error;
+
+/// Decides whether a retry may be sent. Shared (behind an `Arc`) by every
+/// clone of a client.
+pub trait Budget: std::fmt::Debug + Send + Sync {
+    /// Pays for one retry after `error`; `false` when the budget cannot (the
+    /// retry is not sent).
+    fn withdraw(&self, error: &Error) -> bool;
+
+    /// Records a success; `after_retry` tells whether it came from a retry.
+    fn deposit(&self, after_retry: bool);
+}

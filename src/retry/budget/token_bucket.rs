@@ -1,0 +1,92 @@
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::Budget;
+use crate::error::Error;
+
+/// An AWS-style token bucket.
+///
+/// It starts full (`capacity`, default 500). Each retry takes
+/// `retry_cost` tokens (default 5), or `timeout_cost` after an attempt
+/// timeout (default 10); a first attempt is free. A success puts back
+/// 1 token, or the cost of the retry that succeeded. When the bucket
+/// cannot pay, the retry is not sent and the error says the budget ran out.
+///
+/// The bound is simple: during an outage in which nothing succeeds, the
+/// retries of all callers together cost at most `capacity` tokens, so at most
+/// `capacity / retry_cost` retries (100 with the defaults) are sent on top of
+/// the first attempts, however many callers there are. Time alone does not
+/// refill it; successes do.
+///
+/// ```
+/// use goenhance_jobs::retry::{Budget, TokenBucket};
+/// # let transient = goenhance_jobs::JobDetail::from_json(b"garbage").unwrap_err();
+///
+/// let bucket = TokenBucket::new(10, 5, 10);
+/// assert!(bucket.withdraw(&transient));
+/// assert!(bucket.withdraw(&transient));
+/// assert!(!bucket.withdraw(&transient)); // empty: the retry is not sent
+/// bucket.deposit(true); // a retry succeeded: its cost comes back
+/// assert_eq!(bucket.available(), 5);
+/// ```
+#[derive(Debug)]
+pub struct TokenBucket {
+    tokens: AtomicU32,
+    capacity: u32,
+    retry_cost: u32,
+    timeout_cost: u32,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(capacity: u32, retry_cost: u32, timeout_cost: u32) -> Self {
+        TokenBucket {
+            tokens: AtomicU32::new(capacity),
+            capacity,
+            retry_cost,
+            timeout_cost,
+        }
+    }
+
+    /// Tokens left.
+    pub fn available(&self) -> u32 {
+        self.tokens.load(Ordering::Acquire)
+    }
+
+    /// The cost of a retry after an ordinary transient error.
+    pub fn retry_cost(&self) -> u32 {
+        self.retry_cost
+    }
+
+    /// The cost of a retry after an attempt timeout.
+    pub fn timeout_cost(&self) -> u32 {
+        self.timeout_cost
+    }
+}
+
+impl Default for TokenBucket {
+    fn default() -> Self {
+        TokenBucket::new(500, 5, 10)
+    }
+}
+
+impl Budget for TokenBucket {
+    fn withdraw(&self, error: &Error) -> bool {
+        let cost = if error.is_timeout() {
+            self.timeout_cost
+        } else {
+            self.retry_cost
+        };
+        self.tokens
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| t.checked_sub(cost))
+            .is_ok()
+    }
+
+    fn deposit(&self, after_retry: bool) {
+        let amount = if after_retry { self.retry_cost } else { 1 };
+        let _ = self
+            .tokens
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                Some(t.saturating_add(amount).min(self.capacity))
+            });
+    }
+}

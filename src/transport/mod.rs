@@ -1,0 +1,26 @@
+//! HTTP transports: [`HyperTransport`] for real use, [`mock`] for tests.
+//!
+//! A transport is any `tower::Service<http::Request<Full<Bytes>>>` that
+//! answers `http::Response<B>` with `B: http_body::Body<Data = Bytes>`, is
+//! `Clone + Send + Sync + 'static`, and has a `Send` future. So a
+//! `tower::service_fn` is one, and tower-http layers can wrap one:
+//!
+//! ```
+//! use goenhance_jobs::{HyperTransport, JobStatusService};
+//! use tower::ServiceBuilder;
+//! use tower::util::MapRequestLayer;
+//!
+//! let transport = ServiceBuilder::new()
+//!     .layer(MapRequestLayer::new(|mut req: http::Request<_>| {
+//!         req.headers_mut().insert("x-trace", http::HeaderValue::from_static("on"));
+//!         req
+//!     }))
+//!     .service(HyperTransport::new());
+//! let svc = JobStatusService::new("https://api.goenhance.ai", transport)?;
+//! # Ok::<(), goenhance_jobs::Error>(())
+//! ```
+
+mod hyper;
+pub mod mock;
+
+pub use self::hyper::{HyperTransport, HyperTransportBuilder};
