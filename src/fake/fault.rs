@@ -312,7 +312,11 @@ mod tests {
 
     #[test]
     fn random_is_seeded_and_weighted() {
-        let kinds = [(Fault::status(500), 3), (Fault::Reset, 1), (Fault::NoAnswer, 0)];
+        let kinds = [
+            (Fault::status(500), 3),
+            (Fault::Reset, 1),
+            (Fault::NoAnswer, 0),
+        ];
         let a = draw(&mut FaultPlan::random_weighted(0.5, 7, kinds.clone()), 400);
         let b = draw(&mut FaultPlan::random_weighted(0.5, 7, kinds), 400);
         assert_eq!(a, b);

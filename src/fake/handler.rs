@@ -165,8 +165,8 @@ impl Shared {
                 "method not allowed",
             ));
         }
-        let Some(id) = query_param(req.uri().query().unwrap_or(""), "img_uuid")
-            .filter(|id| !id.is_empty())
+        let Some(id) =
+            query_param(req.uri().query().unwrap_or(""), "img_uuid").filter(|id| !id.is_empty())
         else {
             return Ok(envelope(StatusCode::BAD_REQUEST, 400, "missing img_uuid"));
         };
@@ -246,9 +246,7 @@ impl Shared {
                 let value = match retry_after {
                     RetryAfter::Seconds(s) => s.to_string(),
                     RetryAfter::Date(at) => httpdate::fmt_http_date(at),
-                    RetryAfter::DateIn(d) => {
-                        httpdate::fmt_http_date(SystemTime::now() + d)
-                    }
+                    RetryAfter::DateIn(d) => httpdate::fmt_http_date(SystemTime::now() + d),
                 };
                 res.headers_mut().insert(
                     RETRY_AFTER,
@@ -268,10 +266,8 @@ impl Shared {
                 let full = body.into_bytes();
                 let len = full.len();
                 let half = full.slice(..len / 2);
-                let mut res = Response::from_parts(
-                    parts,
-                    FakeBody::cut(half, Duration::from_millis(20)),
-                );
+                let mut res =
+                    Response::from_parts(parts, FakeBody::cut(half, Duration::from_millis(20)));
                 res.headers_mut()
                     .insert(CONTENT_LENGTH, HeaderValue::from(len as u64));
                 res
@@ -356,10 +352,19 @@ mod tests {
 
     #[test]
     fn reads_query_params() {
-        assert_eq!(query_param("a=1&img_uuid=x-1", "img_uuid").as_deref(), Some("x-1"));
-        assert_eq!(query_param("img_uuid=a%2Db%41", "img_uuid").as_deref(), Some("a-bA"));
+        assert_eq!(
+            query_param("a=1&img_uuid=x-1", "img_uuid").as_deref(),
+            Some("x-1")
+        );
+        assert_eq!(
+            query_param("img_uuid=a%2Db%41", "img_uuid").as_deref(),
+            Some("a-bA")
+        );
         assert_eq!(query_param("img_uuid", "img_uuid").as_deref(), Some(""));
-        assert_eq!(query_param("img_uuid=%4", "img_uuid").as_deref(), Some("%4"));
+        assert_eq!(
+            query_param("img_uuid=%4", "img_uuid").as_deref(),
+            Some("%4")
+        );
         assert_eq!(query_param("", "img_uuid"), None);
     }
 }

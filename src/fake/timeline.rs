@@ -241,7 +241,12 @@ impl Timeline {
     /// Moves `(idx, start)` forward over steps that end by `now` on time
     /// alone (and empty answer-counted steps). Returns each new
     /// `(idx, start)`.
-    fn run_time(&self, idx: &mut usize, start: &mut Instant, now: Instant) -> Vec<(usize, Instant)> {
+    fn run_time(
+        &self,
+        idx: &mut usize,
+        start: &mut Instant,
+        now: Instant,
+    ) -> Vec<(usize, Instant)> {
         let mut moved = Vec::new();
         // Without a terminal step the last step lasts forever.
         let last = if self.terminal.is_some() {
@@ -367,7 +372,8 @@ impl JobState {
         }) = self.timeline.steps.get(self.idx)
         {
             self.answers += 1;
-            let last_forever = self.timeline.terminal.is_none() && self.idx + 1 == self.timeline.steps.len();
+            let last_forever =
+                self.timeline.terminal.is_none() && self.idx + 1 == self.timeline.steps.len();
             if self.answers >= *n && !last_forever {
                 self.idx += 1;
                 self.step_start = now;
