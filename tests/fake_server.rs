@@ -561,7 +561,10 @@ async fn late_answer_comes_after_the_delay() {
 async fn no_answer_holds_until_the_client_times_out() {
     let server = FakeServer::builder()
         .job("job", Timeline::new("x").pending(Duration::from_secs(60)))
-        .job_faults("job", FaultPlan::script([Some(Fault::NoAnswer)]))
+        .job_faults(
+            "job",
+            FaultPlan::script([Some(Fault::NoAnswer), None, Some(Fault::NoAnswer)]),
+        )
         .start()
         .await
         .unwrap();
@@ -573,13 +576,33 @@ async fn no_answer_holds_until_the_client_times_out() {
     .await;
     assert!(held.is_err(), "the held request was answered");
     assert_eq!(server.hits("job"), 1);
+    // The client gave up and closed the connection: the server lets go.
+    let released = Instant::now() + Duration::from_secs(2);
+    while server.in_flight() > 0 {
+        assert!(
+            Instant::now() < released,
+            "held request outlived its client"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     // A fresh request is answered on a new connection.
     assert_eq!(status_of(&client, &server, "job").await, "pending");
     assert_eq!(server.connections(), 2);
-    // Shutting down releases the held request.
+    // Shutting down releases a held request: its client sees an error.
+    let uri = detail_uri(&server, "job");
+    let held = tokio::spawn(async move { send(&client, &uri, Some(KEY)).await.map(|_| ()) });
+    while server.in_flight() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(server.hits("job"), 3);
     tokio::time::timeout(Duration::from_secs(2), server.shutdown())
         .await
         .expect("shutdown hung on a held request");
+    let outcome = tokio::time::timeout(Duration::from_secs(2), held)
+        .await
+        .expect("held request outlived the server")
+        .unwrap();
+    assert!(outcome.is_err());
 }
 
 #[tokio::test]

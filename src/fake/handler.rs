@@ -25,7 +25,7 @@ pub(super) struct Shared {
     state: Mutex<State>,
     pub(super) total_requests: AtomicU64,
     pub(super) connections: AtomicU64,
-    in_flight: AtomicU64,
+    pub(super) in_flight: AtomicU64,
     pub(super) max_in_flight: AtomicU64,
     request_ids: AtomicU64,
 }
@@ -231,7 +231,7 @@ impl Shared {
         Ok(match fault {
             Fault::Status { status, json } => {
                 if json {
-                    envelope(status, i64::from(status.as_u16()), reason(status))
+                    envelope(status, i64::from(status.as_u16()), &reason(status))
                 } else {
                     let mut res = Response::new(FakeBody::empty());
                     *res.status_mut() = status;
@@ -242,7 +242,7 @@ impl Shared {
                 status,
                 retry_after,
             } => {
-                let mut res = envelope(status, i64::from(status.as_u16()), reason(status));
+                let mut res = envelope(status, i64::from(status.as_u16()), &reason(status));
                 let value = match retry_after {
                     RetryAfter::Seconds(s) => s.to_string(),
                     RetryAfter::Date(at) => httpdate::fmt_http_date(at),
@@ -294,14 +294,12 @@ impl Shared {
     }
 }
 
-fn reason(status: StatusCode) -> &'static str {
-    match status.canonical_reason() {
-        Some(_) if status == StatusCode::TOO_MANY_REQUESTS => "too many requests",
-        Some(_) if status == StatusCode::SERVICE_UNAVAILABLE => "service unavailable",
-        Some(_) if status == StatusCode::INTERNAL_SERVER_ERROR => "internal server error",
-        Some(r) => r,
-        None => "error",
-    }
+/// The lowercase reason phrase: `internal server error`.
+fn reason(status: StatusCode) -> String {
+    status
+        .canonical_reason()
+        .unwrap_or("error")
+        .to_ascii_lowercase()
 }
 
 /// `{"code": code, "msg": msg, "data": null}` with this HTTP status.

@@ -161,6 +161,11 @@ impl FakeServer {
         self.shared.connections.load(Ordering::SeqCst)
     }
 
+    /// Requests being handled now (a held or late answer included).
+    pub fn in_flight(&self) -> u64 {
+        self.shared.in_flight.load(Ordering::SeqCst)
+    }
+
     /// The highest number of requests handled at once so far.
     pub fn max_in_flight(&self) -> u64 {
         self.shared.max_in_flight.load(Ordering::SeqCst)
