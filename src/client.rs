@@ -120,10 +120,15 @@ impl Client {
     /// Follows a job: yields each distinct status once, ending after the
     /// terminal one (or after the error that ended the wait). Dropping the
     /// stream stops the polling.
-    pub fn watch(&self, img_uuid: &str) -> impl Stream<Item = Result<JobDetail, Error>> + Send + 'static {
+    pub fn watch(
+        &self,
+        img_uuid: &str,
+    ) -> impl Stream<Item = Result<JobDetail, Error>> + Send + 'static {
         use futures_util::StreamExt;
         match JobQuery::new(img_uuid) {
-            Ok(query) => poll::watch(self.inner.stack.clone(), query, self.inner.poll.clone()).left_stream(),
+            Ok(query) => {
+                poll::watch(self.inner.stack.clone(), query, self.inner.poll.clone()).left_stream()
+            }
             Err(e) => futures_util::stream::once(std::future::ready(Err(e))).right_stream(),
         }
     }
@@ -132,7 +137,10 @@ impl Client {
     /// `(query, result)` per query in completion order. Duplicate ids are
     /// polled once and answered for each. Dropping the stream cancels what
     /// remains.
-    pub fn wait_all<I>(&self, queries: I) -> impl Stream<Item = (JobQuery, Result<JobDetail, Error>)> + Send + 'static
+    pub fn wait_all<I>(
+        &self,
+        queries: I,
+    ) -> impl Stream<Item = (JobQuery, Result<JobDetail, Error>)> + Send + 'static
     where
         I: IntoIterator<Item = JobQuery>,
     {
@@ -184,8 +192,8 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let service =
-        JobStatusService::with_base_url(s.base.clone(), s.auth.layer(transport)).max_body_size(s.max_body);
+    let service = JobStatusService::with_base_url(s.base.clone(), s.auth.layer(transport))
+        .max_body_size(s.max_body);
     let stack = ServiceBuilder::new()
         .layer(RetryLayer::new(s.retry.clone()))
         .layer(TimeoutLayer::new(s.attempt_timeout))
@@ -357,9 +365,9 @@ impl ClientBuilder {
     /// [`Error::is_invalid_input`] when the key is missing or not valid in a
     /// header, or the base URL is refused.
     pub fn build(self) -> Result<Client, Error> {
-        let key = self
-            .api_key
-            .ok_or_else(|| Error::invalid_input(format!("api key is not set (use api_key or {ENV_API_KEY})")))?;
+        let key = self.api_key.ok_or_else(|| {
+            Error::invalid_input(format!("api key is not set (use api_key or {ENV_API_KEY})"))
+        })?;
         let url = self.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
         let base = if self.allow_insecure_http {
             BaseUrl::new_insecure(url)?
@@ -417,7 +425,10 @@ mod tests {
     fn env_requires_the_key_and_names_the_variable() {
         let err = ClientBuilder::from_env_with(|_| None).unwrap_err();
         assert!(err.is_invalid_input());
-        assert_eq!(err.to_string(), "invalid input: GOENHANCE_API_KEY is not set");
+        assert_eq!(
+            err.to_string(),
+            "invalid input: GOENHANCE_API_KEY is not set"
+        );
         let b = ClientBuilder::from_env_with(|n| match n {
             ENV_API_KEY => Some("sk-env".into()),
             ENV_BASE_URL => Some("http://127.0.0.1:9".into()),

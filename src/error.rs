@@ -312,9 +312,7 @@ impl fmt::Display for Error {
         let inner = &*self.inner;
         match inner.retries_exhausted {
             Some(Exhausted::Attempts(n)) => write!(f, "gave up after {n} attempts: ")?,
-            Some(Exhausted::Budget(n)) => {
-                write!(f, "retry budget exhausted after {n} attempts: ")?
-            }
+            Some(Exhausted::Budget(n)) => write!(f, "retry budget exhausted after {n} attempts: ")?,
             Some(Exhausted::RetryAfterTooLong) => {
                 if let Some(after) = inner.retry_after {
                     write!(
@@ -362,7 +360,10 @@ impl fmt::Display for Error {
             }
             Kind::Closed => {}
         }
-        let mut sep = if matches!(inner.kind, Kind::Timeout | Kind::BodyTooLarge | Kind::Closed) {
+        let mut sep = if matches!(
+            inner.kind,
+            Kind::Timeout | Kind::BodyTooLarge | Kind::Closed
+        ) {
             ""
         } else {
             ": "
@@ -438,7 +439,10 @@ mod tests {
 
     #[test]
     fn http_display_names_status_in_lowercase() {
-        let err = Error::http(StatusCode::SERVICE_UNAVAILABLE, Some(Duration::from_secs(7)));
+        let err = Error::http(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(Duration::from_secs(7)),
+        );
         assert_eq!(err.to_string(), "http status 503 service unavailable");
         assert!(err.is_transient());
         assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));

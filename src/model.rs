@@ -483,7 +483,11 @@ pub(crate) fn decode(body: &[u8], expected: Option<&str>) -> Result<JobDetail, E
     })
 }
 
-fn parse_time(name: &str, raw: Option<String>, extra: &mut Map<String, Value>) -> Option<SystemTime> {
+fn parse_time(
+    name: &str,
+    raw: Option<String>,
+    extra: &mut Map<String, Value>,
+) -> Option<SystemTime> {
     let raw = raw.filter(|s| !s.is_empty())?;
     match time::OffsetDateTime::parse(&raw, &time::format_description::well_known::Rfc3339) {
         Ok(t) => Some(t.into()),
@@ -661,7 +665,18 @@ mod tests {
 
     #[test]
     fn id_rules() {
-        for bad in ["", "a b", "x\r\nHost: evil", "../x", "a&b=c", "é", "a/b", "a?b", "a#b", "a%20"] {
+        for bad in [
+            "",
+            "a b",
+            "x\r\nHost: evil",
+            "../x",
+            "a&b=c",
+            "é",
+            "a/b",
+            "a?b",
+            "a#b",
+            "a%20",
+        ] {
             let err = JobQuery::new(bad).unwrap_err();
             assert!(err.is_invalid_input(), "{bad:?}");
         }
@@ -708,7 +723,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.start_time(), None);
-        assert_eq!(d.extra().get("start_time"), Some(&Value::String("yesterday".into())));
+        assert_eq!(
+            d.extra().get("start_time"),
+            Some(&Value::String("yesterday".into()))
+        );
     }
 
     #[test]

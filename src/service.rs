@@ -375,7 +375,10 @@ where
                     if parts.status.is_success()
                         && content_length(&parts.headers).is_some_and(|n| n > *this.max_body as u64)
                     {
-                        return Poll::Ready(finish(this.span, Err(Error::body_too_large(*this.max_body))));
+                        return Poll::Ready(finish(
+                            this.span,
+                            Err(Error::body_too_large(*this.max_body)),
+                        ));
                     }
                     let body = Limited::new(body, *this.max_body).collect();
                     this.state.set(State::Reading {
@@ -389,9 +392,7 @@ where
                     let query = this.query.take().expect("polled after completion");
                     let result = match read {
                         Ok(collected) => on_response(&parts, collected.to_bytes(), &query),
-                        Err(_) if !parts.status.is_success() => {
-                            Err(http_error(&parts, None))
-                        }
+                        Err(_) if !parts.status.is_success() => Err(http_error(&parts, None)),
                         Err(e) if e.is::<LengthLimitError>() => {
                             Err(Error::body_too_large(*this.max_body))
                         }
@@ -484,10 +485,19 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
         assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        h.insert(RETRY_AFTER, HeaderValue::from_static("Sun, 06 Nov 1994 08:49:44 GMT"));
-        h.insert(DATE, HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"));
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Sun, 06 Nov 1994 08:49:44 GMT"),
+        );
+        h.insert(
+            DATE,
+            HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
+        );
         assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        h.insert(DATE, HeaderValue::from_static("Sun, 06 Nov 1994 08:50:00 GMT"));
+        h.insert(
+            DATE,
+            HeaderValue::from_static("Sun, 06 Nov 1994 08:50:00 GMT"),
+        );
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);
@@ -498,7 +508,13 @@ mod tests {
         for ok in ["localhost", "LOCALHOST", "127.0.0.1", "127.3.4.5", "[::1]"] {
             assert!(is_loopback(ok), "{ok}");
         }
-        for bad in ["example.com", "10.0.0.1", "[::2]", "localhost.evil.com", "128.0.0.1"] {
+        for bad in [
+            "example.com",
+            "10.0.0.1",
+            "[::2]",
+            "localhost.evil.com",
+            "128.0.0.1",
+        ] {
             assert!(!is_loopback(bad), "{bad}");
         }
     }

@@ -196,9 +196,10 @@ mod tests {
 
     #[tokio::test]
     async fn adds_a_sensitive_bearer_header() {
-        let svc = AuthLayer::bearer("sk-123").layer(tower::service_fn(|req: Request<()>| async move {
-            Ok::<_, Infallible>(req.headers().get(AUTHORIZATION).cloned())
-        }));
+        let svc =
+            AuthLayer::bearer("sk-123").layer(tower::service_fn(|req: Request<()>| async move {
+                Ok::<_, Infallible>(req.headers().get(AUTHORIZATION).cloned())
+            }));
         let value = svc.oneshot(Request::new(())).await.unwrap().unwrap();
         assert_eq!(value, "Bearer sk-123");
         assert!(value.is_sensitive());

@@ -111,7 +111,12 @@ impl Hub {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::closed().with_source("waits need a tokio runtime"))?;
         let (new_tx, rx) = mpsc::unbounded_channel();
-        let driver = Driver::new(self.stack.clone(), self.policy.clone(), self.config.clone(), rx);
+        let driver = Driver::new(
+            self.stack.clone(),
+            self.policy.clone(),
+            self.config.clone(),
+            rx,
+        );
         runtime.spawn(driver.run());
         new_tx.send(command).map_err(|_| Error::closed())?;
         *tx = Some(new_tx);
@@ -183,7 +188,9 @@ impl Stream for WaitAll {
 
 impl fmt::Debug for Hub {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Hub").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Hub")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -247,7 +254,12 @@ struct Driver {
 }
 
 impl Driver {
-    fn new(stack: Stack, policy: PollPolicy, config: HubConfig, rx: mpsc::UnboundedReceiver<Command>) -> Self {
+    fn new(
+        stack: Stack,
+        policy: PollPolicy,
+        config: HubConfig,
+        rx: mpsc::UnboundedReceiver<Command>,
+    ) -> Self {
         Driver {
             stack,
             policy,
@@ -321,7 +333,14 @@ impl Driver {
         let now = Instant::now();
         let deadline = now + self.policy.timeout;
         match command {
-            Command::One(query, tx) => self.add(query, Waiter { deadline, sink: Sink::One(tx) }, now),
+            Command::One(query, tx) => self.add(
+                query,
+                Waiter {
+                    deadline,
+                    sink: Sink::One(tx),
+                },
+                now,
+            ),
             Command::Many(queries, tx) => {
                 for query in queries {
                     let sink = Sink::Many(tx.clone());
@@ -379,7 +398,9 @@ impl Driver {
             return false;
         }
         while self.in_flight.len() < self.config.max_in_flight {
-            let Some(&(key, generation)) = self.ready.front() else { break };
+            let Some(&(key, generation)) = self.ready.front() else {
+                break;
+            };
             let key = key as usize;
             let live = self
                 .jobs

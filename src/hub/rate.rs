@@ -37,7 +37,11 @@ impl PerSecond {
     /// `rate` polls a second (at least 0.001), with a burst of
     /// `max(1, rate)`.
     pub fn new(rate: f64) -> Self {
-        let rate = if rate.is_finite() { rate.max(0.001) } else { 1e9 };
+        let rate = if rate.is_finite() {
+            rate.max(0.001)
+        } else {
+            1e9
+        };
         PerSecond {
             rate,
             burst: rate.max(1.0),

@@ -38,14 +38,18 @@ pub(crate) struct Model {
 impl Learner {
     pub(crate) fn record(&self, job_type: &str, run_time: Duration) {
         let secs = run_time.as_secs_f64();
-        if !(secs >= 0.001) {
+        if secs.is_nan() || secs < 0.001 {
             return;
         }
         let x = secs.ln();
         let mut types = self.types.lock().unwrap_or_else(|e| e.into_inner());
         if !types.contains_key(job_type) && types.len() >= MAX_TYPES {
             // Forget the type with the least evidence.
-            if let Some(victim) = types.iter().min_by_key(|(_, s)| s.n).map(|(k, _)| k.clone()) {
+            if let Some(victim) = types
+                .iter()
+                .min_by_key(|(_, s)| s.n)
+                .map(|(k, _)| k.clone())
+            {
                 types.remove(&victim);
             }
         }
@@ -91,7 +95,13 @@ impl Model {
 
     /// The interval `h` in `[min, max]` after which a job of age `age` should
     /// be polled: `h × (Λ(age + h) − Λ(age)) = tradeoff`.
-    pub(crate) fn interval(&self, age: Duration, tradeoff: Duration, min: Duration, max: Duration) -> Duration {
+    pub(crate) fn interval(
+        &self,
+        age: Duration,
+        tradeoff: Duration,
+        min: Duration,
+        max: Duration,
+    ) -> Duration {
         let a = age.as_secs_f64();
         let c = tradeoff.as_secs_f64();
         let base = self.cumulative_hazard(a);
@@ -145,7 +155,10 @@ mod tests {
 
     #[test]
     fn sparse_when_young_dense_near_the_median() {
-        let m = Model { mu: 90f64.ln(), sigma: 0.35 };
+        let m = Model {
+            mu: 90f64.ln(),
+            sigma: 0.35,
+        };
         let (min, max) = (Duration::from_secs(1), Duration::from_secs(60));
         let c = Duration::from_millis(360);
         let young = m.interval(Duration::from_secs(1), c, min, max);

@@ -52,8 +52,8 @@ use tracing::Instrument;
 pub use self::layer::PollLayer;
 pub use self::policy::{PollPolicy, DEFAULT_WAIT_TIMEOUT};
 use self::state::{Step, WaitState};
-pub use crate::error::PollRecord;
 use crate::error::Error;
+pub use crate::error::PollRecord;
 use crate::model::{JobDetail, JobQuery};
 
 /// The future of [`Poller`].
@@ -127,7 +127,11 @@ where
 
 /// Polls `svc` until `query`'s job is
 /// finished or the policy ends the wait.
-pub(crate) async fn wait<S>(mut svc: S, query: JobQuery, policy: PollPolicy) -> Result<JobDetail, Error>
+pub(crate) async fn wait<S>(
+    mut svc: S,
+    query: JobQuery,
+    policy: PollPolicy,
+) -> Result<JobDetail, Error>
 where
     S: Service<JobQuery, Response = JobDetail, Error = Error>,
 {

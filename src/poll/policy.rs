@@ -63,7 +63,8 @@ pub(crate) enum Schedule {
 /// The schedule the adaptive policy follows while it knows nothing of a job
 /// type.
 pub(crate) fn adaptive_fallback() -> ExponentialBackoff {
-    ExponentialBackoff::new(Duration::from_secs(1), 1.5, Duration::from_secs(15)).jitter(Jitter::None)
+    ExponentialBackoff::new(Duration::from_secs(1), 1.5, Duration::from_secs(15))
+        .jitter(Jitter::None)
 }
 
 impl Default for PollPolicy {

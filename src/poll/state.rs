@@ -91,7 +91,10 @@ impl WaitState {
                 self.history.push(since, Some(detail.status()));
                 self.failures = 0;
                 self.slowdown = self.slowdown.saturating_sub(1);
-                let changed = self.last.as_ref().is_none_or(|l| l.status() != detail.status());
+                let changed = self
+                    .last
+                    .as_ref()
+                    .is_none_or(|l| l.status() != detail.status());
                 if self.last.is_none() {
                     self.initial_age = detail
                         .start_time()
@@ -267,7 +270,9 @@ impl History {
                     2 => Some(JobStatus::Processing),
                     3 => Some(JobStatus::Succeeded),
                     4 => Some(JobStatus::Failed),
-                    n => Some(JobStatus::Unknown(self.unknown[usize::from(n - 5)].to_string())),
+                    n => Some(JobStatus::Unknown(
+                        self.unknown[usize::from(n - 5)].to_string(),
+                    )),
                 },
             })
             .collect()

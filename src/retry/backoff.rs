@@ -52,7 +52,11 @@ impl ExponentialBackoff {
     pub fn new(initial: Duration, factor: f64, max: Duration) -> Self {
         ExponentialBackoff {
             initial,
-            factor: if factor.is_finite() { factor.max(1.0) } else { 1.0 },
+            factor: if factor.is_finite() {
+                factor.max(1.0)
+            } else {
+                1.0
+            },
             max: max.max(initial),
             jitter: Jitter::Full,
         }

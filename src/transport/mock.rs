@@ -179,7 +179,10 @@ pub fn job_body(img_uuid: &str, status: &str, job_type: &str) -> String {
             r#","end_time":"2024-07-12T12:54:40.002Z""#,
             format!(r#"[{{"type":"video","value":"https://cdn.example/{img_uuid}_0.mp4"}}]"#),
         ),
-        "failed" | "error" => (r#","end_time":"2024-07-12T12:54:40.002Z""#, "null".to_owned()),
+        "failed" | "error" => (
+            r#","end_time":"2024-07-12T12:54:40.002Z""#,
+            "null".to_owned(),
+        ),
         _ => ("", "null".to_owned()),
     };
     format!(
@@ -228,7 +231,10 @@ impl MockTransport {
     /// Appends answers for one job from raw statuses (`pending`, …,
     /// `success`); the last one repeats.
     pub fn timeline(&self, img_uuid: &str, statuses: &[&str]) {
-        self.script(img_uuid, statuses.iter().map(|s| MockResponse::job(img_uuid, s)));
+        self.script(
+            img_uuid,
+            statuses.iter().map(|s| MockResponse::job(img_uuid, s)),
+        );
     }
 
     /// Appends answers to the shared queue, used once each by any request
@@ -269,7 +275,11 @@ impl MockTransport {
         if state.keep_log {
             state.log.push(req.clone());
         }
-        if let Some(script) = req.img_uuid.as_ref().and_then(|id| state.per_job.get_mut(id)) {
+        if let Some(script) = req
+            .img_uuid
+            .as_ref()
+            .and_then(|id| state.per_job.get_mut(id))
+        {
             if script.len() > 1 {
                 return script.pop_front().expect("non-empty");
             } else if let Some(last) = script.front() {

@@ -11,7 +11,7 @@
 //! use tower::util::MapRequestLayer;
 //!
 //! let transport = ServiceBuilder::new()
-//!     .layer(MapRequestLayer::new(|mut req: http::Request<_>| {
+//!     .layer(MapRequestLayer::new(|mut req: http::Request<http_body_util::Full<bytes::Bytes>>| {
 //!         req.headers_mut().insert("x-trace", http::HeaderValue::from_static("on"));
 //!         req
 //!     }))
