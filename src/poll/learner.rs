@@ -13,7 +13,7 @@ const MIN_SAMPLES: u32 = 5;
 const WINDOW: u32 = 200;
 /// The smallest spread the fit may have, so one repeated value does not make
 /// the schedule bet everything on one instant.
-const MIN_SIGMA: f64 = 0.05;
+const MIN_SIGMA: f64 = 0.1;
 
 #[derive(Debug, Default)]
 pub(crate) struct Learner {
@@ -77,14 +77,49 @@ impl Learner {
     }
 }
 
+/// Below this survival probability a job is "later than the model knows".
+const TAIL: f64 = 1e-3;
+
 impl Model {
+    fn survival(&self, t: f64) -> f64 {
+        if t <= 0.0 {
+            return 1.0;
+        }
+        let z = (t.ln() - self.mu) / self.sigma;
+        0.5 * libm::erfc(z / std::f64::consts::SQRT_2)
+    }
+
+    /// The interval before the next poll of a job that has waited `since`
+    /// and was `initial_age` old (by the server's clock) when first seen.
+    ///
+    /// An initial age the model finds implausible is taken for clock skew
+    /// and ignored. A job older than the model's 99.9 % quantile is late:
+    /// it is polled every tenth of its age.
+    pub(crate) fn next_interval(
+        &self,
+        initial_age: Duration,
+        since: Duration,
+        tradeoff: Duration,
+        min: Duration,
+        max: Duration,
+    ) -> Duration {
+        let mut age = initial_age + since;
+        if self.survival(age.as_secs_f64()) < TAIL && self.survival(since.as_secs_f64()) >= TAIL {
+            age = since;
+        }
+        if self.survival(age.as_secs_f64()) < TAIL {
+            return age.mul_f64(0.1).clamp(min, max);
+        }
+        self.interval(age, tradeoff, min, max)
+    }
+
     /// The cumulative hazard `-ln S(t)` at `t` seconds.
     fn cumulative_hazard(&self, t: f64) -> f64 {
         if t <= 0.0 {
             return 0.0;
         }
         let z = (t.ln() - self.mu) / self.sigma;
-        let survival = 0.5 * libm::erfc(z / std::f64::consts::SQRT_2);
+        let survival = self.survival(t);
         if survival > 1e-300 {
             -survival.ln()
         } else {

@@ -190,8 +190,9 @@ impl WaitState {
                     .and_then(|d| d.job_type())
                     .and_then(|t| policy.learner.model(t));
                 match model {
-                    Some(m) => m.interval(
-                        self.initial_age + (now - self.started),
+                    Some(m) => m.next_interval(
+                        self.initial_age,
+                        now - self.started,
                         *tradeoff,
                         policy.min_interval,
                         policy.max_interval,
