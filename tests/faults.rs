@@ -217,3 +217,70 @@ async fn chaos_get_always_returns_the_true_state() {
         "faults must have caused retries: {requests}"
     );
 }
+
+/// 200 waits of mixed outcomes with ~30 % faulty answers of every kind:
+/// each ends in the job's true final state, and no job is polled after a
+/// terminal answer reached the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_waits_reach_the_true_final_state() {
+    let kinds: Vec<(Fault, u32)> = fault_classes()
+        .into_iter()
+        .map(|(_, f)| (f, 1))
+        .chain([
+            (Fault::too_many_requests(1), 1),
+            (Fault::late(Duration::from_millis(20)), 1),
+        ])
+        .collect();
+    let mut builder = FakeServer::builder()
+        .api_key(KEY)
+        .faults(FaultPlan::random_weighted(0.30, 7, kinds));
+    let ms = Duration::from_millis;
+    for i in 0..200u64 {
+        let t = Timeline::new(["mx-v2v", "mx-text2img", "mx-image-face-swap"][i as usize % 3])
+            .pending(ms(100 + (i * 37) % 400))
+            .processing(ms(200 + (i * 53) % 900));
+        let t = match i % 10 {
+            0 | 1 => t.fail(),
+            2 => t.finish("completed"),
+            3 => t.finish("error"),
+            _ => t.succeed("image", format!("https://cdn.example/{i}.png")),
+        };
+        builder = builder.job(format!("job-{i}"), t);
+    }
+    let server = builder.start().await.unwrap();
+    let c = Client::builder()
+        .base_url(server.base_url())
+        .api_key(KEY)
+        .attempt_timeout(ms(250))
+        .retry_policy(
+            RetryPolicy::default()
+                .initial_backoff(ms(10))
+                .max_backoff(ms(100)),
+        )
+        .poll_policy(
+            goenhance_jobs::PollPolicy::exponential(ms(100), ms(400))
+                .timeout(Duration::from_secs(60)),
+        )
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let ids: Vec<String> = (0..200).map(|i| format!("job-{i}")).collect();
+    let results: Vec<_> = futures_util::StreamExt::collect::<Vec<_>>(
+        c.wait_all(
+            ids.iter()
+                .map(|id| goenhance_jobs::JobQuery::new(id).unwrap()),
+        ),
+    )
+    .await;
+    let elapsed = started.elapsed();
+    assert_eq!(results.len(), 200);
+    for (q, r) in &results {
+        let id = q.img_uuid();
+        let d = r.as_ref().unwrap_or_else(|e| panic!("{id}: {e}"));
+        let truth = JobStatus::from_raw(&server.final_status(id).unwrap());
+        assert_eq!(d.status(), &truth, "{id}");
+        assert_eq!(server.polls_after_terminal(id), 0, "{id}");
+    }
+    let requests = server.total_requests();
+    println!("chaos wait: 200 waits, {requests} requests, {elapsed:?}");
+}
