@@ -75,6 +75,20 @@ impl JobQuery {
         &self.id
     }
 
+    /// The shared id, for keeping it without another allocation.
+    pub(crate) fn shared_id(&self) -> &Arc<str> {
+        &self.id
+    }
+
+    /// A query of an id that was validated before.
+    pub(crate) fn from_shared_id(id: Arc<str>) -> JobQuery {
+        JobQuery {
+            id,
+            deadline: None,
+            attempt: 1,
+        }
+    }
+
     /// The same query with a deadline that the layers below must respect.
     pub fn with_deadline(mut self, deadline: Instant) -> JobQuery {
         self.deadline = Some(deadline);

@@ -85,8 +85,18 @@ pub(crate) struct Hub {
 
 enum Command {
     One(JobQuery, oneshot::Sender<Answer>),
-    Many(Vec<JobQuery>, mpsc::UnboundedSender<(JobQuery, Answer)>),
+    Many {
+        ids: Vec<Arc<str>>,
+        /// How many more ids are coming in later commands of this batch,
+        /// as far as known: room is made for them at once.
+        more: usize,
+        tx: mpsc::UnboundedSender<(JobQuery, Answer)>,
+    },
 }
+
+/// Ids travel to the driver in chunks of this many, so a large `wait_all`
+/// never needs a second copy of its whole list.
+const CHUNK: usize = 4096;
 
 impl Hub {
     pub(crate) fn new(stack: Stack, policy: PollPolicy, config: HubConfig) -> Hub {
@@ -133,18 +143,36 @@ impl Hub {
     where
         I: IntoIterator<Item = JobQuery>,
     {
-        let queries: Vec<JobQuery> = queries.into_iter().collect();
-        let remaining = queries.len();
+        let mut queries = queries.into_iter();
         let (tx, rx) = mpsc::unbounded_channel();
-        let start = if remaining == 0 {
-            Ok(())
-        } else {
-            self.send(Command::Many(queries, tx))
-        };
+        let mut remaining = 0;
+        let mut failed = None;
+        loop {
+            let hint = queries.size_hint().0;
+            let ids: Vec<Arc<str>> = queries
+                .by_ref()
+                .take(CHUNK)
+                .map(|q| q.shared_id().clone())
+                .collect();
+            if ids.is_empty() {
+                break;
+            }
+            remaining += ids.len();
+            let more = hint.saturating_sub(ids.len());
+            if failed.is_none() {
+                failed = self
+                    .send(Command::Many {
+                        ids,
+                        more,
+                        tx: tx.clone(),
+                    })
+                    .err();
+            }
+        }
         WaitAll {
             rx,
             remaining,
-            failed: start.err(),
+            failed,
         }
     }
 }
@@ -224,11 +252,61 @@ impl Waiter {
     }
 }
 
+/// The waiters of one job: one inline (the common case), or many.
+enum Waiters {
+    One(Waiter),
+    Many(Vec<Waiter>),
+}
+
+impl Waiters {
+    fn push(&mut self, waiter: Waiter) {
+        match self {
+            Waiters::Many(v) => v.push(waiter),
+            Waiters::One(_) => {
+                let Waiters::One(first) =
+                    std::mem::replace(self, Waiters::Many(Vec::with_capacity(2)))
+                else {
+                    unreachable!("matched above")
+                };
+                if let Waiters::Many(v) = self {
+                    v.push(first);
+                    v.push(waiter);
+                }
+            }
+        }
+    }
+
+    fn as_slice(&self) -> &[Waiter] {
+        match self {
+            Waiters::One(w) => std::slice::from_ref(w),
+            Waiters::Many(v) => v,
+        }
+    }
+
+    /// Keeps the waiters for which `keep` is true; returns the others.
+    fn split_off(&mut self, mut keep: impl FnMut(&Waiter) -> bool) -> Vec<Waiter> {
+        let all = match std::mem::replace(self, Waiters::Many(Vec::new())) {
+            Waiters::One(w) => vec![w],
+            Waiters::Many(v) => v,
+        };
+        let (kept, gone): (Vec<_>, Vec<_>) = all.into_iter().partition(|w| keep(w));
+        *self = Waiters::Many(kept);
+        gone
+    }
+
+    fn into_vec(self) -> Vec<Waiter> {
+        match self {
+            Waiters::One(w) => vec![w],
+            Waiters::Many(v) => v,
+        }
+    }
+}
+
 struct Job {
-    /// The query without a deadline, as handed back to `wait_all` callers.
-    query: JobQuery,
+    /// Shared with the index.
+    id: Arc<str>,
     state: WaitState,
-    waiters: Vec<Waiter>,
+    waiters: Waiters,
     /// Bumped whenever the job is (re)scheduled, so stale timer entries are
     /// recognised.
     generation: u32,
@@ -244,7 +322,7 @@ struct Driver {
     rx: mpsc::UnboundedReceiver<Command>,
     rx_open: bool,
     jobs: Slab<Job>,
-    index: HashMap<Arc<str>, usize>,
+    index: HashMap<Arc<str>, u32>,
     timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
     ready: VecDeque<(u32, u32)>,
     in_flight: FuturesUnordered<PollFuture>,
@@ -282,7 +360,16 @@ impl Driver {
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // Yield after this many rounds of work so that the tasks reading
+        // results (and the polls themselves) get to run: finished results do
+        // not pile up in the channels.
+        let mut budget = 64u32;
         loop {
+            if budget == 0 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            budget -= 1;
             let mut progressed = false;
             while self.rx_open {
                 match self.rx.poll_recv(cx) {
@@ -333,46 +420,52 @@ impl Driver {
         let now = Instant::now();
         let deadline = now + self.policy.timeout;
         match command {
-            Command::One(query, tx) => self.add(
-                query,
-                Waiter {
-                    deadline,
-                    sink: Sink::One(tx),
-                },
-                now,
-            ),
-            Command::Many(queries, tx) => {
-                for query in queries {
+            Command::One(query, tx) => {
+                let id = query.shared_id().clone();
+                self.add(
+                    id,
+                    Waiter {
+                        deadline,
+                        sink: Sink::One(tx),
+                    },
+                    now,
+                )
+            }
+            Command::Many { ids, more, tx } => {
+                let room = ids.len() + more;
+                self.jobs.reserve_exact(room);
+                self.index.reserve(room);
+                self.timers.reserve_exact(room);
+                self.ready.reserve_exact(room);
+                for id in ids {
                     let sink = Sink::Many(tx.clone());
-                    self.add(query, Waiter { deadline, sink }, now);
+                    self.add(id, Waiter { deadline, sink }, now);
                 }
             }
         }
     }
 
-    fn add(&mut self, query: JobQuery, waiter: Waiter, now: Instant) {
-        let id: &str = query.img_uuid();
-        if let Some(&key) = self.index.get(id) {
-            let job = &mut self.jobs[key];
+    fn add(&mut self, id: Arc<str>, waiter: Waiter, now: Instant) {
+        if let Some(&key) = self.index.get(&id) {
+            let job = &mut self.jobs[key as usize];
             job.state.extend_deadline(waiter.deadline);
             job.waiters.push(waiter);
             return;
         }
         let key = self.jobs.insert(Job {
             state: WaitState::new(&self.policy, now),
-            query: JobQuery::new(id).expect("an id that was valid stays valid"),
-            waiters: vec![waiter],
+            id: id.clone(),
+            waiters: Waiters::One(waiter),
             generation: 0,
             in_flight: false,
         });
-        let id: Arc<str> = Arc::from(id);
-        self.index.insert(id, key);
+        self.index.insert(id, key as u32);
         self.ready.push_back((key as u32, 0));
     }
 
     fn remove(&mut self, key: usize) -> Job {
         let job = self.jobs.remove(key);
-        self.index.remove(job.query.img_uuid());
+        self.index.remove(&job.id);
         job
     }
 
@@ -411,13 +504,15 @@ impl Driver {
                 continue;
             }
             let job = &mut self.jobs[key];
-            job.waiters.retain(|w| !w.is_gone());
-            if job.waiters.is_empty() {
-                self.ready.pop_front();
-                tracing::debug!(img_uuid = %job.query.img_uuid(), "no waiter left; polling stops");
-                self.remove(key);
-                progressed = true;
-                continue;
+            if job.waiters.as_slice().iter().any(Waiter::is_gone) {
+                drop(job.waiters.split_off(|w| !w.is_gone()));
+                if job.waiters.as_slice().is_empty() {
+                    self.ready.pop_front();
+                    tracing::debug!(img_uuid = %job.id, "no waiter left; polling stops");
+                    self.remove(key);
+                    progressed = true;
+                    continue;
+                }
             }
             if let Some(limit) = &self.config.rate_limit {
                 if let Err(at) = limit.try_acquire(now) {
@@ -427,7 +522,8 @@ impl Driver {
             }
             self.ready.pop_front();
             job.in_flight = true;
-            let query = job.query.clone().with_deadline(job.state.deadline());
+            let query =
+                JobQuery::from_shared_id(job.id.clone()).with_deadline(job.state.deadline());
             let mut svc = self.stack.clone();
             self.in_flight.push(Box::pin(async move {
                 let answer = match svc.ready().await {
@@ -445,32 +541,32 @@ impl Driver {
         let now = Instant::now();
         let job = &mut self.jobs[key];
         job.in_flight = false;
-        match job.state.on_result(&self.policy, now, answer) {
+        match crate::poll::step(&mut job.state, &self.policy, &job.id, answer) {
             Step::Done(answer) => {
                 let job = self.remove(key);
-                let mut waiters = job.waiters.into_iter().peekable();
+                let query = JobQuery::from_shared_id(job.id);
+                let mut waiters = job.waiters.into_vec().into_iter().peekable();
                 while let Some(w) = waiters.next() {
                     if waiters.peek().is_none() {
-                        w.deliver(&job.query, answer);
+                        w.deliver(&query, answer);
                         break;
                     }
-                    w.deliver(&job.query, answer.clone());
+                    w.deliver(&query, answer.clone());
                 }
             }
             Step::Again { at, .. } => {
                 // Waiters whose own deadline has come (they joined earlier
                 // than the latest one) get their deadline error now.
-                if job.waiters.iter().any(|w| w.deadline <= now) {
-                    let error = job.state.deadline_error(now);
-                    let (expired, kept): (Vec<_>, Vec<_>) =
-                        job.waiters.drain(..).partition(|w| w.deadline <= now);
-                    job.waiters = kept;
-                    for w in expired {
-                        w.deliver(&job.query, Err(error.clone()));
+                if job.waiters.as_slice().iter().any(|w| w.deadline <= now) {
+                    let error = job.state.deadline_error(&job.id, now);
+                    let query = JobQuery::from_shared_id(job.id.clone());
+                    for w in job.waiters.split_off(|w| w.deadline > now) {
+                        w.deliver(&query, Err(error.clone()));
                     }
                 }
                 let at = job
                     .waiters
+                    .as_slice()
                     .iter()
                     .map(|w| w.deadline)
                     .fold(at, Instant::min);

@@ -1,8 +1,8 @@
 //! What the adaptive schedule learned: a log-normal fit of run times per job
 //! type, in constant memory per type.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// At most this many job types are remembered.
@@ -18,6 +18,7 @@ const MIN_SIGMA: f64 = 0.1;
 #[derive(Debug, Default)]
 pub(crate) struct Learner {
     types: Mutex<HashMap<Box<str>, Stats>>,
+    names: Mutex<HashSet<Arc<str>>>,
 }
 
 /// Running mean and variance of `ln(seconds)`.
@@ -36,6 +37,20 @@ pub(crate) struct Model {
 }
 
 impl Learner {
+    /// One shared copy of a job type's name, so that waiting jobs of a type
+    /// do not each hold their own (at most 256 names are kept).
+    pub(crate) fn intern(&self, job_type: &str) -> Arc<str> {
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(name) = names.get(job_type) {
+            return name.clone();
+        }
+        let name: Arc<str> = Arc::from(job_type);
+        if names.len() < MAX_TYPES {
+            names.insert(name.clone());
+        }
+        name
+    }
+
     pub(crate) fn record(&self, job_type: &str, run_time: Duration) {
         let secs = run_time.as_secs_f64();
         if secs.is_nan() || secs < 0.001 {

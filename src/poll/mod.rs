@@ -144,7 +144,7 @@ where
                 Ok(svc) => svc.call(query.clone()).await,
                 Err(e) => Err(e),
             };
-            match step(&mut state, &policy, result) {
+            match step(&mut state, &policy, query.img_uuid(), result) {
                 Step::Done(result) => return result,
                 Step::Again { at, .. } => sleep_until(at).await,
             }
@@ -154,17 +154,26 @@ where
     .await
 }
 
-fn step(state: &mut WaitState, policy: &PollPolicy, result: Result<JobDetail, Error>) -> Step {
+pub(crate) fn step(
+    state: &mut WaitState,
+    policy: &PollPolicy,
+    img_uuid: &str,
+    result: Result<JobDetail, Error>,
+) -> Step {
     let now = Instant::now();
-    let status = match &result {
-        Ok(d) => d.status().as_str().to_owned(),
-        Err(_) => "error".to_owned(),
-    };
-    let step = state.on_result(policy, now, result);
-    if let Step::Again { at, .. } = &step {
-        tracing::debug!(status = %status, next_in_ms = (*at - now).as_millis() as u64, "polled");
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let status = match &result {
+            Ok(d) => d.status().as_str().to_owned(),
+            Err(_) => "error".to_owned(),
+        };
+        let step = state.on_result(policy, now, img_uuid, result);
+        if let Step::Again { at, .. } = &step {
+            tracing::debug!(img_uuid, status = %status, next_in_ms = (*at - now).as_millis() as u64, "polled");
+        }
+        step
+    } else {
+        state.on_result(policy, now, img_uuid, result)
     }
-    step
 }
 
 /// Yields each distinct status of a job once, then ends after the terminal
@@ -214,15 +223,14 @@ where
                     Ok(svc) => svc.call(w.query.clone()).await,
                     Err(e) => Err(e),
                 };
-                match step(&mut w.state, &w.policy, result) {
+                match step(&mut w.state, &w.policy, w.query.img_uuid(), result) {
                     Step::Done(result) => {
                         w.done = true;
                         return Some((result, w));
                     }
                     Step::Again { at, changed } => {
                         w.next = Some(at);
-                        if changed {
-                            let detail = w.state.last().cloned().expect("a change has a detail");
+                        if let Some(detail) = changed {
                             return Some((Ok(detail), w));
                         }
                     }

@@ -1,8 +1,12 @@
 //! The state of one wait: what was seen, when to poll next, when to stop.
 //!
 //! Shared by [`Poller`](super::Poller), `Client::watch` and the hub, so that
-//! every way of waiting follows the same rules.
+//! every way of waiting follows the same rules. It is kept small (at most
+//! 144 bytes, plus 8 bytes a poll of history) because the hub holds one per
+//! waiting job: of the last answer it keeps the status, the job type
+//! (shared between jobs of a type) and the start time, not the whole detail.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
@@ -24,57 +28,79 @@ const MAX_INITIAL_AGE: Duration = Duration::from_secs(24 * 3600);
 pub(crate) enum Step {
     /// The wait is over.
     Done(Result<JobDetail, Error>),
-    /// Poll again at `at`; `changed` is true when this poll saw a new status.
-    Again { at: Instant, changed: bool },
+    /// Poll again at `at`; `changed` holds the detail when this poll saw a
+    /// new status.
+    Again {
+        at: Instant,
+        changed: Option<JobDetail>,
+    },
+}
+
+/// What the wait keeps of the last answer.
+#[derive(Debug)]
+struct LastSeen {
+    status: JobStatus,
+    job_type: Option<Arc<str>>,
+    start_time: Option<SystemTime>,
 }
 
 #[derive(Debug)]
 pub(crate) struct WaitState {
     started: Instant,
-    deadline: Instant,
-    last_change: Instant,
-    initial_age: Duration,
+    /// Milliseconds from `started` (u32: up to 49 days).
+    deadline_ms: u32,
+    last_change_ms: u32,
+    initial_age_ms: u32,
     polls: u32,
     failures: u32,
     slowdown: u8,
-    rng: Option<fastrand::Rng>,
-    last: Option<Box<JobDetail>>,
+    rng: fastrand::Rng,
+    last: Option<LastSeen>,
     history: History,
+}
+
+fn ms(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
 impl WaitState {
     pub(crate) fn new(policy: &PollPolicy, now: Instant) -> Self {
         WaitState {
             started: now,
-            deadline: now + policy.timeout,
-            last_change: now,
-            initial_age: Duration::ZERO,
+            deadline_ms: ms(policy.timeout),
+            last_change_ms: 0,
+            initial_age_ms: 0,
             polls: 0,
             failures: 0,
             slowdown: 0,
-            rng: None,
+            rng: match policy.seed {
+                Some(seed) => fastrand::Rng::with_seed(seed),
+                None => fastrand::Rng::new(),
+            },
             last: None,
             history: History::default(),
         }
     }
 
+    fn at(&self, offset_ms: u32) -> Instant {
+        self.started + Duration::from_millis(u64::from(offset_ms))
+    }
+
     pub(crate) fn deadline(&self) -> Instant {
-        self.deadline
+        self.at(self.deadline_ms)
     }
 
     /// Moves the deadline later (a new waiter joined a job already followed).
     pub(crate) fn extend_deadline(&mut self, deadline: Instant) {
-        self.deadline = self.deadline.max(deadline);
+        self.deadline_ms = self
+            .deadline_ms
+            .max(ms(deadline.saturating_duration_since(self.started)));
     }
 
     /// The deadline error as of `now`, for a waiter whose own deadline came
     /// before the wait's.
-    pub(crate) fn deadline_error(&self, now: Instant) -> Error {
-        self.ended(Kind::Deadline, now, None)
-    }
-
-    pub(crate) fn last(&self) -> Option<&JobDetail> {
-        self.last.as_deref()
+    pub(crate) fn deadline_error(&self, img_uuid: &str, now: Instant) -> Error {
+        self.ended(img_uuid, Kind::Deadline, now, None)
     }
 
     /// Takes in the result of one poll made at `now`.
@@ -82,28 +108,32 @@ impl WaitState {
         &mut self,
         policy: &PollPolicy,
         now: Instant,
+        img_uuid: &str,
         result: Result<JobDetail, Error>,
     ) -> Step {
         self.polls += 1;
-        let since = now - self.started;
+        let since = now.saturating_duration_since(self.started);
+        let since_ms = ms(since);
+        let deadline = self.deadline();
         match result {
             Ok(detail) => {
-                self.history.push(since, Some(detail.status()));
+                self.history.push(since_ms, Some(detail.status()));
                 self.failures = 0;
                 self.slowdown = self.slowdown.saturating_sub(1);
                 let changed = self
                     .last
                     .as_ref()
-                    .is_none_or(|l| l.status() != detail.status());
+                    .is_none_or(|l| &l.status != detail.status());
                 if self.last.is_none() {
-                    self.initial_age = detail
+                    let age = detail
                         .start_time()
                         .and_then(|s| SystemTime::now().duration_since(s).ok())
                         .unwrap_or_default()
                         .min(MAX_INITIAL_AGE);
+                    self.initial_age_ms = ms(age);
                 }
                 if changed {
-                    self.last_change = now;
+                    self.last_change_ms = since_ms;
                     if let JobStatus::Unknown(raw) = detail.status() {
                         tracing::warn!(img_uuid = %detail.img_uuid(), status = %raw, "unknown job status; waiting on");
                     }
@@ -112,27 +142,42 @@ impl WaitState {
                     self.learn(policy, &detail, since);
                     return Step::Done(Ok(detail));
                 }
-                let unchanged_for = now - self.last_change;
-                self.last = Some(Box::new(detail));
+                let job_type = match (&self.last, detail.job_type()) {
+                    (
+                        Some(LastSeen {
+                            job_type: Some(t), ..
+                        }),
+                        Some(now),
+                    ) if **t == *now => Some(t.clone()),
+                    (_, Some(t)) => Some(policy.learner.intern(t)),
+                    (_, None) => None,
+                };
+                self.last = Some(LastSeen {
+                    status: detail.status().clone(),
+                    job_type,
+                    start_time: detail.start_time(),
+                });
+                let unchanged_for =
+                    Duration::from_millis(u64::from(since_ms - self.last_change_ms));
                 if let Some(stall) = policy.stall_after {
                     if unchanged_for >= stall {
-                        return Step::Done(Err(self.ended(Kind::Stall, now, None)));
+                        return Step::Done(Err(self.ended(img_uuid, Kind::Stall, now, None)));
                     }
                 }
-                if now >= self.deadline {
-                    return Step::Done(Err(self.ended(Kind::Deadline, now, None)));
+                if now >= deadline {
+                    return Step::Done(Err(self.ended(img_uuid, Kind::Deadline, now, None)));
                 }
-                let mut at = now + self.interval(policy, now);
+                let mut at = now + self.interval(policy, since);
                 if let Some(stall) = policy.stall_after {
-                    at = at.min(self.last_change + stall);
+                    at = at.min(self.at(self.last_change_ms) + stall);
                 }
                 Step::Again {
-                    at: at.min(self.deadline),
-                    changed,
+                    at: at.min(deadline),
+                    changed: changed.then_some(detail),
                 }
             }
             Err(error) => {
-                self.history.push(since, None);
+                self.history.push(since_ms, None);
                 if !error.is_transient() {
                     return Step::Done(Err(error));
                 }
@@ -146,17 +191,17 @@ impl WaitState {
                 if matches!(error.status().map(|s| s.as_u16()), Some(429 | 503)) {
                     self.slowdown = (self.slowdown + 1).min(MAX_SLOWDOWN);
                 }
-                if now >= self.deadline {
-                    return Step::Done(Err(self.ended(Kind::Deadline, now, Some(error))));
+                if now >= deadline {
+                    return Step::Done(Err(self.ended(img_uuid, Kind::Deadline, now, Some(error))));
                 }
-                let mut at = now + self.interval(policy, now);
+                let mut at = now + self.interval(policy, since);
                 if let Some(after) = error.retry_after() {
                     at = at.max(now + after);
                 }
                 tracing::debug!(error = %error, "poll failed; waiting on");
                 Step::Again {
-                    at: at.min(self.deadline),
-                    changed: false,
+                    at: at.min(deadline),
+                    changed: None,
                 }
             }
         }
@@ -167,18 +212,16 @@ impl WaitState {
             return;
         }
         if let Some(job_type) = detail.job_type() {
-            let run_time = detail.run_time().unwrap_or(self.initial_age + since);
-            policy.learner.record(job_type, run_time);
+            let observed = Duration::from_millis(u64::from(self.initial_age_ms)) + since;
+            policy
+                .learner
+                .record(job_type, detail.run_time().unwrap_or(observed));
         }
     }
 
     /// The interval before the next poll, slow-down and jitter applied,
     /// within the policy's bounds.
-    fn interval(&mut self, policy: &PollPolicy, now: Instant) -> Duration {
-        let rng = self.rng.get_or_insert_with(|| match policy.seed {
-            Some(seed) => fastrand::Rng::with_seed(seed),
-            None => fastrand::Rng::new(),
-        });
+    fn interval(&mut self, policy: &PollPolicy, since: Duration) -> Duration {
         let n = self.polls.saturating_sub(1);
         let base = match &policy.schedule {
             Schedule::Fixed(d) => *d,
@@ -187,12 +230,12 @@ impl WaitState {
                 let model = self
                     .last
                     .as_ref()
-                    .and_then(|d| d.job_type())
+                    .and_then(|l| l.job_type.as_deref())
                     .and_then(|t| policy.learner.model(t));
                 match model {
                     Some(m) => m.next_interval(
-                        self.initial_age,
-                        now - self.started,
+                        Duration::from_millis(u64::from(self.initial_age_ms)),
+                        since,
                         *tradeoff,
                         policy.min_interval,
                         policy.max_interval,
@@ -204,17 +247,27 @@ impl WaitState {
         let slowed = base * (1u32 << self.slowdown);
         policy
             .jitter
-            .apply(slowed, rng)
+            .apply(slowed, &mut self.rng)
             .clamp(policy.min_interval, policy.max_interval)
     }
 
-    fn ended(&self, kind: Kind, now: Instant, source: Option<Error>) -> Error {
+    fn ended(&self, img_uuid: &str, kind: Kind, now: Instant, source: Option<Error>) -> Error {
+        let last_detail = self.last.as_ref().map(|l| {
+            let d = JobDetail::new(img_uuid, l.status.clone()).with_times(l.start_time, None);
+            match &l.job_type {
+                Some(t) => d.with_job_type(&**t),
+                None => d,
+            }
+        });
+        let waited = now.saturating_duration_since(self.started);
         let report = WaitReport {
-            waited: now - self.started,
+            waited,
             polls: self.polls,
-            last_detail: self.last.as_deref().cloned(),
+            last_detail,
             history: self.history.records(),
-            stalled_for: (kind == Kind::Stall).then(|| now - self.last_change),
+            stalled_for: (kind == Kind::Stall).then(|| {
+                waited.saturating_sub(Duration::from_millis(u64::from(self.last_change_ms)))
+            }),
         };
         let err = Error::wait_ended(kind, report);
         match source {
@@ -224,17 +277,22 @@ impl WaitState {
     }
 }
 
-/// Poll history in 8 bytes a poll.
+/// Poll history in 8 bytes a poll: milliseconds since the wait began and a
+/// status code; the raw text of unknown statuses is kept aside.
 #[derive(Debug, Default)]
 struct History {
-    entries: std::collections::VecDeque<(u32, u8)>,
-    unknown: Vec<Box<str>>,
+    entries: Vec<(u32, u8)>,
+    /// Where the oldest entry is once the history is full (a ring).
+    head: usize,
+    unknown: Option<Box<Vec<Box<str>>>>,
 }
 
 const FAILED_POLL: u8 = 0;
+const FIRST_UNKNOWN: u8 = 5;
+const MAX_UNKNOWN: usize = (u8::MAX - FIRST_UNKNOWN) as usize;
 
 impl History {
-    fn push(&mut self, since: Duration, status: Option<&JobStatus>) {
+    fn push(&mut self, since_ms: u32, status: Option<&JobStatus>) {
         let code = match status {
             None => FAILED_POLL,
             Some(JobStatus::Pending) => 1,
@@ -242,27 +300,32 @@ impl History {
             Some(JobStatus::Succeeded) => 3,
             Some(JobStatus::Failed) => 4,
             Some(JobStatus::Unknown(raw)) => {
-                let idx = match self.unknown.iter().position(|u| **u == **raw) {
+                let unknown = self.unknown.get_or_insert_with(Default::default);
+                let idx = match unknown.iter().position(|u| **u == **raw) {
                     Some(i) => i,
-                    None if self.unknown.len() < 250 => {
-                        self.unknown.push(raw.as_str().into());
-                        self.unknown.len() - 1
+                    None if unknown.len() < MAX_UNKNOWN => {
+                        unknown.push(raw.as_str().into());
+                        unknown.len() - 1
                     }
-                    None => 249,
+                    None => MAX_UNKNOWN - 1,
                 };
-                5 + idx as u8
+                FIRST_UNKNOWN + idx as u8
             }
         };
-        if self.entries.len() == MAX_HISTORY {
-            self.entries.pop_front();
+        let entry = (since_ms, code);
+        if self.entries.len() < MAX_HISTORY {
+            self.entries.push(entry);
+        } else {
+            self.entries[self.head] = entry;
+            self.head = (self.head + 1) % MAX_HISTORY;
         }
-        let ms = u32::try_from(since.as_millis()).unwrap_or(u32::MAX);
-        self.entries.push_back((ms, code));
     }
 
     fn records(&self) -> Vec<PollRecord> {
-        self.entries
+        let (newer, older) = self.entries.split_at(self.head);
+        older
             .iter()
+            .chain(newer)
             .map(|&(ms, code)| PollRecord {
                 at: Duration::from_millis(u64::from(ms)),
                 status: match code {
@@ -271,11 +334,57 @@ impl History {
                     2 => Some(JobStatus::Processing),
                     3 => Some(JobStatus::Succeeded),
                     4 => Some(JobStatus::Failed),
-                    n => Some(JobStatus::Unknown(
-                        self.unknown[usize::from(n - 5)].to_string(),
-                    )),
+                    n => {
+                        let raw = self
+                            .unknown
+                            .as_ref()
+                            .map(|u| u[usize::from(n - FIRST_UNKNOWN)].to_string())
+                            .unwrap_or_default();
+                        Some(JobStatus::Unknown(raw))
+                    }
                 },
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_is_a_bounded_ring_in_order() {
+        let mut h = History::default();
+        for i in 0..(MAX_HISTORY as u32 + 5) {
+            h.push(i, Some(&JobStatus::Pending));
+        }
+        let r = h.records();
+        assert_eq!(r.len(), MAX_HISTORY);
+        assert_eq!(r[0].at, Duration::from_millis(5));
+        assert_eq!(
+            r[MAX_HISTORY - 1].at,
+            Duration::from_millis(MAX_HISTORY as u64 + 4)
+        );
+    }
+
+    #[test]
+    fn unknown_statuses_keep_their_text() {
+        let mut h = History::default();
+        h.push(1, Some(&JobStatus::Unknown("Rendering".into())));
+        h.push(2, None);
+        h.push(3, Some(&JobStatus::Unknown("Rendering".into())));
+        let r = h.records();
+        assert_eq!(r[0].status, Some(JobStatus::Unknown("Rendering".into())));
+        assert_eq!(r[1].status, None);
+        assert_eq!(h.unknown.as_ref().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_state_is_small() {
+        assert!(
+            std::mem::size_of::<WaitState>() <= 144,
+            "{}",
+            std::mem::size_of::<WaitState>()
+        );
     }
 }

@@ -49,7 +49,7 @@ impl HyperTransport {
         HyperTransportBuilder {
             connect_timeout: Some(Duration::from_secs(10)),
             pool_idle_timeout: Some(Duration::from_secs(90)),
-            pool_max_idle_per_host: 32,
+            pool_max_idle_per_host: 256,
             http2_only: false,
         }
     }
@@ -89,7 +89,9 @@ impl HyperTransportBuilder {
         self
     }
 
-    /// How many idle connections are kept per host (default 32).
+    /// How many idle connections are kept per host (default 256, above the
+    /// hub's default of 64 polls in flight, so busy connections are reused
+    /// rather than closed and opened again).
     pub fn pool_max_idle_per_host(mut self, max: usize) -> Self {
         self.pool_max_idle_per_host = max;
         self
