@@ -36,6 +36,7 @@ pub(crate) enum Command {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = AFTER_HELP)]
 pub(crate) struct GetArgs {
     /// The job id (`img_uuid`).
     pub(crate) id: String,
@@ -48,6 +49,7 @@ pub(crate) struct GetArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = AFTER_HELP)]
 pub(crate) struct WaitArgs {
     /// Job ids (`img_uuid`); more can come from --stdin.
     #[arg(required_unless_present = "stdin")]
