@@ -2,17 +2,15 @@
 //! loopback, with a few jobs of different kinds, one that fails, and some
 //! transient faults to show the retries. No account, no network.
 
-use std::io::{self, IsTerminal};
 use std::time::{Duration, Instant};
 
 use goenhance_jobs::fake::{FakeServer, Fault, FaultPlan, Timeline};
-use goenhance_jobs::{Client, HyperTransport, JobQuery, PollPolicy};
+use goenhance_jobs::{Client, JobQuery, PollPolicy};
 
-use crate::args::{DemoArgs, Format};
+use crate::args::DemoArgs;
 use crate::live::Live;
-use crate::observe::{Observe, Seen};
 use crate::report::code;
-use crate::{complain, run_waits};
+use crate::{complain, observe_if_live, run_waits};
 
 /// The fake server's key; the demo never reads `GOENHANCE_*`.
 const DEMO_KEY: &str = "demo-key";
@@ -92,16 +90,12 @@ pub(crate) async fn run(args: DemoArgs) -> u8 {
     );
 
     let format = args.out.output;
-    let live = format == Format::Text && io::stdout().is_terminal();
-    let seen = Seen::default();
-    let mut builder = Client::builder()
+    let builder = Client::builder()
         .base_url(server.base_url())
         .api_key(DEMO_KEY)
         .poll_policy(PollPolicy::exponential(ms(250), ms(1_000)))
         .wait_timeout(Duration::from_secs(30));
-    if live {
-        builder = builder.transport(Observe::new(HyperTransport::new(), seen.clone()));
-    }
+    let (builder, seen) = observe_if_live(builder, format);
     let client = match builder.build() {
         Ok(client) => client,
         Err(e) => {
@@ -115,7 +109,7 @@ pub(crate) async fn run(args: DemoArgs) -> u8 {
         .iter()
         .map(|id| JobQuery::new(id).expect("the demo's ids are valid"))
         .collect();
-    let live = live.then(|| Live::new(&ids, seen));
+    let live = seen.map(|seen| Live::new(&ids, seen));
     let started = Instant::now();
     let tally = run_waits(&client, queries, format, live).await;
     if tally.code == code::INTERRUPTED {

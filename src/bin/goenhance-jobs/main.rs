@@ -102,20 +102,31 @@ async fn wait(args: WaitArgs) -> u8 {
         poll = poll.stall_after(after);
     }
     builder = builder.poll_policy(poll).wait_timeout(args.timeout);
-
-    let live = args.out.output == Format::Text && io::stdout().is_terminal();
-    let seen = Seen::default();
-    if live {
-        builder = builder.transport(Observe::new(HyperTransport::new(), seen.clone()));
-    }
+    let (builder, seen) = observe_if_live(builder, args.out.output);
     let client = match build(builder) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let live = live.then(|| Live::new(&ids.iter().map(String::as_str).collect::<Vec<_>>(), seen));
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let live = seen.map(|seen| Live::new(&ids, seen));
     run_waits(&client, queries, args.out.output, live)
         .await
         .code
+}
+
+/// Text output on a terminal gets the live display, whose statuses come
+/// from a transport that sees every answer; other output needs neither.
+pub(crate) fn observe_if_live(
+    builder: ClientBuilder,
+    format: Format,
+) -> (ClientBuilder, Option<Seen>) {
+    if format == Format::Text && io::stdout().is_terminal() {
+        let seen = Seen::default();
+        let builder = builder.transport(Observe::new(HyperTransport::new(), seen.clone()));
+        (builder, Some(seen))
+    } else {
+        (builder, None)
+    }
 }
 
 /// Job ids from a reader, one a line; blank lines are skipped.
