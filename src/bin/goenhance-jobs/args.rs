@@ -1,0 +1,134 @@
+//! Command-line arguments.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const AFTER_HELP: &str = "\
+Environment:
+  GOENHANCE_API_KEY   the API key (required by get and wait; never printed)
+  GOENHANCE_BASE_URL  the API base URL (default https://api.goenhance.ai)
+
+Exit codes (the largest that applies wins):
+  0  every job succeeded
+  1  some job failed
+  2  usage error, invalid job id or missing API key (nothing was sent)
+  3  a wait reached its deadline or stalled
+  4  any other error: HTTP, API, transport, decode, attempt timeout";
+
+/// Follow GoEnhance generation jobs: fetch a job's status, or wait until
+/// jobs finish and print their result URLs.
+#[derive(Debug, Parser)]
+#[command(name = "goenhance-jobs", version, after_help = AFTER_HELP)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Fetch a job's status once.
+    Get(GetArgs),
+    /// Wait until every job is finished, printing each as it ends.
+    Wait(WaitArgs),
+    /// Run against a built-in fake server on loopback: no account needed.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = AFTER_HELP)]
+pub(crate) struct GetArgs {
+    /// The job id (`img_uuid`).
+    pub(crate) id: String,
+
+    #[command(flatten)]
+    pub(crate) conn: ConnArgs,
+
+    #[command(flatten)]
+    pub(crate) out: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = AFTER_HELP)]
+pub(crate) struct WaitArgs {
+    /// Job ids (`img_uuid`); more can come from --stdin.
+    #[arg(required_unless_present = "stdin")]
+    pub(crate) ids: Vec<String>,
+
+    /// Also read job ids from standard input, one a line (blank lines are
+    /// skipped, surrounding whitespace trimmed).
+    #[arg(long)]
+    pub(crate) stdin: bool,
+
+    /// Give up on a job that has not finished after this long (e.g. 90s, 5m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30m")]
+    pub(crate) timeout: Duration,
+
+    /// Poll every DURATION instead of the adaptive schedule.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) poll_interval: Option<Duration>,
+
+    /// Give up on a job whose status has not changed for this long.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) stall_after: Option<Duration>,
+
+    #[command(flatten)]
+    pub(crate) conn: ConnArgs,
+
+    #[command(flatten)]
+    pub(crate) out: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    #[command(flatten)]
+    pub(crate) out: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConnArgs {
+    /// Timeout of one request, body included.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    pub(crate) attempt_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct OutputArgs {
+    /// Output format: text, or one JSON object a line.
+    #[arg(long, short, value_enum, default_value_t = Format::Text)]
+    pub(crate) output: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    Text,
+    Json,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("must be longer than zero".to_owned());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_are_human() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,133 @@
+//! `goenhance-jobs demo`: the tool against a fake GoEnhance server on
+//! loopback, with a few jobs of different kinds, one that fails, and some
+//! transient faults to show the retries. No account, no network.
+
+use std::time::{Duration, Instant};
+
+use goenhance_jobs::fake::{FakeServer, Fault, FaultPlan, Timeline};
+use goenhance_jobs::{Client, JobQuery, PollPolicy};
+
+use crate::args::DemoArgs;
+use crate::live::Live;
+use crate::report::code;
+use crate::{complain, observe_if_live, run_waits};
+
+/// The fake server's key; the demo never reads `GOENHANCE_*`.
+const DEMO_KEY: &str = "demo-key";
+/// The share of requests that get a transient fault.
+const FAULT_RATE: f64 = 0.12;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn jobs() -> Vec<(&'static str, Timeline)> {
+    const CDN: &str = "https://cdn.example.com/goenhance-demo";
+    vec![
+        (
+            "5334c57d-8443-4b79-ba24-8539c2163c74",
+            Timeline::new("mx-v2v")
+                .pending(ms(1_000))
+                .processing(ms(4_000))
+                .succeed("video", format!("{CDN}/5334c57d_0.mp4")),
+        ),
+        (
+            "37c82d82-2f1b-4f5e-9d0a-6b1e0c9a4d21",
+            Timeline::new("mx-image-face-swap")
+                .pending(ms(500))
+                .processing(ms(2_000))
+                .succeed("image", format!("{CDN}/37c82d82_0.jpg")),
+        ),
+        (
+            "9f1e6a20-5c3d-4b7e-8a19-2d4f6b8c0e13",
+            Timeline::new("mx-text2img")
+                .processing(ms(1_500))
+                .succeed("image", format!("{CDN}/9f1e6a20_0.png"))
+                .output("image", format!("{CDN}/9f1e6a20_1.png")),
+        ),
+        (
+            "c0ffee00-1d2e-4f3a-b4c5-d6e7f8a9b0c1",
+            Timeline::new("mx-text2img")
+                .pending(ms(1_000))
+                .processing(ms(2_000))
+                .fail(),
+        ),
+        (
+            "7d3b9e41-0a8c-4e6f-9b2d-5c1a3e7f9d04",
+            Timeline::new("mx-v2v")
+                .pending(ms(2_000))
+                .processing(ms(4_000))
+                .succeed("video", format!("{CDN}/7d3b9e41_0.mp4")),
+        ),
+    ]
+}
+
+pub(crate) async fn run(args: DemoArgs) -> u8 {
+    let jobs = jobs();
+    let faults = FaultPlan::random(
+        FAULT_RATE,
+        7,
+        [Fault::status(503), Fault::status(502), Fault::Reset],
+    );
+    let builder = jobs
+        .iter()
+        .fold(FakeServer::builder().api_key(DEMO_KEY), |b, (id, tl)| {
+            b.job(*id, tl.clone())
+        })
+        .faults(faults);
+    let server = match builder.start().await {
+        Ok(server) => server,
+        Err(e) => {
+            complain(format_args!("cannot start the fake server: {e}"));
+            return code::ERROR;
+        }
+    };
+    eprintln!(
+        "demo: a fake GoEnhance server on {} with {} jobs; one of them fails, \
+         and about 1 request in 8 gets a 503, a 502 or a reset to show the retries",
+        server.base_url(),
+        jobs.len()
+    );
+
+    let format = args.out.output;
+    let builder = Client::builder()
+        .base_url(server.base_url())
+        .api_key(DEMO_KEY)
+        .poll_policy(PollPolicy::exponential(ms(250), ms(1_000)))
+        .wait_timeout(Duration::from_secs(30));
+    let (builder, seen) = observe_if_live(builder, format);
+    let client = match builder.build() {
+        Ok(client) => client,
+        Err(e) => {
+            complain(format_args!("cannot set up the client: {e}"));
+            return code::ERROR;
+        }
+    };
+
+    let ids: Vec<&str> = jobs.iter().map(|(id, _)| *id).collect();
+    let queries = ids
+        .iter()
+        .map(|id| JobQuery::new(id).expect("the demo's ids are valid"))
+        .collect();
+    let live = seen.map(|seen| Live::new(&ids, seen));
+    let started = Instant::now();
+    let tally = run_waits(&client, queries, format, live).await;
+    if tally.code == code::INTERRUPTED {
+        return tally.code;
+    }
+    eprintln!(
+        "demo: {} succeeded, {} failed, {} errors in {:.1}s; the server answered {} requests",
+        tally.succeeded,
+        tally.failed,
+        tally.errors,
+        started.elapsed().as_secs_f64(),
+        server.total_requests()
+    );
+    server.shutdown().await;
+    // The failed job is part of the script; only an error is a failed demo.
+    if tally.errors > 0 {
+        code::ERROR
+    } else {
+        code::OK
+    }
+}

@@ -1,0 +1,560 @@
+//! The `goenhance-jobs` binary against the fake server on loopback: exit
+//! codes, JSON lines, plain lines, `--stdin`, configuration errors, and the
+//! key never showing in any output.
+#![cfg(feature = "cli")]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use assert_cmd::assert::{Assert, OutputAssertExt};
+use assert_cmd::Command;
+use goenhance_jobs::fake::{FakeServer, Timeline};
+use predicates::prelude::*;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_goenhance-jobs");
+const KEY: &str = "sk-test-SECRET-1234";
+const VIDEO: &str = "https://cdn.example/jobs/v2v-1_0.mp4";
+const IMAGE: &str = "https://cdn.example/jobs/swap-2_0.jpg";
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A video job that succeeds after about 150 ms.
+fn quick_video() -> Timeline {
+    Timeline::new("mx-v2v")
+        .pending(ms(50))
+        .processing(ms(100))
+        .succeed("video", VIDEO)
+}
+
+/// An image job that succeeds after about 450 ms.
+fn slower_image() -> Timeline {
+    Timeline::new("mx-image-face-swap")
+        .pending(ms(150))
+        .processing(ms(300))
+        .succeed("image", IMAGE)
+}
+
+/// A job that fails after about 200 ms.
+fn failing() -> Timeline {
+    Timeline::new("mx-text2img").processing(ms(200)).fail()
+}
+
+/// A job that stays pending (its last step never ends).
+fn stuck() -> Timeline {
+    Timeline::new("mx-v2v").pending(Duration::from_secs(3600))
+}
+
+async fn server(jobs: &[(&str, Timeline)]) -> FakeServer {
+    jobs.iter()
+        .fold(FakeServer::builder().api_key(KEY), |b, (id, tl)| {
+            b.job(*id, tl.clone())
+        })
+        .start()
+        .await
+        .expect("the fake server starts")
+}
+
+/// One run of the binary, set up like a user's shell: only the variables
+/// given here, never an inherited key.
+struct Run {
+    args: Vec<String>,
+    key: Option<String>,
+    base_url: Option<String>,
+    stdin: Option<String>,
+}
+
+impl Run {
+    fn new(args: &[&str]) -> Run {
+        Run {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            key: Some(KEY.to_owned()),
+            base_url: None,
+            stdin: None,
+        }
+    }
+
+    fn against(self, server: &FakeServer) -> Run {
+        self.base_url(server.base_url())
+    }
+
+    fn base_url(mut self, url: &str) -> Run {
+        self.base_url = Some(url.to_owned());
+        self
+    }
+
+    fn key(mut self, key: Option<&str>) -> Run {
+        self.key = key.map(str::to_owned);
+        self
+    }
+
+    fn stdin(mut self, input: &str) -> Run {
+        self.stdin = Some(input.to_owned());
+        self
+    }
+
+    /// Runs the binary on a blocking thread (the fake server keeps running
+    /// on the test's runtime) and checks that the key is in no output.
+    async fn output(self) -> Assert {
+        let output = tokio::task::spawn_blocking(move || {
+            let mut cmd = Command::new(BIN);
+            cmd.args(&self.args)
+                .env_remove("GOENHANCE_API_KEY")
+                .env_remove("GOENHANCE_BASE_URL")
+                .timeout(Duration::from_secs(25));
+            if let Some(key) = &self.key {
+                cmd.env("GOENHANCE_API_KEY", key);
+            }
+            if let Some(url) = &self.base_url {
+                cmd.env("GOENHANCE_BASE_URL", url);
+            }
+            if let Some(input) = &self.stdin {
+                cmd.write_stdin(input.as_bytes());
+            }
+            cmd.output().expect("the binary runs")
+        })
+        .await
+        .expect("the blocking task completes");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stdout.contains(KEY), "the key leaked to stdout: {stdout}");
+        assert!(!stderr.contains(KEY), "the key leaked to stderr: {stderr}");
+        output.assert()
+    }
+}
+
+fn stdout(out: &Assert) -> String {
+    String::from_utf8(out.get_output().stdout.clone()).expect("stdout is UTF-8")
+}
+
+fn stderr(out: &Assert) -> String {
+    String::from_utf8(out.get_output().stderr.clone()).expect("stderr is UTF-8")
+}
+
+/// The JSON lines of stdout, in order.
+fn json_lines(output: &Assert) -> Vec<Value> {
+    stdout(output)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn by_id(lines: &[Value]) -> HashMap<String, Value> {
+    lines
+        .iter()
+        .map(|v| (v["img_uuid"].as_str().unwrap().to_owned(), v.clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_succeed_exit_0_with_json_lines_in_completion_order() {
+    let server = server(&[("swap-2", slower_image()), ("v2v-1", quick_video())]).await;
+    let out = Run::new(&[
+        "wait",
+        "swap-2",
+        "v2v-1",
+        "--output",
+        "json",
+        "--poll-interval",
+        "50ms",
+        "--timeout",
+        "10s",
+    ])
+    .against(&server)
+    .output()
+    .await
+    .code(0)
+    .stderr("");
+
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 2);
+    // The quicker job comes first although it was named second.
+    assert_eq!(lines[0]["img_uuid"], "v2v-1");
+    assert_eq!(lines[1]["img_uuid"], "swap-2");
+
+    let video = &lines[0];
+    assert_eq!(video["status"], "succeeded");
+    assert_eq!(video["job_type"], "mx-v2v");
+    assert_eq!(video["outputs"].as_array().unwrap().len(), 1);
+    assert_eq!(video["outputs"][0]["kind"], "video");
+    assert_eq!(video["outputs"][0]["url"], VIDEO);
+    assert_eq!(video["error"], Value::Null);
+
+    let image = &lines[1];
+    assert_eq!(image["status"], "succeeded");
+    assert_eq!(image["job_type"], "mx-image-face-swap");
+    assert_eq!(image["outputs"][0]["kind"], "image");
+    assert_eq!(image["outputs"][0]["url"], IMAGE);
+    assert_eq!(image["error"], Value::Null);
+    let fields: Vec<&str> = image
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        fields.len(),
+        5,
+        "img_uuid, status, job_type, outputs, error: {fields:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_job_exits_1_and_plain_lines_list_urls() {
+    let server = server(&[("v2v-1", quick_video()), ("t2i-3", failing())]).await;
+    let out = Run::new(&["wait", "v2v-1", "t2i-3", "--poll-interval", "50ms"])
+        .against(&server)
+        .output()
+        .await
+        .code(1);
+    let text = stdout(&out);
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines, ["t2i-3 failed", &format!("v2v-1 succeeded {VIDEO}")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_job_in_json_has_status_failed_and_no_outputs() {
+    let server = server(&[("t2i-3", failing())]).await;
+    let out = Run::new(&["wait", "t2i-3", "-o", "json", "--poll-interval", "50ms"])
+        .against(&server)
+        .output()
+        .await
+        .code(1);
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["status"], "failed");
+    assert_eq!(lines[0]["job_type"], "mx-text2img");
+    assert_eq!(lines[0]["outputs"], serde_json::json!([]));
+    assert_eq!(lines[0]["error"], Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_exits_3_with_the_last_status_seen() {
+    let server = server(&[("stuck-4", stuck())]).await;
+    let out = Run::new(&[
+        "wait",
+        "stuck-4",
+        "--timeout",
+        "1s",
+        "--poll-interval",
+        "200ms",
+        "--output",
+        "json",
+    ])
+    .against(&server)
+    .output()
+    .await
+    .code(3)
+    .stderr(predicate::str::contains("stuck-4: wait deadline reached"));
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1);
+    let line = &lines[0];
+    assert_eq!(line["img_uuid"], "stuck-4");
+    assert_eq!(line["status"], "pending");
+    assert_eq!(line["job_type"], "mx-v2v");
+    assert_eq!(line["outputs"], serde_json::json!([]));
+    assert_eq!(line["error"]["kind"], "deadline");
+    assert!(line["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("wait deadline reached"));
+    assert!(server.hits("stuck-4") >= 2, "it polled until the deadline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_exits_3() {
+    let server = server(&[(
+        "slow-5",
+        Timeline::new("mx-v2v").processing(Duration::from_secs(3600)),
+    )])
+    .await;
+    let out = Run::new(&[
+        "wait",
+        "slow-5",
+        "--stall-after",
+        "300ms",
+        "--poll-interval",
+        "100ms",
+        "--timeout",
+        "20s",
+        "-o",
+        "json",
+    ])
+    .against(&server)
+    .output()
+    .await
+    .code(3);
+    let lines = json_lines(&out);
+    assert_eq!(lines[0]["error"]["kind"], "stall");
+    assert_eq!(lines[0]["status"], "processing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_exit_code_wins() {
+    let server = server(&[
+        ("v2v-1", quick_video()),
+        ("t2i-3", failing()),
+        ("stuck-4", stuck()),
+    ])
+    .await;
+    let out = Run::new(&[
+        "wait",
+        "v2v-1",
+        "t2i-3",
+        "stuck-4",
+        "--timeout",
+        "1s",
+        "--poll-interval",
+        "100ms",
+        "-o",
+        "json",
+    ])
+    .against(&server)
+    .output()
+    .await
+    .code(3);
+    let lines = by_id(&json_lines(&out));
+    assert_eq!(lines["v2v-1"]["status"], "succeeded");
+    assert_eq!(lines["t2i-3"]["status"], "failed");
+    assert_eq!(lines["stuck-4"]["error"]["kind"], "deadline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_id_is_an_api_error_exit_4() {
+    let server = server(&[("v2v-1", quick_video())]).await;
+    let out = Run::new(&["wait", "no-such-job", "-o", "json"])
+        .against(&server)
+        .output()
+        .await
+        .code(4)
+        .stderr(predicate::str::contains(
+            "no-such-job: api error code 40004: job not found",
+        ));
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["img_uuid"], "no-such-job");
+    assert_eq!(lines[0]["status"], Value::Null);
+    assert_eq!(lines[0]["job_type"], Value::Null);
+    assert_eq!(lines[0]["error"]["kind"], "api");
+    assert_eq!(lines[0]["error"]["api_code"], 40004);
+    // Not transient: the wait ends at the first answer.
+    assert_eq!(server.total_requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_in_plain_text_go_to_stdout_and_stderr() {
+    let server = server(&[]).await;
+    Run::new(&["wait", "no-such-job"])
+        .against(&server)
+        .output()
+        .await
+        .code(4)
+        .stdout("no-such-job error: api error code 40004: job not found\n")
+        .stderr(predicate::str::contains(
+            "no-such-job: api error code 40004",
+        ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_is_an_http_401_exit_4() {
+    let server = server(&[("v2v-1", quick_video())]).await;
+    let out = Run::new(&["get", "v2v-1", "--output", "json"])
+        .against(&server)
+        .key(Some("sk-test-WRONG-5678"))
+        .output()
+        .await
+        .code(4);
+    let lines = json_lines(&out);
+    assert_eq!(lines[0]["error"]["kind"], "http");
+    assert_eq!(lines[0]["error"]["http_status"], 401);
+    assert!(lines[0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("http status 401 unauthorized"));
+    assert_eq!(server.total_requests(), 1, "a 401 is not retried");
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(!all.contains("sk-test-WRONG-5678"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_fetches_once() {
+    let server = server(&[
+        ("stuck-4", stuck()),
+        (
+            "odd-6",
+            Timeline::new("mx-v2v").status("paused", Duration::from_secs(3600)),
+        ),
+    ])
+    .await;
+    let out = Run::new(&["get", "stuck-4", "--output", "json"])
+        .against(&server)
+        .output()
+        .await
+        .code(0);
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["img_uuid"], "stuck-4");
+    assert_eq!(lines[0]["status"], "pending");
+    assert_eq!(lines[0]["job_type"], "mx-v2v");
+    assert_eq!(lines[0]["error"], Value::Null);
+    assert_eq!(server.hits("stuck-4"), 1);
+
+    let out = Run::new(&["get", "odd-6", "-o", "json"])
+        .against(&server)
+        .output()
+        .await
+        .code(0);
+    assert_eq!(json_lines(&out)[0]["status"], "unknown");
+
+    Run::new(&["get", "odd-6"])
+        .against(&server)
+        .output()
+        .await
+        .code(0)
+        .stdout("odd-6 paused\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_come_from_stdin_too() {
+    let server = server(&[("v2v-1", quick_video()), ("swap-2", slower_image())]).await;
+    let out = Run::new(&["wait", "--stdin", "-o", "json", "--poll-interval", "50ms"])
+        .against(&server)
+        .stdin("  v2v-1 \n\n\t\n swap-2\n")
+        .output()
+        .await
+        .code(0);
+    let lines = by_id(&json_lines(&out));
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines["v2v-1"]["outputs"][0]["url"], VIDEO);
+    assert_eq!(lines["swap-2"]["outputs"][0]["url"], IMAGE);
+
+    // Positional ids and stdin together.
+    let out = Run::new(&[
+        "wait",
+        "v2v-1",
+        "--stdin",
+        "-o",
+        "json",
+        "--poll-interval",
+        "50ms",
+    ])
+    .against(&server)
+    .stdin("swap-2\n")
+    .output()
+    .await
+    .code(0);
+    assert_eq!(json_lines(&out).len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_id_exits_2_before_any_request() {
+    let server = server(&[("v2v-1", quick_video())]).await;
+    Run::new(&["wait", "v2v-1", "bad id", "--timeout", "5s"])
+        .against(&server)
+        .output()
+        .await
+        .code(2)
+        .stdout("")
+        .stderr(
+            predicate::str::contains("\"bad id\"").and(predicate::str::contains(
+                "job id has a character outside [A-Za-z0-9._~-]",
+            )),
+        );
+
+    Run::new(&["wait", "--stdin"])
+        .against(&server)
+        .stdin("v2v-1\nx/../../admin\n")
+        .output()
+        .await
+        .code(2);
+
+    Run::new(&["get", &"a".repeat(129)])
+        .against(&server)
+        .output()
+        .await
+        .code(2);
+    assert_eq!(server.total_requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_key_exits_2_and_names_the_variable() {
+    let server = server(&[("v2v-1", quick_video())]).await;
+    for args in [&["wait", "v2v-1"][..], &["get", "v2v-1"]] {
+        Run::new(args)
+            .against(&server)
+            .key(None)
+            .output()
+            .await
+            .code(2)
+            .stdout("")
+            .stderr(predicate::str::contains("GOENHANCE_API_KEY"));
+    }
+    Run::new(&["wait", "v2v-1"])
+        .against(&server)
+        .key(Some(""))
+        .output()
+        .await
+        .code(2)
+        .stderr(predicate::str::contains("GOENHANCE_API_KEY"));
+    assert_eq!(server.total_requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_errors_exit_2() {
+    let server = server(&[("v2v-1", quick_video())]).await;
+    for args in [
+        &["wait", "v2v-1", "--frobnicate"][..],
+        &["wait", "v2v-1", "--timeout", "soon"],
+        &["wait", "v2v-1", "--timeout", "0s"],
+        &["wait", "v2v-1", "--output", "yaml"],
+        &["wait"],
+        &["get"],
+        &["launch"],
+        &[],
+    ] {
+        Run::new(args)
+            .against(&server)
+            .output()
+            .await
+            .code(2)
+            .stdout("");
+    }
+    // Empty stdin: no ids at all.
+    Run::new(&["wait", "--stdin"])
+        .against(&server)
+        .stdin("\n  \n")
+        .output()
+        .await
+        .code(2)
+        .stderr(predicate::str::contains("no job ids"));
+    assert_eq!(server.total_requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_base_url_exits_2() {
+    Run::new(&["get", "v2v-1"])
+        .base_url("http://example.com")
+        .output()
+        .await
+        .code(2)
+        .stderr(predicate::str::contains("cannot set up the client"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_exits_0_and_prints_urls() {
+    // The demo ignores GOENHANCE_*: a dead base URL must not matter.
+    let out = Run::new(&["demo"])
+        .base_url("http://127.0.0.1:9")
+        .output()
+        .await
+        .code(0)
+        .stderr(predicate::str::contains("4 succeeded, 1 failed, 0 errors"));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    assert_eq!(text.matches("https://cdn.example.com/").count(), 5);
+    assert_eq!(lines.iter().filter(|l| l.contains(" failed")).count(), 1);
+}
