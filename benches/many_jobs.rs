@@ -39,6 +39,8 @@ fn status_kib(field: &str) -> u64 {
         .unwrap()
 }
 
+type Answer = Result<http::Response<Full<Bytes>>, std::convert::Infallible>;
+
 /// A transport with no per-job state: job `i` succeeds 10, 15 or 20 s after
 /// the origin, so it takes 3, 4 or 5 polls at 5 s.
 fn transport(
@@ -48,7 +50,7 @@ fn transport(
     http::Request<Full<Bytes>>,
     Response = http::Response<Full<Bytes>>,
     Error = std::convert::Infallible,
-    Future = std::future::Ready<Result<http::Response<Full<Bytes>>, std::convert::Infallible>>,
+    Future = std::future::Ready<Answer>,
 > + Clone
        + Send
        + Sync
@@ -110,7 +112,7 @@ fn child(mode: &str, jobs: u64) {
             }
             "tasks" => {
                 let mut set = tokio::task::JoinSet::new();
-                for id in ids.iter().cloned() {
+                for id in ids.into_iter() {
                     let client = client.clone();
                     set.spawn(async move {
                         loop {

@@ -143,7 +143,8 @@ fn p95(v: &[f64]) -> f64 {
 
 fn main() {
     let jobs = Arc::new(jobs());
-    let policies: Vec<(&str, Box<dyn Fn() -> PollPolicy>)> = vec![
+    type MakePolicy = Box<dyn Fn() -> PollPolicy>;
+    let policies: Vec<(&str, MakePolicy)> = vec![
         (
             "fixed 5 s",
             Box::new(|| PollPolicy::fixed(Duration::from_secs(5))),

@@ -137,7 +137,7 @@ impl Error {
     }
 
     pub(crate) fn timeout(after: Duration) -> Self {
-        Error::new(Kind::Timeout).with_message(format!("attempt timed out after {after:?}"))
+        Error::new(Kind::Timeout).with_message(format!("attempt timed out after {}", Rounded(after)))
     }
 
     pub(crate) fn http(status: StatusCode, retry_after: Option<Duration>) -> Self {
@@ -233,6 +233,12 @@ impl Error {
         self.inner.kind == Kind::BodyTooLarge
     }
 
+    /// The scheduler behind [`Client::wait`](crate::Client::wait) stopped
+    /// (its tokio runtime shut down) before the wait ended.
+    pub fn is_closed(&self) -> bool {
+        self.inner.kind == Kind::Closed
+    }
+
     /// The retry loop stopped although the error was transient, because the
     /// shared retry budget ran out.
     pub fn is_budget_exhausted(&self) -> bool {
@@ -296,6 +302,17 @@ impl Error {
     }
 }
 
+/// A duration rounded to the millisecond, for messages: `1.01s`, not
+/// `1.010371047s`.
+pub(crate) struct Rounded(pub(crate) Duration);
+
+impl fmt::Display for Rounded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis().min(u128::from(u64::MAX)) as u64;
+        write!(f, "{:?}", Duration::from_millis(ms))
+    }
+}
+
 pub(crate) fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_owned();
@@ -317,7 +334,8 @@ impl fmt::Display for Error {
                 if let Some(after) = inner.retry_after {
                     write!(
                         f,
-                        "server asked to retry after {after:?}, longer than allowed: "
+                        "server asked to retry after {}, longer than allowed: ",
+                        Rounded(after)
                     )?
                 }
             }
@@ -348,13 +366,16 @@ impl fmt::Display for Error {
                 if inner.kind == Kind::Deadline {
                     write!(
                         f,
-                        "wait deadline reached after {waited:?} ({polls} polls, last status {last})"
+                        "wait deadline reached after {} ({polls} polls, last status {last})",
+                        Rounded(waited)
                     )?;
                 } else {
                     let stalled = w.and_then(|w| w.stalled_for).unwrap_or_default();
                     write!(
                         f,
-                        "job stalled: status {last} unchanged for {stalled:?} ({polls} polls over {waited:?})"
+                        "job stalled: status {last} unchanged for {} ({polls} polls over {})",
+                        Rounded(stalled),
+                        Rounded(waited)
                     )?;
                 }
             }

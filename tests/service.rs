@@ -148,7 +148,7 @@ async fn api_error_and_401_surface_details_without_the_key() {
     assert_eq!(err.api_code(), Some(401));
     assert_eq!(
         err.to_string(),
-        "http status 401 unauthorized: unauthorized"
+        "http status 401 unauthorized"
     );
 
     let err = c.get("j3").await.unwrap_err();

@@ -38,6 +38,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_core::Stream;
 use futures_util::stream::FuturesUnordered;
@@ -315,6 +316,18 @@ struct Job {
 
 type PollFuture = Pin<Box<dyn Future<Output = (usize, Answer)> + Send>>;
 
+#[derive(Debug, PartialEq, Eq)]
+enum Yield {
+    /// Every job is finished and no client is left: the driver ends.
+    Done,
+    /// The work budget ran out: let other tasks run, then go on.
+    Busy,
+}
+
+/// A timer entry: when (milliseconds after the driver's epoch, rounded
+/// up), the job's generation then, and its key.
+type TimerEntry = Reverse<(u64, u32, u32)>;
+
 struct Driver {
     stack: Stack,
     policy: PollPolicy,
@@ -323,7 +336,8 @@ struct Driver {
     rx_open: bool,
     jobs: Slab<Job>,
     index: HashMap<Arc<str>, u32>,
-    timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    epoch: Instant,
+    timers: BinaryHeap<TimerEntry>,
     ready: VecDeque<(u32, u32)>,
     in_flight: FuturesUnordered<PollFuture>,
     sleep: Pin<Box<Sleep>>,
@@ -346,6 +360,7 @@ impl Driver {
             rx_open: true,
             jobs: Slab::new(),
             index: HashMap::new(),
+            epoch: Instant::now(),
             timers: BinaryHeap::new(),
             ready: VecDeque::new(),
             in_flight: FuturesUnordered::new(),
@@ -356,18 +371,19 @@ impl Driver {
     }
 
     async fn run(mut self) {
-        std::future::poll_fn(|cx| self.poll(cx)).await
+        // After a bounded amount of work the driver yields, so that whoever
+        // reads the results (even the future a `block_on` drives) runs
+        // before more results pile up.
+        while std::future::poll_fn(|cx| self.poll(cx)).await == Yield::Busy {
+            tokio::task::yield_now().await;
+        }
     }
 
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        // Yield after this many rounds of work so that the tasks reading
-        // results (and the polls themselves) get to run: finished results do
-        // not pile up in the channels.
-        let mut budget = 64u32;
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Yield> {
+        let mut budget = 16u32;
         loop {
             if budget == 0 {
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
+                return Poll::Ready(Yield::Busy);
             }
             budget -= 1;
             let mut progressed = false;
@@ -390,7 +406,7 @@ impl Driver {
             progressed |= self.start_ready(now);
             if !progressed {
                 if !self.rx_open && self.jobs.is_empty() {
-                    return Poll::Ready(());
+                    return Poll::Ready(Yield::Done);
                 }
                 let wake = self.next_wake();
                 if let Some(at) = wake {
@@ -408,8 +424,19 @@ impl Driver {
         }
     }
 
+    fn to_ms(&self, at: Instant) -> u64 {
+        let d = at.saturating_duration_since(self.epoch);
+        let ms = d.as_millis();
+        let ms = if d > Duration::from_millis(ms as u64) { ms + 1 } else { ms };
+        u64::try_from(ms).unwrap_or(u64::MAX)
+    }
+
+    fn from_ms(&self, ms: u64) -> Instant {
+        self.epoch + Duration::from_millis(ms)
+    }
+
     fn next_wake(&self) -> Option<Instant> {
-        let timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
+        let timer = self.timers.peek().map(|Reverse((at, _, _))| self.from_ms(*at));
         match (timer, self.rate_wait) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -475,7 +502,7 @@ impl Driver {
             self.rate_wait = None;
         }
         while let Some(Reverse((at, generation, key))) = self.timers.peek().copied() {
-            if at > now {
+            if self.from_ms(at) > now {
                 break;
             }
             self.timers.pop();
@@ -571,7 +598,9 @@ impl Driver {
                     .map(|w| w.deadline)
                     .fold(at, Instant::min);
                 job.generation = job.generation.wrapping_add(1);
-                self.timers.push(Reverse((at, job.generation, key as u32)));
+                let generation = job.generation;
+                let at = self.to_ms(at);
+                self.timers.push(Reverse((at, generation, key as u32)));
             }
         }
     }

@@ -284,6 +284,9 @@ struct History {
     entries: Vec<(u32, u8)>,
     /// Where the oldest entry is once the history is full (a ring).
     head: usize,
+    // Boxed: 8 bytes in every wait instead of 24, for a list that is almost
+    // always absent.
+    #[allow(clippy::box_collection)]
     unknown: Option<Box<Vec<Box<str>>>>,
 }
 
