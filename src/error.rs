@@ -137,7 +137,8 @@ impl Error {
     }
 
     pub(crate) fn timeout(after: Duration) -> Self {
-        Error::new(Kind::Timeout).with_message(format!("attempt timed out after {}", Rounded(after)))
+        Error::new(Kind::Timeout)
+            .with_message(format!("attempt timed out after {}", Rounded(after)))
     }
 
     pub(crate) fn http(status: StatusCode, retry_after: Option<Duration>) -> Self {

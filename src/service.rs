@@ -447,7 +447,10 @@ fn http_error(parts: &http::response::Parts, body: Option<&[u8]>) -> Error {
             err.set_api_code(b.code);
         }
         let reason = parts.status.canonical_reason().unwrap_or("");
-        if let Some(msg) = b.msg.filter(|m| !m.is_empty() && !m.eq_ignore_ascii_case(reason)) {
+        if let Some(msg) = b
+            .msg
+            .filter(|m| !m.is_empty() && !m.eq_ignore_ascii_case(reason))
+        {
             err.set_message(crate::error::truncate(&msg, 200));
         }
     }

@@ -146,10 +146,7 @@ async fn api_error_and_401_surface_details_without_the_key() {
     assert!(err.is_http());
     assert_eq!(err.status(), Some(http::StatusCode::UNAUTHORIZED));
     assert_eq!(err.api_code(), Some(401));
-    assert_eq!(
-        err.to_string(),
-        "http status 401 unauthorized"
-    );
+    assert_eq!(err.to_string(), "http status 401 unauthorized");
 
     let err = c.get("j3").await.unwrap_err();
     assert_eq!(

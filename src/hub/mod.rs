@@ -32,9 +32,10 @@
 mod rate;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::fmt;
 use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -335,7 +336,9 @@ struct Driver {
     rx: mpsc::UnboundedReceiver<Command>,
     rx_open: bool,
     jobs: Slab<Job>,
-    index: HashMap<Arc<str>, u32>,
+    /// Slab keys by id; the ids themselves live in the slab.
+    index: hashbrown::HashTable<u32>,
+    hasher: RandomState,
     epoch: Instant,
     timers: BinaryHeap<TimerEntry>,
     ready: VecDeque<(u32, u32)>,
@@ -359,7 +362,8 @@ impl Driver {
             rx,
             rx_open: true,
             jobs: Slab::new(),
-            index: HashMap::new(),
+            index: hashbrown::HashTable::new(),
+            hasher: RandomState::new(),
             epoch: Instant::now(),
             timers: BinaryHeap::new(),
             ready: VecDeque::new(),
@@ -427,7 +431,11 @@ impl Driver {
     fn to_ms(&self, at: Instant) -> u64 {
         let d = at.saturating_duration_since(self.epoch);
         let ms = d.as_millis();
-        let ms = if d > Duration::from_millis(ms as u64) { ms + 1 } else { ms };
+        let ms = if d > Duration::from_millis(ms as u64) {
+            ms + 1
+        } else {
+            ms
+        };
         u64::try_from(ms).unwrap_or(u64::MAX)
     }
 
@@ -436,7 +444,10 @@ impl Driver {
     }
 
     fn next_wake(&self) -> Option<Instant> {
-        let timer = self.timers.peek().map(|Reverse((at, _, _))| self.from_ms(*at));
+        let timer = self
+            .timers
+            .peek()
+            .map(|Reverse((at, _, _))| self.from_ms(*at));
         match (timer, self.rate_wait) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -461,7 +472,9 @@ impl Driver {
             Command::Many { ids, more, tx } => {
                 let room = ids.len() + more;
                 self.jobs.reserve_exact(room);
-                self.index.reserve(room);
+                let (jobs, hasher) = (&self.jobs, &self.hasher);
+                self.index
+                    .reserve(room, |&k| hasher.hash_one(&*jobs[k as usize].id));
                 self.timers.reserve_exact(room);
                 self.ready.reserve_exact(room);
                 for id in ids {
@@ -473,7 +486,9 @@ impl Driver {
     }
 
     fn add(&mut self, id: Arc<str>, waiter: Waiter, now: Instant) {
-        if let Some(&key) = self.index.get(&id) {
+        let hash = self.hasher.hash_one(&*id);
+        let jobs = &self.jobs;
+        if let Some(&key) = self.index.find(hash, |&k| jobs[k as usize].id == id) {
             let job = &mut self.jobs[key as usize];
             job.state.extend_deadline(waiter.deadline);
             job.waiters.push(waiter);
@@ -481,19 +496,24 @@ impl Driver {
         }
         let key = self.jobs.insert(Job {
             state: WaitState::new(&self.policy, now),
-            id: id.clone(),
+            id,
             waiters: Waiters::One(waiter),
             generation: 0,
             in_flight: false,
         });
-        self.index.insert(id, key as u32);
+        let (jobs, hasher) = (&self.jobs, &self.hasher);
+        self.index.insert_unique(hash, key as u32, |&k| {
+            hasher.hash_one(&*jobs[k as usize].id)
+        });
         self.ready.push_back((key as u32, 0));
     }
 
     fn remove(&mut self, key: usize) -> Job {
-        let job = self.jobs.remove(key);
-        self.index.remove(&job.id);
-        job
+        let hash = self.hasher.hash_one(&*self.jobs[key].id);
+        if let Ok(entry) = self.index.find_entry(hash, |&k| k as usize == key) {
+            entry.remove();
+        }
+        self.jobs.remove(key)
     }
 
     /// Moves due timer entries to the ready queue, in due order.

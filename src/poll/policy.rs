@@ -50,6 +50,8 @@ pub struct PollPolicy {
     pub(crate) max_consecutive_failures: Option<u32>,
     pub(crate) jitter: Jitter,
     pub(crate) seed: Option<u64>,
+    /// The jitter seed when none is set: drawn once per policy.
+    random_seed: u64,
     pub(crate) learner: Arc<Learner>,
 }
 
@@ -84,6 +86,7 @@ impl PollPolicy {
             max_consecutive_failures: None,
             jitter,
             seed: None,
+            random_seed: fastrand::u64(..),
             learner: Arc::new(Learner::default()),
         }
     }
@@ -188,6 +191,10 @@ impl PollPolicy {
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
         self
+    }
+
+    pub(crate) fn jitter_seed(&self) -> u64 {
+        self.seed.unwrap_or(self.random_seed)
     }
 
     /// The deadline of a wait.

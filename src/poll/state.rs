@@ -2,12 +2,13 @@
 //!
 //! Shared by [`Poller`](super::Poller), `Client::watch` and the hub, so that
 //! every way of waiting follows the same rules. It is kept small (at most
-//! 144 bytes, plus 8 bytes a poll of history) because the hub holds one per
+//! 120 bytes, plus 8 bytes a poll of history) because the hub holds one per
 //! waiting job: of the last answer it keeps the status, the job type
 //! (shared between jobs of a type) and the start time, not the whole detail.
 
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
@@ -37,11 +38,36 @@ pub(crate) enum Step {
 }
 
 /// What the wait keeps of the last answer.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct LastSeen {
-    status: JobStatus,
+    /// 0 before any answer, then the status code of [`History`].
+    code: u8,
+    /// The text of an unknown status.
+    raw: Option<Box<str>>,
     job_type: Option<Arc<str>>,
-    start_time: Option<SystemTime>,
+    /// Milliseconds since the Unix epoch; 0 when unknown.
+    start_ms: u64,
+}
+
+impl LastSeen {
+    fn status(&self) -> Option<JobStatus> {
+        match self.code {
+            0 => None,
+            FIRST_UNKNOWN => Some(JobStatus::Unknown(
+                self.raw.as_deref().unwrap_or("").to_owned(),
+            )),
+            code => status_of(code),
+        }
+    }
+
+    fn is(&self, status: &JobStatus) -> bool {
+        match status {
+            JobStatus::Unknown(raw) => {
+                self.code == FIRST_UNKNOWN && self.raw.as_deref() == Some(raw)
+            }
+            known => self.code == code_of(known),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -54,8 +80,7 @@ pub(crate) struct WaitState {
     polls: u32,
     failures: u32,
     slowdown: u8,
-    rng: fastrand::Rng,
-    last: Option<LastSeen>,
+    last: LastSeen,
     history: History,
 }
 
@@ -73,11 +98,7 @@ impl WaitState {
             polls: 0,
             failures: 0,
             slowdown: 0,
-            rng: match policy.seed {
-                Some(seed) => fastrand::Rng::with_seed(seed),
-                None => fastrand::Rng::new(),
-            },
-            last: None,
+            last: LastSeen::default(),
             history: History::default(),
         }
     }
@@ -120,11 +141,8 @@ impl WaitState {
                 self.history.push(since_ms, Some(detail.status()));
                 self.failures = 0;
                 self.slowdown = self.slowdown.saturating_sub(1);
-                let changed = self
-                    .last
-                    .as_ref()
-                    .is_none_or(|l| &l.status != detail.status());
-                if self.last.is_none() {
+                let changed = !self.last.is(detail.status());
+                if self.last.code == 0 {
                     let age = detail
                         .start_time()
                         .and_then(|s| SystemTime::now().duration_since(s).ok())
@@ -142,21 +160,24 @@ impl WaitState {
                     self.learn(policy, &detail, since);
                     return Step::Done(Ok(detail));
                 }
-                let job_type = match (&self.last, detail.job_type()) {
-                    (
-                        Some(LastSeen {
-                            job_type: Some(t), ..
-                        }),
-                        Some(now),
-                    ) if **t == *now => Some(t.clone()),
+                let job_type = match (&self.last.job_type, detail.job_type()) {
+                    (Some(t), Some(now)) if **t == *now => Some(t.clone()),
                     (_, Some(t)) => Some(policy.learner.intern(t)),
                     (_, None) => None,
                 };
-                self.last = Some(LastSeen {
-                    status: detail.status().clone(),
+                let status = detail.status();
+                self.last = LastSeen {
+                    code: code_of(status),
+                    raw: match status {
+                        JobStatus::Unknown(raw) => Some(raw.as_str().into()),
+                        _ => None,
+                    },
                     job_type,
-                    start_time: detail.start_time(),
-                });
+                    start_ms: detail
+                        .start_time()
+                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                };
                 let unchanged_for =
                     Duration::from_millis(u64::from(since_ms - self.last_change_ms));
                 if let Some(stall) = policy.stall_after {
@@ -167,7 +188,7 @@ impl WaitState {
                 if now >= deadline {
                     return Step::Done(Err(self.ended(img_uuid, Kind::Deadline, now, None)));
                 }
-                let mut at = now + self.interval(policy, since);
+                let mut at = now + self.interval(policy, img_uuid, since);
                 if let Some(stall) = policy.stall_after {
                     at = at.min(self.at(self.last_change_ms) + stall);
                 }
@@ -194,7 +215,7 @@ impl WaitState {
                 if now >= deadline {
                     return Step::Done(Err(self.ended(img_uuid, Kind::Deadline, now, Some(error))));
                 }
-                let mut at = now + self.interval(policy, since);
+                let mut at = now + self.interval(policy, img_uuid, since);
                 if let Some(after) = error.retry_after() {
                     at = at.max(now + after);
                 }
@@ -221,7 +242,7 @@ impl WaitState {
 
     /// The interval before the next poll, slow-down and jitter applied,
     /// within the policy's bounds.
-    fn interval(&mut self, policy: &PollPolicy, since: Duration) -> Duration {
+    fn interval(&self, policy: &PollPolicy, img_uuid: &str, since: Duration) -> Duration {
         let n = self.polls.saturating_sub(1);
         let base = match &policy.schedule {
             Schedule::Fixed(d) => *d,
@@ -229,8 +250,8 @@ impl WaitState {
             Schedule::Adaptive { tradeoff } => {
                 let model = self
                     .last
-                    .as_ref()
-                    .and_then(|l| l.job_type.as_deref())
+                    .job_type
+                    .as_deref()
                     .and_then(|t| policy.learner.model(t));
                 match model {
                     Some(m) => m.next_interval(
@@ -245,16 +266,25 @@ impl WaitState {
             }
         };
         let slowed = base * (1u32 << self.slowdown);
+        // The jitter of poll n of a job: random across jobs, reproducible
+        // with a seeded policy, and no generator kept per wait.
+        let mut rng = fastrand::Rng::with_seed(
+            policy.jitter_seed()
+                ^ BuildHasherDefault::<DefaultHasher>::default().hash_one(img_uuid)
+                ^ u64::from(self.polls).rotate_left(32),
+        );
         policy
             .jitter
-            .apply(slowed, &mut self.rng)
+            .apply(slowed, &mut rng)
             .clamp(policy.min_interval, policy.max_interval)
     }
 
     fn ended(&self, img_uuid: &str, kind: Kind, now: Instant, source: Option<Error>) -> Error {
-        let last_detail = self.last.as_ref().map(|l| {
-            let d = JobDetail::new(img_uuid, l.status.clone()).with_times(l.start_time, None);
-            match &l.job_type {
+        let last_detail = self.last.status().map(|status| {
+            let start = (self.last.start_ms != 0)
+                .then(|| UNIX_EPOCH + Duration::from_millis(self.last.start_ms));
+            let d = JobDetail::new(img_uuid, status).with_times(start, None);
+            match &self.last.job_type {
                 Some(t) => d.with_job_type(&**t),
                 None => d,
             }
@@ -291,6 +321,26 @@ struct History {
 }
 
 const FAILED_POLL: u8 = 0;
+
+fn code_of(status: &JobStatus) -> u8 {
+    match status {
+        JobStatus::Pending => 1,
+        JobStatus::Processing => 2,
+        JobStatus::Succeeded => 3,
+        JobStatus::Failed => 4,
+        _ => FIRST_UNKNOWN,
+    }
+}
+
+fn status_of(code: u8) -> Option<JobStatus> {
+    Some(match code {
+        1 => JobStatus::Pending,
+        2 => JobStatus::Processing,
+        3 => JobStatus::Succeeded,
+        4 => JobStatus::Failed,
+        _ => return None,
+    })
+}
 const FIRST_UNKNOWN: u8 = 5;
 const MAX_UNKNOWN: usize = (u8::MAX - FIRST_UNKNOWN) as usize;
 
@@ -298,10 +348,6 @@ impl History {
     fn push(&mut self, since_ms: u32, status: Option<&JobStatus>) {
         let code = match status {
             None => FAILED_POLL,
-            Some(JobStatus::Pending) => 1,
-            Some(JobStatus::Processing) => 2,
-            Some(JobStatus::Succeeded) => 3,
-            Some(JobStatus::Failed) => 4,
             Some(JobStatus::Unknown(raw)) => {
                 let unknown = self.unknown.get_or_insert_with(Default::default);
                 let idx = match unknown.iter().position(|u| **u == **raw) {
@@ -314,6 +360,7 @@ impl History {
                 };
                 FIRST_UNKNOWN + idx as u8
             }
+            Some(known) => code_of(known),
         };
         let entry = (since_ms, code);
         if self.entries.len() < MAX_HISTORY {
@@ -333,10 +380,7 @@ impl History {
                 at: Duration::from_millis(u64::from(ms)),
                 status: match code {
                     FAILED_POLL => None,
-                    1 => Some(JobStatus::Pending),
-                    2 => Some(JobStatus::Processing),
-                    3 => Some(JobStatus::Succeeded),
-                    4 => Some(JobStatus::Failed),
+                    n if n < FIRST_UNKNOWN => status_of(n),
                     n => {
                         let raw = self
                             .unknown
