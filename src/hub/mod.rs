@@ -439,7 +439,7 @@ impl Driver {
         u64::try_from(ms).unwrap_or(u64::MAX)
     }
 
-    fn from_ms(&self, ms: u64) -> Instant {
+    fn instant_at(&self, ms: u64) -> Instant {
         self.epoch + Duration::from_millis(ms)
     }
 
@@ -447,7 +447,7 @@ impl Driver {
         let timer = self
             .timers
             .peek()
-            .map(|Reverse((at, _, _))| self.from_ms(*at));
+            .map(|Reverse((at, _, _))| self.instant_at(*at));
         match (timer, self.rate_wait) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -522,7 +522,7 @@ impl Driver {
             self.rate_wait = None;
         }
         while let Some(Reverse((at, generation, key))) = self.timers.peek().copied() {
-            if self.from_ms(at) > now {
+            if self.instant_at(at) > now {
                 break;
             }
             self.timers.pop();
