@@ -75,3 +75,8 @@ pub use crate::retry::{RetryLayer, RetryPolicy};
 pub use crate::service::{BaseUrl, JobStatusService};
 pub use crate::timeout::TimeoutLayer;
 pub use crate::transport::HyperTransport;
+
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -8,7 +8,7 @@
 //! due while the cap is full start oldest-due first. A job whose every
 //! waiter has gone is polled no more. Scheduling, deadlines, stall detection
 //! and the error policy are those of a single wait
-//! ([`PollPolicy`](crate::PollPolicy)).
+//! ([`PollPolicy`]).
 //!
 //! ```
 //! use futures_util::StreamExt;
