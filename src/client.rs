@@ -144,7 +144,23 @@ impl Client {
     where
         I: IntoIterator<Item = JobQuery>,
     {
-        self.inner.hub.wait_all(queries)
+        self.inner.hub.wait_all(queries, false)
+    }
+
+    /// Like [`wait_all`](Self::wait_all), and also yields each job's status
+    /// changes on the way: each distinct status once, as
+    /// `(query, Ok(detail))` with a status that is not terminal. A job's
+    /// last item is its end: a terminal detail or an error. The stream ends
+    /// when every job has ended. One scheduler polls them all, as for
+    /// `wait_all`; this is what a progress display wants.
+    pub fn watch_all<I>(
+        &self,
+        queries: I,
+    ) -> impl Stream<Item = (JobQuery, Result<JobDetail, Error>)> + Send + 'static
+    where
+        I: IntoIterator<Item = JobQuery>,
+    {
+        self.inner.hub.wait_all(queries, true)
     }
 
     /// The base URL.

@@ -308,3 +308,42 @@ fn waits_across_runtimes_restart_the_scheduler() {
     }
     assert_eq!(mock.count_for("a"), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn watch_all_yields_each_change_then_the_end() {
+    let mock = MockTransport::new();
+    mock.timeline("a", &["pending", "pending", "processing", "success"]);
+    mock.timeline("b", &["processing", "failed"]);
+    mock.script("c", [MockResponse::status(401)]);
+    let c = builder(&mock).build().unwrap();
+    let items: Vec<(String, Result<String, u16>)> = c
+        .watch_all([q("a"), q("b"), q("c")])
+        .map(|(q, r)| {
+            let r = r
+                .map(|d| d.status().to_string())
+                .map_err(|e| e.status().unwrap().as_u16());
+            (q.img_uuid().to_owned(), r)
+        })
+        .collect()
+        .await;
+    let of = |id: &str| -> Vec<Result<String, u16>> {
+        items
+            .iter()
+            .filter(|(i, _)| i == id)
+            .map(|(_, r)| r.clone())
+            .collect()
+    };
+    assert_eq!(
+        of("a"),
+        [
+            Ok("pending".into()),
+            Ok("processing".into()),
+            Ok("succeeded".into())
+        ]
+    );
+    assert_eq!(of("b"), [Ok("processing".into()), Ok("failed".into())]);
+    assert_eq!(of("c"), [Err(401)]);
+    assert_eq!(items.len(), 6);
+    assert_eq!(mock.count_for("a"), 4);
+    assert_eq!(mock.count_for("b"), 2);
+}

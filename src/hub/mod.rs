@@ -88,6 +88,8 @@ pub(crate) struct Hub {
 enum Command {
     One(JobQuery, oneshot::Sender<Answer>),
     Many {
+        /// Whether every status change is sent too, not only the end.
+        changes: bool,
         ids: Vec<Arc<str>>,
         /// How many more ids are coming in later commands of this batch,
         /// as far as known: room is made for them at once.
@@ -141,7 +143,7 @@ impl Hub {
         rx.await.unwrap_or_else(|_| Err(Error::closed()))
     }
 
-    pub(crate) fn wait_all<I>(&self, queries: I) -> WaitAll
+    pub(crate) fn wait_all<I>(&self, queries: I, changes: bool) -> WaitAll
     where
         I: IntoIterator<Item = JobQuery>,
     {
@@ -164,6 +166,7 @@ impl Hub {
             if failed.is_none() {
                 failed = self
                     .send(Command::Many {
+                        changes,
                         ids,
                         more,
                         tx: tx.clone(),
@@ -200,7 +203,11 @@ impl Stream for WaitAll {
         }
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(item)) => {
-                self.remaining -= 1;
+                // A job's end is an error or a terminal detail; anything
+                // else is a status change on the way.
+                if item.1.as_ref().map_or(true, JobDetail::is_terminal) {
+                    self.remaining -= 1;
+                }
                 Poll::Ready(Some(item))
             }
             Poll::Ready(None) => {
@@ -212,7 +219,7 @@ impl Stream for WaitAll {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.remaining, Some(self.remaining))
+        (self.remaining, None)
     }
 }
 
@@ -227,6 +234,8 @@ impl fmt::Debug for Hub {
 enum Sink {
     One(oneshot::Sender<Answer>),
     Many(mpsc::UnboundedSender<(JobQuery, Answer)>),
+    /// Also told of every status change.
+    Watch(mpsc::UnboundedSender<(JobQuery, Answer)>),
 }
 
 struct Waiter {
@@ -238,7 +247,13 @@ impl Waiter {
     fn is_gone(&self) -> bool {
         match &self.sink {
             Sink::One(tx) => tx.is_closed(),
-            Sink::Many(tx) => tx.is_closed(),
+            Sink::Many(tx) | Sink::Watch(tx) => tx.is_closed(),
+        }
+    }
+
+    fn tell_change(&self, query: &JobQuery, detail: &JobDetail) {
+        if let Sink::Watch(tx) = &self.sink {
+            let _ = tx.send((query.clone(), Ok(detail.clone())));
         }
     }
 
@@ -247,7 +262,7 @@ impl Waiter {
             Sink::One(tx) => {
                 let _ = tx.send(answer);
             }
-            Sink::Many(tx) => {
+            Sink::Many(tx) | Sink::Watch(tx) => {
                 let _ = tx.send((query.clone(), answer));
             }
         }
@@ -469,7 +484,12 @@ impl Driver {
                     now,
                 )
             }
-            Command::Many { ids, more, tx } => {
+            Command::Many {
+                changes,
+                ids,
+                more,
+                tx,
+            } => {
                 let room = ids.len() + more;
                 self.jobs.reserve_exact(room);
                 let (jobs, hasher) = (&self.jobs, &self.hasher);
@@ -478,7 +498,11 @@ impl Driver {
                 self.timers.reserve_exact(room);
                 self.ready.reserve_exact(room);
                 for id in ids {
-                    let sink = Sink::Many(tx.clone());
+                    let sink = if changes {
+                        Sink::Watch(tx.clone())
+                    } else {
+                        Sink::Many(tx.clone())
+                    };
                     self.add(id, Waiter { deadline, sink }, now);
                 }
             }
@@ -601,7 +625,13 @@ impl Driver {
                     w.deliver(&query, answer.clone());
                 }
             }
-            Step::Again { at, .. } => {
+            Step::Again { at, changed } => {
+                if let Some(detail) = changed {
+                    let query = JobQuery::from_shared_id(job.id.clone());
+                    for w in job.waiters.as_slice() {
+                        w.tell_change(&query, &detail);
+                    }
+                }
                 // Waiters whose own deadline has come (they joined earlier
                 // than the latest one) get their deadline error now.
                 if job.waiters.as_slice().iter().any(|w| w.deadline <= now) {

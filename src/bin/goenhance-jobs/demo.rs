@@ -10,7 +10,7 @@ use goenhance_jobs::{Client, JobQuery, PollPolicy};
 use crate::args::DemoArgs;
 use crate::live::Live;
 use crate::report::code;
-use crate::{complain, observe_if_live, run_waits};
+use crate::{complain, live_display, run_waits};
 
 /// The fake server's key; the demo never reads `GOENHANCE_*`.
 const DEMO_KEY: &str = "demo-key";
@@ -95,7 +95,6 @@ pub(crate) async fn run(args: DemoArgs) -> u8 {
         .api_key(DEMO_KEY)
         .poll_policy(PollPolicy::exponential(ms(250), ms(1_000)))
         .wait_timeout(Duration::from_secs(30));
-    let (builder, seen) = observe_if_live(builder, format);
     let client = match builder.build() {
         Ok(client) => client,
         Err(e) => {
@@ -109,7 +108,7 @@ pub(crate) async fn run(args: DemoArgs) -> u8 {
         .iter()
         .map(|id| JobQuery::new(id).expect("the demo's ids are valid"))
         .collect();
-    let live = seen.map(|seen| Live::new(&ids, seen));
+    let live = live_display(format).then(|| Live::new(&ids));
     let started = Instant::now();
     let tally = run_waits(&client, queries, format, live).await;
     if tally.code == code::INTERRUPTED {

@@ -10,7 +10,6 @@ use std::time::Duration;
 use goenhance_jobs::JobStatus;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::observe::Seen;
 use crate::report::{text_line, Outcome};
 
 /// The most jobs shown with a line each.
@@ -21,7 +20,6 @@ const MAX_ID_WIDTH: usize = 40;
 pub(crate) struct Live {
     mp: MultiProgress,
     mode: Mode,
-    seen: Seen,
     width: usize,
 }
 
@@ -42,7 +40,7 @@ struct Line {
 
 impl Live {
     /// A display for these jobs (in the order given), drawn on stdout.
-    pub(crate) fn new(ids: &[&str], seen: Seen) -> Live {
+    pub(crate) fn new(ids: &[&str]) -> Live {
         let mp = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
         let width = ids
             .iter()
@@ -83,22 +81,23 @@ impl Live {
                 errors: 0,
             }
         };
-        Live {
-            mp,
-            mode,
-            seen,
-            width,
+        Live { mp, mode, width }
+    }
+
+    /// Shows a job's new status.
+    pub(crate) fn update(&self, id: &str, status: &str) {
+        if let Mode::PerJob(lines) = &self.mode {
+            for line in lines.iter().filter(|l| !l.done && l.id == id) {
+                line.bar.set_message(status.to_owned());
+            }
         }
     }
 
-    /// Shows the latest statuses and moves the spinners on.
+    /// Moves the spinners on.
     pub(crate) fn refresh(&self) {
         match &self.mode {
             Mode::PerJob(lines) => {
                 for line in lines.iter().filter(|l| !l.done) {
-                    if let Some(status) = self.seen.status(&line.id) {
-                        line.bar.set_message(status);
-                    }
                     line.bar.tick();
                 }
             }

@@ -14,7 +14,6 @@
 mod args;
 mod demo;
 mod live;
-mod observe;
 mod report;
 
 use std::io::{self, BufRead, IsTerminal, Write};
@@ -24,13 +23,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use futures_util::StreamExt;
-use goenhance_jobs::{
-    Client, ClientBuilder, HyperTransport, JobQuery, PollPolicy, ENV_API_KEY, ENV_BASE_URL,
-};
+use goenhance_jobs::{Client, ClientBuilder, JobQuery, PollPolicy, ENV_API_KEY, ENV_BASE_URL};
 
 use crate::args::{Cli, Command, ConnArgs, Format, GetArgs, WaitArgs};
 use crate::live::Live;
-use crate::observe::{Observe, Seen};
 use crate::report::{code, exit_code, text_line, JobLine, Outcome};
 
 #[tokio::main]
@@ -102,31 +98,20 @@ async fn wait(args: WaitArgs) -> u8 {
         poll = poll.stall_after(after);
     }
     builder = builder.poll_policy(poll).wait_timeout(args.timeout);
-    let (builder, seen) = observe_if_live(builder, args.out.output);
     let client = match build(builder) {
         Ok(c) => c,
         Err(code) => return code,
     };
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let live = seen.map(|seen| Live::new(&ids, seen));
+    let live = live_display(args.out.output).then(|| Live::new(&ids));
     run_waits(&client, queries, args.out.output, live)
         .await
         .code
 }
 
-/// Text output on a terminal gets the live display, whose statuses come
-/// from a transport that sees every answer; other output needs neither.
-pub(crate) fn observe_if_live(
-    builder: ClientBuilder,
-    format: Format,
-) -> (ClientBuilder, Option<Seen>) {
-    if format == Format::Text && io::stdout().is_terminal() {
-        let seen = Seen::default();
-        let builder = builder.transport(Observe::new(HyperTransport::new(), seen.clone()));
-        (builder, Some(seen))
-    } else {
-        (builder, None)
-    }
+/// Text output on a terminal gets the live display; other output does not.
+pub(crate) fn live_display(format: Format) -> bool {
+    format == Format::Text && io::stdout().is_terminal()
 }
 
 /// Job ids from a reader, one a line; blank lines are skipped.
@@ -205,7 +190,15 @@ pub(crate) async fn run_waits(
     mut live: Option<Live>,
 ) -> Tally {
     let mut tally = Tally::default();
-    let mut results = pin!(client.wait_all(queries));
+    // The live display also shows the statuses on the way; the other
+    // outputs need only each job's end.
+    let mut results: std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = (JobQuery, Outcome)> + Send>,
+    > = if live.is_some() {
+        Box::pin(client.watch_all(queries))
+    } else {
+        Box::pin(client.wait_all(queries))
+    };
     let mut ctrl_c = pin!(tokio::signal::ctrl_c());
     let mut can_interrupt = true;
     let mut refresh = tokio::time::interval(Duration::from_millis(100));
@@ -215,6 +208,12 @@ pub(crate) async fn run_waits(
             next = results.next() => {
                 let Some((query, outcome)) = next else { break };
                 let id = query.img_uuid();
+                if let (Ok(d), Some(live)) = (&outcome, &live) {
+                    if !d.is_terminal() {
+                        live.update(id, d.status().as_str());
+                        continue;
+                    }
+                }
                 tally.code = tally.code.max(exit_code(&outcome));
                 match &outcome {
                     Ok(d) if *d.status() == goenhance_jobs::JobStatus::Failed => tally.failed += 1,
