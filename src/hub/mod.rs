@@ -277,20 +277,14 @@ enum Waiters {
 
 impl Waiters {
     fn push(&mut self, waiter: Waiter) {
-        match self {
-            Waiters::Many(v) => v.push(waiter),
-            Waiters::One(_) => {
-                let Waiters::One(first) =
-                    std::mem::replace(self, Waiters::Many(Vec::with_capacity(2)))
-                else {
-                    unreachable!("matched above")
-                };
-                if let Waiters::Many(v) = self {
-                    v.push(first);
-                    v.push(waiter);
-                }
+        let all = match std::mem::replace(self, Waiters::Many(Vec::new())) {
+            Waiters::One(first) => vec![first, waiter],
+            Waiters::Many(mut all) => {
+                all.push(waiter);
+                all
             }
-        }
+        };
+        *self = Waiters::Many(all);
     }
 
     fn as_slice(&self) -> &[Waiter] {
