@@ -259,3 +259,16 @@ async fn attempt_timeout_covers_the_answer() {
     assert_eq!(start.elapsed(), Duration::from_secs(2));
     assert_eq!(err.to_string(), "attempt timed out after 2s");
 }
+
+#[test]
+fn client_futures_and_streams_are_send() {
+    fn send<T: Send>(_: &T) {}
+    fn send_sync_clone<T: Send + Sync + Clone + 'static>(_: &T) {}
+    let c = client(&MockTransport::new(), "https://api.goenhance.ai");
+    send_sync_clone(&c);
+    send(&c.get("a"));
+    send(&c.wait("a"));
+    send(&c.watch("a"));
+    send(&c.wait_all([JobQuery::new("a").unwrap()]));
+    send(&c.watch_all([JobQuery::new("a").unwrap()]));
+}

@@ -131,3 +131,20 @@ async fn a_closed_port_is_a_transient_transport_error() {
     assert!(err.is_transient());
     assert!(err.to_string().starts_with("transport error: "), "{err}");
 }
+
+#[tokio::test]
+async fn http2_prior_knowledge_over_one_connection() {
+    let server = server().await;
+    let c = Client::builder()
+        .base_url(server.base_url())
+        .api_key(KEY)
+        .transport(HyperTransport::builder().http2_only(true).build())
+        .build()
+        .unwrap();
+    let gets: Vec<_> = (0..8).map(|_| c.get("busy")).collect();
+    for d in futures_util::future::join_all(gets).await {
+        assert_eq!(d.unwrap().status(), &JobStatus::Processing);
+    }
+    assert_eq!(server.total_requests(), 8);
+    assert_eq!(server.connections(), 1);
+}
