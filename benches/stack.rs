@@ -13,11 +13,22 @@
 //!   the body collected and decoded into `serde_json::Value`: the baseline.
 //! - `reqwest`: reqwest (http only), `.json::<serde_json::Value>()`.
 //!
+//! Diagnostics, only with `--only`: `bare` (`JobStatusService` over
+//! `AuthLayer` over `HyperTransport`, cloned per call), `timeout` (the same
+//! under `TimeoutLayer`), `retry` (under `RetryLayer` too: the client's stack
+//! without `Client::get` and the boxing).
+//!
 //! The clients run in alternation (`rounds` rounds; the order rotates each
 //! round), each round a fixed number of requests spread over `concurrency`
 //! caller tasks. The server is a minimal hyper HTTP/1.1 server answering
 //! `success.json` of the API reference (embedded below), and checks
 //! the path, the query and the key, so every client must send them.
+//!
+//! Besides requests per second, each round records the CPU time all threads
+//! of the process spent (`/proc/self/task/*/schedstat`), client and server
+//! together: on a busy machine CPU per request is steadier than wall-clock
+//! throughput. Its ratio is given the same way up (raw CPU / client CPU, so
+//! above 1 means cheaper than raw).
 //!
 //! By default everything shares one two-worker tokio runtime (the machine
 //! has two cores), so throughput is bounded by the CPU that client and
@@ -32,7 +43,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use goenhance_jobs::{Client, JobStatus};
+use goenhance_jobs::auth::AddAuthorization;
+use goenhance_jobs::retry::Retry;
+use goenhance_jobs::timeout::{Timeout, DEFAULT_ATTEMPT_TIMEOUT};
+use goenhance_jobs::{
+    AuthLayer, Client, HyperTransport, JobDetail, JobQuery, JobStatus, JobStatusService,
+    RetryLayer, RetryPolicy, TimeoutLayer,
+};
 use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -42,6 +59,7 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tower::{Layer, ServiceExt};
 
 const KEY: &str = "sk-bench-0123456789abcdef";
 const ID: &str = "37c82d82-8765-4031-8cb3-722df8a668e6";
@@ -54,6 +72,10 @@ enum Kind {
     Stack,
     Raw,
     Reqwest,
+    // Diagnostics, not run by default: the stack's pieces built by hand.
+    Bare,
+    Timeout,
+    Retry,
 }
 
 impl Kind {
@@ -62,6 +84,9 @@ impl Kind {
             Kind::Stack => "stack",
             Kind::Raw => "raw",
             Kind::Reqwest => "reqwest",
+            Kind::Bare => "bare",
+            Kind::Timeout => "timeout",
+            Kind::Retry => "retry",
         }
     }
 }
@@ -102,6 +127,9 @@ fn args() -> Args {
                         "stack" => Kind::Stack,
                         "raw" => Kind::Raw,
                         "reqwest" => Kind::Reqwest,
+                        "bare" => Kind::Bare,
+                        "timeout" => Kind::Timeout,
+                        "retry" => Kind::Retry,
                         other => panic!("unknown client {other}"),
                     })
                     .collect();
@@ -193,7 +221,12 @@ impl Raw {
             .unwrap();
         let res = self.client.request(req).await.expect("raw request");
         assert!(res.status().is_success(), "raw: {}", res.status());
-        let body = res.into_body().collect().await.expect("raw body").to_bytes();
+        let body = res
+            .into_body()
+            .collect()
+            .await
+            .expect("raw body")
+            .to_bytes();
         serde_json::from_slice(&body).expect("raw decode")
     }
 }
@@ -232,11 +265,24 @@ impl Reqwest {
     }
 }
 
+type Bare = JobStatusService<AddAuthorization<HyperTransport>>;
+
 #[derive(Clone)]
 struct Clients {
     stack: Client,
     raw: Raw,
     reqwest: Reqwest,
+    bare: Bare,
+    timeout: Timeout<Bare>,
+    retry: Retry<Timeout<Bare>>,
+}
+
+async fn by_hand<S>(svc: &S) -> JobDetail
+where
+    S: tower::Service<JobQuery, Response = JobDetail, Error = goenhance_jobs::Error> + Clone,
+{
+    let q = JobQuery::new(ID).unwrap();
+    svc.clone().oneshot(q).await.expect("by hand")
 }
 
 /// One request by client `kind`; panics on any failure so a broken client
@@ -258,12 +304,40 @@ async fn one(clients: &Clients, kind: Kind) {
             debug_assert_eq!(v["data"]["status"], "success");
             std::hint::black_box(v);
         }
+        Kind::Bare => {
+            std::hint::black_box(by_hand(&clients.bare).await);
+        }
+        Kind::Timeout => {
+            std::hint::black_box(by_hand(&clients.timeout).await);
+        }
+        Kind::Retry => {
+            std::hint::black_box(by_hand(&clients.retry).await);
+        }
     }
 }
 
-/// `requests` requests by `concurrency` callers; the elapsed time.
-async fn round(clients: &Clients, kind: Kind, requests: usize, concurrency: usize) -> Duration {
+/// CPU time used so far by all threads of this process (client and server
+/// alike), from `/proc/self/task/*/schedstat`; 0 where that is missing.
+fn cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// `requests` requests by `concurrency` callers; the elapsed time and the
+/// CPU time spent.
+async fn round(
+    clients: &Clients,
+    kind: Kind,
+    requests: usize,
+    concurrency: usize,
+) -> (Duration, u64) {
     let left = Arc::new(AtomicUsize::new(requests));
+    let cpu = cpu_ns();
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
@@ -281,7 +355,7 @@ async fn round(clients: &Clients, kind: Kind, requests: usize, concurrency: usiz
     while let Some(r) = tasks.join_next().await {
         r.expect("caller task");
     }
-    start.elapsed()
+    (start.elapsed(), cpu_ns().saturating_sub(cpu))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -301,10 +375,21 @@ async fn run(a: Args) {
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(serve(listener));
 
+    let bare = || {
+        JobStatusService::new(&base, AuthLayer::bearer(KEY).layer(HyperTransport::new())).unwrap()
+    };
     let clients = Clients {
-        stack: Client::builder().base_url(&base).api_key(KEY).build().unwrap(),
+        stack: Client::builder()
+            .base_url(&base)
+            .api_key(KEY)
+            .build()
+            .unwrap(),
         raw: Raw::new(&base),
         reqwest: Reqwest::new(&base),
+        bare: bare(),
+        timeout: TimeoutLayer::new(DEFAULT_ATTEMPT_TIMEOUT).layer(bare()),
+        retry: RetryLayer::new(RetryPolicy::default())
+            .layer(TimeoutLayer::new(DEFAULT_ATTEMPT_TIMEOUT).layer(bare())),
     };
 
     // Check each client once, then warm the pools and the allocator.
@@ -331,31 +416,45 @@ async fn run(a: Args) {
     let n = a.only.len();
     let mut per_round: Vec<Vec<f64>> = vec![Vec::new(); n];
     let mut total_time = vec![Duration::ZERO; n];
+    let mut cpu_per_round: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut total_cpu = vec![0u64; n];
     for r in 0..a.rounds {
         let mut line = format!("round {r}:");
         for i in 0..n {
             let idx = (i + r) % n;
             let kind = a.only[idx];
-            let t = round(&clients, kind, a.requests, a.concurrency).await;
+            let (t, cpu) = round(&clients, kind, a.requests, a.concurrency).await;
             let rps = a.requests as f64 / t.as_secs_f64();
             per_round[idx].push(rps);
             total_time[idx] += t;
+            cpu_per_round[idx].push(cpu as f64 / a.requests as f64 / 1000.0);
+            total_cpu[idx] += cpu;
             line += &format!(" {}={rps:.0}/s", kind.name());
         }
         println!("{line}");
     }
-    assert_eq!(REFUSED.load(Ordering::Relaxed), 0, "the server refused requests");
+    assert_eq!(
+        REFUSED.load(Ordering::Relaxed),
+        0,
+        "the server refused requests"
+    );
 
     println!();
-    println!("{:<8} {:>12} {:>14}", "client", "req/s (all)", "req/s (median)");
+    println!(
+        "{:<8} {:>12} {:>14} {:>16}",
+        "client", "req/s (all)", "req/s (median)", "CPU us/req (all)"
+    );
     let mut overall = vec![0.0; n];
+    let mut cpu_us = vec![0.0; n];
     for i in 0..n {
         overall[i] = (a.requests * a.rounds) as f64 / total_time[i].as_secs_f64();
+        cpu_us[i] = total_cpu[i] as f64 / (a.requests * a.rounds) as f64 / 1000.0;
         println!(
-            "{:<8} {:>12.0} {:>14.0}",
+            "{:<8} {:>12.0} {:>14.0} {:>16.2}",
             a.only[i].name(),
             overall[i],
-            median(per_round[i].clone())
+            median(per_round[i].clone()),
+            cpu_us[i],
         );
     }
     if let Some(raw) = a.only.iter().position(|&k| k == Kind::Raw) {
@@ -378,6 +477,18 @@ async fn run(a: Args) {
                 median(ratios.clone()),
                 ratios.iter().cloned().fold(f64::INFINITY, f64::min),
                 ratios.iter().cloned().fold(0.0, f64::max),
+            );
+            let cpu_ratios: Vec<f64> = cpu_per_round[raw]
+                .iter()
+                .zip(&cpu_per_round[i])
+                .map(|(r, x)| r / x)
+                .collect();
+            println!(
+                "{}/raw by CPU time per request (raw CPU / {} CPU) = {:.3} (all), {:.3} (median of per-round ratios)",
+                a.only[i].name(),
+                a.only[i].name(),
+                cpu_us[raw] / cpu_us[i],
+                median(cpu_ratios),
             );
         }
     }
