@@ -107,8 +107,20 @@ pub(crate) fn validate_id(id: &str) -> Result<(), Error> {
 }
 
 fn is_id_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-')
+    ID_BYTES[b as usize]
 }
+
+/// `[A-Za-z0-9._~-]` as a table: every call of `Client::get` checks its id.
+static ID_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'~' | b'-');
+        b += 1;
+    }
+    table
+};
 
 impl fmt::Debug for JobQuery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
