@@ -17,14 +17,14 @@ use http::{Request, Response};
 use http_body::Body;
 use http_body_util::Full;
 use tower::util::BoxCloneSyncService;
-use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+use tower::{Layer, Service};
 
 use crate::auth::{ApiKey, AuthLayer};
 use crate::error::{BoxError, Error};
 use crate::hub::{Hub, HubConfig};
 use crate::model::{JobDetail, JobQuery};
 use crate::poll::{self, PollPolicy};
-use crate::retry::{RetryLayer, RetryPolicy};
+use crate::retry::{self, RetryLayer, RetryPolicy};
 use crate::service::{BaseUrl, JobStatusService, DEFAULT_BASE_URL, DEFAULT_MAX_BODY};
 use crate::timeout::{TimeoutLayer, DEFAULT_ATTEMPT_TIMEOUT};
 use crate::transport::HyperTransport;
@@ -201,12 +201,15 @@ where
 {
     let service = JobStatusService::with_base_url(s.base.clone(), s.auth.layer(transport))
         .max_body_size(s.max_body);
-    let stack = ServiceBuilder::new()
-        .layer(RetryLayer::new(s.retry.clone()))
-        .layer(TimeoutLayer::new(s.attempt_timeout))
-        .service(service);
-    let one = stack.clone();
-    let get: GetFn = Arc::new(move |query| Box::pin(one.clone().oneshot(query)));
+    let attempt = TimeoutLayer::new(s.attempt_timeout).layer(service);
+    // `get` runs the same retry loop with the service moved into its future,
+    // so one clone per call instead of two. The policy clone shares the
+    // budget.
+    let one = attempt.clone();
+    let policy = Arc::new(s.retry.clone());
+    let get: GetFn =
+        Arc::new(move |query| Box::pin(retry::oneshot(one.clone(), Arc::clone(&policy), query)));
+    let stack = RetryLayer::new(s.retry.clone()).layer(attempt);
     (BoxCloneSyncService::new(stack), get)
 }
 
