@@ -581,3 +581,121 @@ proptest! {
         prop_assert!(!err.is_transient());
     }
 }
+
+// ---------------------------------------------------------------------------
+// `Client::get` retries exactly as the stack's tower service does.
+
+#[derive(Debug, Clone)]
+enum Answer {
+    Ok,
+    Status(u16),
+    RetryAfter(u16, u64),
+    Garbage,
+    Reset,
+    ApiError,
+}
+
+fn answer() -> impl Strategy<Value = Answer> {
+    prop_oneof![
+        2 => Just(Answer::Ok),
+        3 => prop::sample::select(vec![400u16, 401, 403, 404, 408, 429, 500, 502, 503, 504])
+            .prop_map(Answer::Status),
+        1 => (prop::sample::select(vec![429u16, 503]), 0u64..3)
+            .prop_map(|(s, secs)| Answer::RetryAfter(s, secs)),
+        1 => Just(Answer::Garbage),
+        1 => Just(Answer::Reset),
+        1 => Just(Answer::ApiError),
+    ]
+}
+
+impl Answer {
+    fn mock(&self, id: &str) -> MockResponse {
+        match self {
+            Answer::Ok => MockResponse::job(id, "processing"),
+            Answer::Status(s) => MockResponse::status(*s),
+            Answer::RetryAfter(s, secs) => {
+                MockResponse::status(*s).header("retry-after", &secs.to_string())
+            }
+            Answer::Garbage => MockResponse::ok("<html>bad gateway</html>"),
+            Answer::Reset => MockResponse::error("connection reset"),
+            Answer::ApiError => {
+                MockResponse::ok(r#"{"code":40004,"msg":"job not found","data":null}"#)
+            }
+        }
+    }
+
+    fn transient(&self) -> bool {
+        match self {
+            Answer::Ok | Answer::ApiError => false,
+            Answer::Status(s) | Answer::RetryAfter(s, _) => {
+                matches!(s, 408 | 429 | 500 | 502 | 503 | 504)
+            }
+            Answer::Garbage | Answer::Reset => true,
+        }
+    }
+}
+
+/// What a caller sees: the status on success, else the error's class.
+fn outcome(r: &Result<JobDetail, goenhance_jobs::Error>) -> String {
+    match r {
+        Ok(d) => format!("ok {}", d.status()),
+        Err(e) => format!(
+            "err status={:?} api={:?} transport={} decode={}",
+            e.status(),
+            e.api_code(),
+            e.is_transport(),
+            e.is_decode()
+        ),
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn get_retries_exactly_as_the_service(answers in vec(answer(), 1..8)) {
+        use tower::ServiceExt;
+        let id = "job-r";
+        // The script's last answer repeats: end on a good one.
+        let script: Vec<MockResponse> = answers
+            .iter()
+            .chain([&Answer::Ok])
+            .map(|a| a.mock(id))
+            .collect();
+        // The model: 5 attempts at most; stop at the first answer that is
+        // good or not transient.
+        let mut want_requests = 0;
+        for a in answers.iter().chain([&Answer::Ok]) {
+            want_requests += 1;
+            if !a.transient() || want_requests == 5 {
+                break;
+            }
+        }
+
+        let mut seen = Vec::new();
+        for via_service in [false, true] {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            let mock = MockTransport::new();
+            mock.script(id, script.clone());
+            let client = Client::builder()
+                .api_key("sk-prop")
+                .transport(mock.clone())
+                .build()
+                .unwrap();
+            let result = rt.block_on(async {
+                if via_service {
+                    client.service().oneshot(JobQuery::new(id).unwrap()).await
+                } else {
+                    client.get(id).await
+                }
+            });
+            prop_assert_eq!(mock.count_for(id), want_requests, "via_service={}", via_service);
+            seen.push(outcome(&result));
+        }
+        prop_assert_eq!(&seen[0], &seen[1]);
+    }
+}
