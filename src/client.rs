@@ -12,18 +12,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_core::Stream;
+use futures_util::future::BoxFuture;
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::Full;
 use tower::util::BoxCloneSyncService;
-use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+use tower::{Layer, Service};
 
 use crate::auth::{ApiKey, AuthLayer};
 use crate::error::{BoxError, Error};
 use crate::hub::{Hub, HubConfig};
 use crate::model::{JobDetail, JobQuery};
 use crate::poll::{self, PollPolicy};
-use crate::retry::{RetryLayer, RetryPolicy};
+use crate::retry::{self, RetryLayer, RetryPolicy};
 use crate::service::{BaseUrl, JobStatusService, DEFAULT_BASE_URL, DEFAULT_MAX_BODY};
 use crate::timeout::{TimeoutLayer, DEFAULT_ATTEMPT_TIMEOUT};
 use crate::transport::HyperTransport;
@@ -35,6 +36,11 @@ pub const ENV_BASE_URL: &str = "GOENHANCE_BASE_URL";
 
 /// The query stack below polling: retry over timeout over the service.
 pub(crate) type Stack = BoxCloneSyncService<JobQuery, JobDetail, Error>;
+
+/// One call of the same stack, for [`Client::get`]: a clone of the concrete
+/// stack driven to its answer, boxed once (a [`Stack`] clone would box the
+/// service again and then its future).
+type GetFn = Arc<dyn Fn(JobQuery) -> BoxFuture<'static, Result<JobDetail, Error>> + Send + Sync>;
 
 /// A handle to the GoEnhance job API: one status fetch, a wait, a watch, or
 /// a wait on many jobs at once.
@@ -67,6 +73,7 @@ pub struct Client {
 
 struct Inner {
     stack: Stack,
+    get: GetFn,
     poll: PollPolicy,
     base: BaseUrl,
     hub: Hub,
@@ -98,7 +105,7 @@ impl Client {
     /// last error after retries.
     pub async fn get(&self, img_uuid: &str) -> Result<JobDetail, Error> {
         let query = JobQuery::new(img_uuid)?;
-        self.inner.stack.clone().oneshot(query).await
+        (self.inner.get)(query).await
     }
 
     /// Waits until the job is finished: `Ok` for a job that succeeded and
@@ -190,7 +197,7 @@ impl fmt::Debug for Client {
     }
 }
 
-type MakeStack = Box<dyn FnOnce(&StackSettings) -> Stack + Send>;
+type MakeStack = Box<dyn FnOnce(&StackSettings) -> (Stack, GetFn) + Send>;
 
 pub(crate) struct StackSettings {
     base: BaseUrl,
@@ -200,7 +207,7 @@ pub(crate) struct StackSettings {
     max_body: usize,
 }
 
-fn make_stack<T, B>(transport: T, s: &StackSettings) -> Stack
+fn make_stack<T, B>(transport: T, s: &StackSettings) -> (Stack, GetFn)
 where
     T: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
     T::Future: Send + 'static,
@@ -210,11 +217,16 @@ where
 {
     let service = JobStatusService::with_base_url(s.base.clone(), s.auth.layer(transport))
         .max_body_size(s.max_body);
-    let stack = ServiceBuilder::new()
-        .layer(RetryLayer::new(s.retry.clone()))
-        .layer(TimeoutLayer::new(s.attempt_timeout))
-        .service(service);
-    BoxCloneSyncService::new(stack)
+    let attempt = TimeoutLayer::new(s.attempt_timeout).layer(service);
+    // `get` runs the same retry loop with the service moved into its future,
+    // so one clone per call instead of two. The policy clone shares the
+    // budget.
+    let one = attempt.clone();
+    let policy = Arc::new(s.retry.clone());
+    let get: GetFn =
+        Arc::new(move |query| Box::pin(retry::oneshot(one.clone(), Arc::clone(&policy), query)));
+    let stack = RetryLayer::new(s.retry.clone()).layer(attempt);
+    (BoxCloneSyncService::new(stack), get)
 }
 
 /// Settings of a [`Client`].
@@ -397,7 +409,7 @@ impl ClientBuilder {
             retry: self.retry,
             max_body: self.max_body,
         };
-        let stack = match self.transport {
+        let (stack, get) = match self.transport {
             Some(make) => make(&settings),
             None => make_stack(HyperTransport::new(), &settings),
         };
@@ -409,6 +421,7 @@ impl ClientBuilder {
         Ok(Client {
             inner: Arc::new(Inner {
                 stack,
+                get,
                 poll,
                 base,
                 hub,

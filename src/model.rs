@@ -13,6 +13,7 @@
 //! # Ok::<(), goenhance_jobs::Error>(())
 //! ```
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -120,8 +121,20 @@ pub(crate) fn validate_id(id: &str) -> Result<(), Error> {
 }
 
 fn is_id_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-')
+    ID_BYTES[b as usize]
 }
+
+/// `[A-Za-z0-9._~-]` as a table: every call of `Client::get` checks its id.
+static ID_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'~' | b'-');
+        b += 1;
+    }
+    table
+};
 
 impl fmt::Debug for JobQuery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -449,9 +462,19 @@ impl JobDetail {
 
 /// Decodes a body; `expected` is the id that was asked for, used when the
 /// body has none and checked when it has one.
+///
+/// Strings that only feed a decision (the envelope's `msg` on success, the
+/// status, a duplicate `type`, the times, the output kinds) are borrowed
+/// from the body where it has no escapes; only what [`JobDetail`] keeps is
+/// copied out.
 pub(crate) fn decode(body: &[u8], expected: Option<&str>) -> Result<JobDetail, Error> {
-    let env: Envelope =
-        serde_json::from_slice(body).map_err(|e| Error::decode("invalid body").with_source(e))?;
+    let env: Envelope<'_> = match serde_json::from_slice(body) {
+        Ok(env) => env,
+        Err(e) => {
+            return Err(refused_envelope(body)
+                .unwrap_or_else(|| Error::decode("invalid body").with_source(e)))
+        }
+    };
     if env.code != 0 {
         return Err(Error::api(env.code, env.msg.as_deref().unwrap_or("")));
     }
@@ -465,7 +488,7 @@ pub(crate) fn decode(body: &[u8], expected: Option<&str>) -> Result<JobDetail, E
                 crate::error::truncate(&got, MAX_ID_LEN)
             )))
         }
-        (Some(got), _) => got,
+        (Some(got), _) => got.into_owned(),
         (None, Some(want)) => want.to_owned(),
         (None, None) => return Err(Error::decode("data has no img_uuid")),
     };
@@ -478,28 +501,50 @@ pub(crate) fn decode(body: &[u8], expected: Option<&str>) -> Result<JobDetail, E
     let job_type = match (data.job_type, data.type_) {
         (Some(a), Some(b)) => {
             if a != b {
-                extra.insert("type".to_owned(), Value::String(b));
+                extra.insert("type".to_owned(), Value::String(b.into_owned()));
             }
-            Some(a)
+            Some(a.into_owned())
         }
-        (a, b) => a.or(b),
+        (a, b) => a.or(b).map(Cow::into_owned),
     };
     Ok(JobDetail {
         img_uuid,
         status: JobStatus::from_raw(&status),
         job_type,
-        model_id: data.model_id,
+        model_id: data.model_id.map(Cow::into_owned),
         start_time,
         end_time,
         outputs: data.outputs,
-        request_id: env.request_id,
+        request_id: env.request_id.map(Cow::into_owned),
         extra,
     })
 }
 
+/// The API's error in a body that did not decode as a job detail: an error
+/// envelope (`code != 0`) whose `data` is not a job detail (`""`, `[]`, an
+/// object of other fields) is still that error, not a garbled body.
+fn refused_envelope(body: &[u8]) -> Option<Error> {
+    #[derive(Deserialize)]
+    struct Head {
+        code: i64,
+        #[serde(default)]
+        msg: Option<Value>,
+    }
+    let head: Head = serde_json::from_slice(body).ok()?;
+    if head.code == 0 {
+        return None;
+    }
+    let msg = match head.msg {
+        Some(Value::String(s)) => s,
+        Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
+        _ => String::new(),
+    };
+    Some(Error::api(head.code, &msg))
+}
+
 fn parse_time(
     name: &str,
-    raw: Option<String>,
+    raw: Option<Cow<'_, str>>,
     extra: &mut Map<String, Value>,
 ) -> Option<SystemTime> {
     let raw = raw.filter(|s| !s.is_empty())?;
@@ -507,32 +552,35 @@ fn parse_time(
         Ok(t) => Some(t.into()),
         Err(_) => {
             tracing::debug!(field = name, "time field is not RFC 3339; kept in extra");
-            extra.insert(name.to_owned(), Value::String(raw));
+            extra.insert(name.to_owned(), Value::String(raw.into_owned()));
             None
         }
     }
 }
 
+/// A string borrowed from the body when it can be, else owned.
+type Text<'de> = Option<Cow<'de, str>>;
+
 #[derive(Deserialize)]
-struct Envelope {
+struct Envelope<'a> {
     code: i64,
-    #[serde(default, deserialize_with = "lenient_string")]
-    msg: Option<String>,
-    #[serde(default, deserialize_with = "lenient_string")]
-    request_id: Option<String>,
-    #[serde(default)]
-    data: Option<RawData>,
+    #[serde(default, borrow, deserialize_with = "lenient_cow")]
+    msg: Text<'a>,
+    #[serde(default, borrow, deserialize_with = "lenient_cow")]
+    request_id: Text<'a>,
+    #[serde(default, borrow)]
+    data: Option<RawData<'a>>,
 }
 
 #[derive(Default)]
-struct RawData {
-    img_uuid: Option<String>,
-    status: Option<String>,
-    job_type: Option<String>,
-    type_: Option<String>,
-    model_id: Option<String>,
-    start_time: Option<String>,
-    end_time: Option<String>,
+struct RawData<'de> {
+    img_uuid: Text<'de>,
+    status: Text<'de>,
+    job_type: Text<'de>,
+    type_: Text<'de>,
+    model_id: Text<'de>,
+    start_time: Text<'de>,
+    end_time: Text<'de>,
     outputs: Vec<JobOutput>,
     extra: Map<String, Value>,
 }
@@ -570,41 +618,37 @@ impl<'de> Deserialize<'de> for Field {
                     other => Field::Other(other.to_owned()),
                 })
             }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Field, E> {
+                match self.visit_str::<E>(&v)? {
+                    Field::Other(_) => Ok(Field::Other(v)),
+                    known => Ok(known),
+                }
+            }
         }
         d.deserialize_identifier(FieldVisitor)
     }
 }
 
-impl<'de> Deserialize<'de> for RawData {
+impl<'de: 'a, 'a> Deserialize<'de> for RawData<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct DataVisitor;
         impl<'de> Visitor<'de> for DataVisitor {
-            type Value = RawData;
+            type Value = RawData<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a job detail object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawData, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawData<'de>, A::Error> {
                 let mut data = RawData::default();
                 while let Some(field) = map.next_key::<Field>()? {
                     match field {
-                        Field::ImgUuid => data.img_uuid = map.next_value::<Lenient>()?.0,
-                        Field::Status => data.status = map.next_value::<Lenient>()?.0,
-                        Field::JobType => data.job_type = map.next_value::<Lenient>()?.0,
-                        Field::Type => data.type_ = map.next_value::<Lenient>()?.0,
-                        Field::ModelId => data.model_id = map.next_value::<Lenient>()?.0,
-                        Field::StartTime => data.start_time = map.next_value::<Lenient>()?.0,
-                        Field::EndTime => data.end_time = map.next_value::<Lenient>()?.0,
-                        Field::Json => {
-                            let raw: Option<Vec<RawOutput>> = map.next_value()?;
-                            data.outputs = raw
-                                .unwrap_or_default()
-                                .into_iter()
-                                .map(|o| JobOutput {
-                                    kind: OutputKind::from_raw(o.kind.as_deref().unwrap_or("")),
-                                    url: o.value,
-                                })
-                                .collect();
-                        }
+                        Field::ImgUuid => data.img_uuid = map.next_value::<Lenient<'de>>()?.0,
+                        Field::Status => data.status = map.next_value::<Lenient<'de>>()?.0,
+                        Field::JobType => data.job_type = map.next_value::<Lenient<'de>>()?.0,
+                        Field::Type => data.type_ = map.next_value::<Lenient<'de>>()?.0,
+                        Field::ModelId => data.model_id = map.next_value::<Lenient<'de>>()?.0,
+                        Field::StartTime => data.start_time = map.next_value::<Lenient<'de>>()?.0,
+                        Field::EndTime => data.end_time = map.next_value::<Lenient<'de>>()?.0,
+                        Field::Json => data.outputs = map.next_value::<Outputs>()?.0,
                         Field::Other(name) => {
                             let value: Value = map.next_value()?;
                             data.extra.insert(name, value);
@@ -614,51 +658,90 @@ impl<'de> Deserialize<'de> for RawData {
                 Ok(data)
             }
         }
-        d.deserialize_map(DataVisitor)
+        let data: RawData<'de> = d.deserialize_map(DataVisitor)?;
+        Ok(data)
+    }
+}
+
+/// The `json` list of outputs, or null (no outputs).
+struct Outputs(Vec<JobOutput>);
+
+impl<'de> Deserialize<'de> for Outputs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct OutputsVisitor;
+        impl<'de> Visitor<'de> for OutputsVisitor {
+            type Value = Outputs;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of outputs or null")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Outputs, E> {
+                Ok(Outputs(Vec::new()))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Outputs, E> {
+                Ok(Outputs(Vec::new()))
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Outputs, D::Error> {
+                d.deserialize_seq(OutputsVisitor)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Outputs, A::Error> {
+                let mut outputs = Vec::with_capacity(seq.size_hint().unwrap_or(1).min(16));
+                while let Some(o) = seq.next_element::<RawOutput<'de>>()? {
+                    outputs.push(JobOutput {
+                        kind: OutputKind::from_raw(o.kind.as_deref().unwrap_or("")),
+                        url: o.value,
+                    });
+                }
+                Ok(Outputs(outputs))
+            }
+        }
+        d.deserialize_option(OutputsVisitor)
     }
 }
 
 #[derive(Deserialize)]
-struct RawOutput {
-    #[serde(rename = "type", default, deserialize_with = "lenient_string")]
-    kind: Option<String>,
+struct RawOutput<'a> {
+    #[serde(rename = "type", default, borrow, deserialize_with = "lenient_cow")]
+    kind: Text<'a>,
     value: String,
 }
 
 /// A string field that also accepts a number (kept as its decimal text), a
-/// boolean, or null.
-struct Lenient(Option<String>);
+/// boolean, or null; borrowed from the body when it has no escapes.
+struct Lenient<'de>(Text<'de>);
 
-impl<'de> Deserialize<'de> for Lenient {
+impl<'de> Deserialize<'de> for Lenient<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        lenient_string(d).map(Lenient)
+        lenient_cow(d).map(Lenient)
     }
 }
 
-fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+fn lenient_cow<'de, D: Deserializer<'de>>(d: D) -> Result<Text<'de>, D::Error> {
     struct LenientVisitor;
     impl<'de> Visitor<'de> for LenientVisitor {
-        type Value = Option<String>;
+        type Value = Text<'de>;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("a string, a number or null")
         }
+        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(Some(v.to_owned()))
+            Ok(Some(Cow::Owned(v.to_owned())))
         }
         fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-            Ok(Some(v))
+            Ok(Some(Cow::Owned(v)))
         }
         fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            Ok(Some(v.to_string()))
+            Ok(Some(Cow::Owned(v.to_string())))
         }
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            Ok(Some(v.to_string()))
+            Ok(Some(Cow::Owned(v.to_string())))
         }
         fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-            Ok(Some(v.to_string()))
+            Ok(Some(Cow::Owned(v.to_string())))
         }
         fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-            Ok(Some(v.to_string()))
+            Ok(Some(Cow::Owned(v.to_string())))
         }
         fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
             Ok(None)
@@ -741,6 +824,23 @@ mod tests {
             d.extra().get("start_time"),
             Some(&Value::String("yesterday".into()))
         );
+    }
+
+    #[test]
+    fn an_error_envelope_is_the_api_error_whatever_its_data() {
+        for body in [
+            &br#"{"code":40001,"msg":"invalid token","data":""}"#[..],
+            br#"{"data":[],"msg":"invalid token","code":40001}"#,
+            br#"{"code":40001,"msg":"invalid token","data":{"status":[1]}}"#,
+        ] {
+            let err = JobDetail::from_json(body).unwrap_err();
+            assert!(err.is_api(), "{err:?}");
+            assert_eq!(err.api_code(), Some(40001));
+            assert!(err.to_string().contains("invalid token"), "{err}");
+            assert!(!err.is_transient());
+        }
+        let err = JobDetail::from_json(br#"{"code":0,"data":[]}"#).unwrap_err();
+        assert!(err.is_decode());
     }
 
     #[test]

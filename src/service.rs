@@ -36,6 +36,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, ACCEPT, CONTENT_LENGTH, DATE, RETRY_AFTER, USER_AGENT};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use http_body_util::combinators::Collect;
@@ -75,13 +76,28 @@ static ACCEPT_JSON: HeaderValue = HeaderValue::from_static("application/json");
 /// assert_eq!(BaseUrl::new("https://gw.example/goenhance/")?.as_str(), "https://gw.example/goenhance");
 /// # Ok::<(), goenhance_jobs::Error>(())
 /// ```
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct BaseUrl {
-    /// The base without a trailing slash.
-    base: Arc<str>,
-    /// `{base}/api/v1/jobs/detail?img_uuid=`, ready for an id.
-    endpoint: Arc<str>,
+    inner: Arc<BaseParts>,
 }
+
+/// A base URL, parsed once into the parts every request URI reuses.
+struct BaseParts {
+    /// The base without a trailing slash.
+    base: Box<str>,
+    scheme: Scheme,
+    authority: Authority,
+    /// `{path prefix}/api/v1/jobs/detail?img_uuid=`, ready for an id.
+    path_query: Box<str>,
+}
+
+impl PartialEq for BaseUrl {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner.base == other.inner.base
+    }
+}
+
+impl Eq for BaseUrl {}
 
 impl BaseUrl {
     /// Checks `url`: `https`, or `http` on a loopback host.
@@ -138,25 +154,37 @@ impl BaseUrl {
         }
         let path = uri.path().trim_end_matches('/');
         let base = format!("{scheme}://{authority}{path}");
-        let endpoint = format!("{base}{DETAIL_PATH}");
+        let path_query = format!("{path}{DETAIL_PATH}");
         Ok(BaseUrl {
-            base: base.into(),
-            endpoint: endpoint.into(),
+            inner: Arc::new(BaseParts {
+                base: base.into(),
+                scheme: uri.scheme().expect("checked above").clone(),
+                authority: authority.clone(),
+                path_query: path_query.into(),
+            }),
         })
     }
 
     /// The base URL, without a trailing slash.
     pub fn as_str(&self) -> &str {
-        &self.base
+        &self.inner.base
     }
 
+    /// `{base}/api/v1/jobs/detail?img_uuid={id}`. Only the path and query
+    /// are parsed per request; the scheme and authority were parsed once.
     fn detail_uri(&self, id: &str) -> Uri {
-        let mut s = String::with_capacity(self.endpoint.len() + id.len());
-        s.push_str(&self.endpoint);
-        s.push_str(id);
-        // The endpoint parsed as a URI and ids are unreserved characters, so
-        // this cannot fail.
-        Uri::try_from(s).expect("a validated base url and id form a valid uri")
+        let mut pq = String::with_capacity(self.inner.path_query.len() + id.len());
+        pq.push_str(&self.inner.path_query);
+        pq.push_str(id);
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.inner.scheme.clone());
+        parts.authority = Some(self.inner.authority.clone());
+        // The path came from a parsed URI and ids are unreserved characters,
+        // so neither step can fail.
+        parts.path_and_query = Some(
+            PathAndQuery::try_from(pq).expect("a validated base url and id form a valid path"),
+        );
+        Uri::from_parts(parts).expect("a validated base url and id form a valid uri")
     }
 }
 
@@ -170,13 +198,13 @@ fn is_loopback(host: &str) -> bool {
 
 impl fmt::Debug for BaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("BaseUrl").field(&&*self.base).finish()
+        f.debug_tuple("BaseUrl").field(&&*self.inner.base).finish()
     }
 }
 
 impl fmt::Display for BaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.base)
+        f.write_str(&self.inner.base)
     }
 }
 

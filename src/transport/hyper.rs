@@ -1,4 +1,5 @@
 use std::fmt;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -35,7 +36,9 @@ type Connector = HttpConnector;
 /// ```
 #[derive(Clone)]
 pub struct HyperTransport {
-    client: Client<Connector, Full<Bytes>>,
+    // Behind one `Arc`: the stack clones its transport for every call, and
+    // the client itself is a large struct of a dozen reference counts.
+    client: Arc<Client<Connector, Full<Bytes>>>,
 }
 
 impl HyperTransport {
@@ -130,7 +133,9 @@ impl HyperTransportBuilder {
             .pool_max_idle_per_host(self.pool_max_idle_per_host)
             .http2_only(self.http2_only)
             .build(connector);
-        HyperTransport { client }
+        HyperTransport {
+            client: Arc::new(client),
+        }
     }
 }
 

@@ -82,6 +82,12 @@ impl Budget for TokenBucket {
     }
 
     fn deposit(&self, after_retry: bool) {
+        // The common case, a first attempt succeeding while the bucket is
+        // full, changes nothing: read only, so that concurrent callers do
+        // not contend for the cache line.
+        if self.tokens.load(Ordering::Acquire) >= self.capacity {
+            return;
+        }
         let amount = if after_retry { self.retry_cost } else { 1 };
         let _ = self
             .tokens

@@ -1,0 +1,512 @@
+//! Throughput of the full client stack against a raw hyper-util client and
+//! reqwest, all three hitting one loopback server in the same run.
+//!
+//! ```text
+//! cargo bench --bench stack --features fake -- [--rounds N] [--requests N]
+//!     [--concurrency N] [--only stack,raw,reqwest] [--current-thread]
+//! ```
+//!
+//! - `stack`: `Client::builder().base_url(..).api_key(..).build()` then
+//!   `client.get(id)`: auth, retry, timeout, body cap and decoding into
+//!   `JobDetail`, over the default `HyperTransport`.
+//! - `raw`: hyper-util's legacy client, the same GET with the same headers,
+//!   the body collected and decoded into `serde_json::Value`: the baseline.
+//! - `reqwest`: reqwest (http only), `.json::<serde_json::Value>()`.
+//!
+//! Diagnostics, only with `--only`: `bare` (`JobStatusService` over
+//! `AuthLayer` over `HyperTransport`, cloned per call), `timeout` (the same
+//! under `TimeoutLayer`), `retry` (under `RetryLayer` too: the client's stack
+//! without `Client::get` and the boxing).
+//!
+//! The clients run in alternation (`rounds` rounds; the order rotates each
+//! round), each round a fixed number of requests spread over `concurrency`
+//! caller tasks. The server is a minimal hyper HTTP/1.1 server answering
+//! `success.json` of the API reference (embedded below), and checks
+//! the path, the query and the key, so every client must send them.
+//!
+//! Besides requests per second, each round records the CPU time all threads
+//! of the process spent (`/proc/self/task/*/schedstat`), client and server
+//! together: on a busy machine CPU per request is steadier than wall-clock
+//! throughput. Its ratio is given the same way up (raw CPU / client CPU, so
+//! above 1 means cheaper than raw).
+//!
+//! By default everything shares one two-worker tokio runtime (the machine
+//! has two cores), so throughput is bounded by the CPU that client and
+//! server together spend per request. `--current-thread` runs all of it on
+//! one thread: slower, but deterministic enough to count instructions under
+//! `valgrind --tool=callgrind` (run one client at a time with `--only`).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use goenhance_jobs::auth::AddAuthorization;
+use goenhance_jobs::retry::Retry;
+use goenhance_jobs::timeout::{Timeout, DEFAULT_ATTEMPT_TIMEOUT};
+use goenhance_jobs::{
+    AuthLayer, Client, HyperTransport, JobDetail, JobQuery, JobStatus, JobStatusService,
+    RetryLayer, RetryPolicy, TimeoutLayer,
+};
+use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tower::{Layer, ServiceExt};
+
+const KEY: &str = "sk-bench-0123456789abcdef";
+const ID: &str = "37c82d82-8765-4031-8cb3-722df8a668e6";
+/// `fixtures/success.json` of the API reference, verbatim.
+const BODY: &[u8] = br#"{"code":0,"msg":"Success","data":{"img_uuid":"37c82d82-8765-4031-8cb3-722df8a668e6","status":"success","type":"mx-image-face-swap","start_time":"2024-10-11T10:55:32.596Z","end_time":"2024-10-11T10:56:00.338Z","model_id":"-1","json":[{"type":"image","value":"https://openapi-static.goenhance.ai/user/2024/10/11/9dfdb4b5-7ef7-4fe7-93ff-b9eb76cc431d_0.jpg?q-sign-algorithm=sha1&q-sign-time=1728644159;1728687359&q-key-time=1728644159;1728687359&q-header-list=host&q-url-param-list=&q-signature=cd1e9c6ef14d36c1e034d6bd3a3fe1aaee41b15f"}],"job_type":"mx-image-face-swap"}}"#;
+const PATH_AND_QUERY: &str = "/api/v1/jobs/detail?img_uuid=37c82d82-8765-4031-8cb3-722df8a668e6";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Stack,
+    Raw,
+    Reqwest,
+    // Diagnostics, not run by default: the stack's pieces built by hand.
+    Bare,
+    Timeout,
+    Retry,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Stack => "stack",
+            Kind::Raw => "raw",
+            Kind::Reqwest => "reqwest",
+            Kind::Bare => "bare",
+            Kind::Timeout => "timeout",
+            Kind::Retry => "retry",
+        }
+    }
+}
+
+struct Args {
+    rounds: usize,
+    requests: usize,
+    concurrency: usize,
+    only: Vec<Kind>,
+    current_thread: bool,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        rounds: 6,
+        requests: 20_000,
+        concurrency: 32,
+        only: vec![Kind::Stack, Kind::Raw, Kind::Reqwest],
+        current_thread: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut num = |name: &str| -> usize {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} needs a number"))
+        };
+        match arg.as_str() {
+            "--rounds" => a.rounds = num("--rounds"),
+            "--requests" => a.requests = num("--requests"),
+            "--concurrency" => a.concurrency = num("--concurrency"),
+            "--current-thread" => a.current_thread = true,
+            "--only" => {
+                let list = it.next().expect("--only needs a list");
+                a.only = list
+                    .split(',')
+                    .map(|k| match k {
+                        "stack" => Kind::Stack,
+                        "raw" => Kind::Raw,
+                        "reqwest" => Kind::Reqwest,
+                        "bare" => Kind::Bare,
+                        "timeout" => Kind::Timeout,
+                        "retry" => Kind::Retry,
+                        other => panic!("unknown client {other}"),
+                    })
+                    .collect();
+            }
+            // `cargo bench` passes `--bench`; filters and other flags are ignored.
+            _ => {}
+        }
+    }
+    a
+}
+
+/// Requests the server refused (bad path, query or key): must stay 0.
+static REFUSED: AtomicU64 = AtomicU64::new(0);
+
+async fn serve(listener: TcpListener) {
+    let body = Bytes::from_static(BODY);
+    let auth = HeaderValue::from_str(&format!("Bearer {KEY}")).unwrap();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let body = body.clone();
+        let auth = auth.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let ok = req.headers().get(AUTHORIZATION) == Some(&auth)
+                    && req.uri().path_and_query().map(|p| p.as_str()) == Some(PATH_AND_QUERY);
+                let res = if ok {
+                    let mut res = Response::new(Full::new(body.clone()));
+                    res.headers_mut()
+                        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                    res
+                } else {
+                    REFUSED.fetch_add(1, Ordering::Relaxed);
+                    let mut res = Response::new(Full::new(Bytes::from_static(
+                        br#"{"code":401,"msg":"unauthorized","data":null}"#,
+                    )));
+                    *res.status_mut() = StatusCode::UNAUTHORIZED;
+                    res
+                };
+                async move { Ok::<_, Infallible>(res) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+/// The baseline: hyper-util's legacy client, configured as `HyperTransport`
+/// is (pooled, `TCP_NODELAY`, 32 idle connections per host), the request
+/// built per call from the URL string with the same three headers.
+#[derive(Clone)]
+struct Raw {
+    client: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+    base: Arc<str>,
+    auth: HeaderValue,
+    accept: HeaderValue,
+    user_agent: HeaderValue,
+}
+
+impl Raw {
+    fn new(base: &str) -> Raw {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_max_idle_per_host(32)
+            .build(http);
+        let mut auth = HeaderValue::from_str(&format!("Bearer {KEY}")).unwrap();
+        auth.set_sensitive(true);
+        Raw {
+            client,
+            base: base.into(),
+            auth,
+            accept: HeaderValue::from_static("application/json"),
+            user_agent: HeaderValue::from_static("goenhance-jobs/0.1.0"),
+        }
+    }
+
+    async fn get(&self, id: &str) -> serde_json::Value {
+        let req = Request::get(format!("{}/api/v1/jobs/detail?img_uuid={id}", self.base))
+            .header(AUTHORIZATION, self.auth.clone())
+            .header(ACCEPT, self.accept.clone())
+            .header(USER_AGENT, self.user_agent.clone())
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let res = self.client.request(req).await.expect("raw request");
+        assert!(res.status().is_success(), "raw: {}", res.status());
+        let body = res
+            .into_body()
+            .collect()
+            .await
+            .expect("raw body")
+            .to_bytes();
+        serde_json::from_slice(&body).expect("raw decode")
+    }
+}
+
+#[derive(Clone)]
+struct Reqwest {
+    client: reqwest::Client,
+    base: Arc<str>,
+}
+
+impl Reqwest {
+    fn new(base: &str) -> Reqwest {
+        let client = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(32)
+            .build()
+            .unwrap();
+        Reqwest {
+            client,
+            base: base.into(),
+        }
+    }
+
+    async fn get(&self, id: &str) -> serde_json::Value {
+        let res = self
+            .client
+            .get(format!("{}/api/v1/jobs/detail?img_uuid={id}", self.base))
+            .bearer_auth(KEY)
+            .header(ACCEPT, "application/json")
+            .header(USER_AGENT, "goenhance-jobs/0.1.0")
+            .send()
+            .await
+            .expect("reqwest request");
+        assert!(res.status().is_success(), "reqwest: {}", res.status());
+        res.json().await.expect("reqwest decode")
+    }
+}
+
+type Bare = JobStatusService<AddAuthorization<HyperTransport>>;
+
+#[derive(Clone)]
+struct Clients {
+    stack: Client,
+    raw: Raw,
+    reqwest: Reqwest,
+    bare: Bare,
+    timeout: Timeout<Bare>,
+    retry: Retry<Timeout<Bare>>,
+}
+
+async fn by_hand<S>(svc: &S) -> JobDetail
+where
+    S: tower::Service<JobQuery, Response = JobDetail, Error = goenhance_jobs::Error> + Clone,
+{
+    let q = JobQuery::new(ID).unwrap();
+    svc.clone().oneshot(q).await.expect("by hand")
+}
+
+/// One request by client `kind`; panics on any failure so a broken client
+/// cannot look fast.
+async fn one(clients: &Clients, kind: Kind) {
+    match kind {
+        Kind::Stack => {
+            let d = clients.stack.get(ID).await.expect("stack get");
+            debug_assert_eq!(d.status(), &JobStatus::Succeeded);
+            std::hint::black_box(d);
+        }
+        Kind::Raw => {
+            let v = clients.raw.get(ID).await;
+            debug_assert_eq!(v["data"]["status"], "success");
+            std::hint::black_box(v);
+        }
+        Kind::Reqwest => {
+            let v = clients.reqwest.get(ID).await;
+            debug_assert_eq!(v["data"]["status"], "success");
+            std::hint::black_box(v);
+        }
+        Kind::Bare => {
+            std::hint::black_box(by_hand(&clients.bare).await);
+        }
+        Kind::Timeout => {
+            std::hint::black_box(by_hand(&clients.timeout).await);
+        }
+        Kind::Retry => {
+            std::hint::black_box(by_hand(&clients.retry).await);
+        }
+    }
+}
+
+/// CPU time used so far by all threads of this process (client and server
+/// alike), from `/proc/self/task/*/schedstat`; 0 where that is missing.
+fn cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// `requests` requests by `concurrency` callers; the elapsed time and the
+/// CPU time spent.
+async fn round(
+    clients: &Clients,
+    kind: Kind,
+    requests: usize,
+    concurrency: usize,
+) -> (Duration, u64) {
+    let left = Arc::new(AtomicUsize::new(requests));
+    let cpu = cpu_ns();
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let clients = clients.clone();
+        let left = Arc::clone(&left);
+        tasks.spawn(async move {
+            while left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                one(&clients, kind).await;
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("caller task");
+    }
+    (start.elapsed(), cpu_ns().saturating_sub(cpu))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+async fn run(a: Args) {
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(serve(listener));
+
+    let bare = || {
+        JobStatusService::new(&base, AuthLayer::bearer(KEY).layer(HyperTransport::new())).unwrap()
+    };
+    let clients = Clients {
+        stack: Client::builder()
+            .base_url(&base)
+            .api_key(KEY)
+            .build()
+            .unwrap(),
+        raw: Raw::new(&base),
+        reqwest: Reqwest::new(&base),
+        bare: bare(),
+        timeout: TimeoutLayer::new(DEFAULT_ATTEMPT_TIMEOUT).layer(bare()),
+        retry: RetryLayer::new(RetryPolicy::default())
+            .layer(TimeoutLayer::new(DEFAULT_ATTEMPT_TIMEOUT).layer(bare())),
+    };
+
+    // Check each client once, then warm the pools and the allocator.
+    let d = clients.stack.get(ID).await.expect("stack get");
+    assert_eq!(d.status(), &JobStatus::Succeeded);
+    assert_eq!(clients.raw.get(ID).await["data"]["status"], "success");
+    assert_eq!(clients.reqwest.get(ID).await["data"]["status"], "success");
+    let warm = (a.requests / 10).max(a.concurrency);
+    for &k in &a.only {
+        round(&clients, k, warm, a.concurrency).await;
+    }
+
+    println!(
+        "stack bench: {} rounds x {} requests, {} callers, {}",
+        a.rounds,
+        a.requests,
+        a.concurrency,
+        if a.current_thread {
+            "current-thread runtime"
+        } else {
+            "2-worker runtime"
+        }
+    );
+    let n = a.only.len();
+    let mut per_round: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut total_time = vec![Duration::ZERO; n];
+    let mut cpu_per_round: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut total_cpu = vec![0u64; n];
+    for r in 0..a.rounds {
+        let mut line = format!("round {r}:");
+        for i in 0..n {
+            let idx = (i + r) % n;
+            let kind = a.only[idx];
+            let (t, cpu) = round(&clients, kind, a.requests, a.concurrency).await;
+            let rps = a.requests as f64 / t.as_secs_f64();
+            per_round[idx].push(rps);
+            total_time[idx] += t;
+            cpu_per_round[idx].push(cpu as f64 / a.requests as f64 / 1000.0);
+            total_cpu[idx] += cpu;
+            line += &format!(" {}={rps:.0}/s", kind.name());
+        }
+        println!("{line}");
+    }
+    assert_eq!(
+        REFUSED.load(Ordering::Relaxed),
+        0,
+        "the server refused requests"
+    );
+
+    println!();
+    println!(
+        "{:<8} {:>12} {:>14} {:>16}",
+        "client", "req/s (all)", "req/s (median)", "CPU us/req (all)"
+    );
+    let mut overall = vec![0.0; n];
+    let mut cpu_us = vec![0.0; n];
+    for i in 0..n {
+        overall[i] = (a.requests * a.rounds) as f64 / total_time[i].as_secs_f64();
+        cpu_us[i] = total_cpu[i] as f64 / (a.requests * a.rounds) as f64 / 1000.0;
+        println!(
+            "{:<8} {:>12.0} {:>14.0} {:>16.2}",
+            a.only[i].name(),
+            overall[i],
+            median(per_round[i].clone()),
+            cpu_us[i],
+        );
+    }
+    if let Some(raw) = a.only.iter().position(|&k| k == Kind::Raw) {
+        println!();
+        for i in 0..n {
+            if i == raw {
+                continue;
+            }
+            // Ratios of the same round, then their median: robust to a noisy
+            // neighbour slowing one round down for everyone.
+            let ratios: Vec<f64> = per_round[i]
+                .iter()
+                .zip(&per_round[raw])
+                .map(|(x, r)| x / r)
+                .collect();
+            println!(
+                "{}/raw = {:.3} (all requests), {:.3} (median of per-round ratios, min {:.3}, max {:.3})",
+                a.only[i].name(),
+                overall[i] / overall[raw],
+                median(ratios.clone()),
+                ratios.iter().cloned().fold(f64::INFINITY, f64::min),
+                ratios.iter().cloned().fold(0.0, f64::max),
+            );
+            let cpu_ratios: Vec<f64> = cpu_per_round[raw]
+                .iter()
+                .zip(&cpu_per_round[i])
+                .map(|(r, x)| r / x)
+                .collect();
+            println!(
+                "{}/raw by CPU time per request (raw CPU / {} CPU) = {:.3} (all), {:.3} (median of per-round ratios)",
+                a.only[i].name(),
+                a.only[i].name(),
+                cpu_us[raw] / cpu_us[i],
+                median(cpu_ratios),
+            );
+        }
+    }
+}
+
+fn main() {
+    let a = args();
+    let rt = if a.current_thread {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    rt.block_on(run(a));
+}
