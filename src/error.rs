@@ -149,7 +149,7 @@ impl Error {
     }
 
     pub(crate) fn api(code: i64, msg: &str) -> Self {
-        let mut err = Error::new(Kind::Api).with_message(truncate(msg, 200));
+        let mut err = Error::new(Kind::Api).with_message(server_text(msg));
         err.inner.api_code = Some(code);
         err
     }
@@ -312,6 +312,18 @@ impl fmt::Display for Rounded {
         let ms = self.0.as_millis().min(u128::from(u64::MAX)) as u64;
         write!(f, "{:?}", Duration::from_millis(ms))
     }
+}
+
+/// A message the server wrote, made fit for a one-line error: control
+/// characters and runs of white space become one space, a trailing period
+/// goes, and it is cut at 200 bytes.
+pub(crate) fn server_text(msg: &str) -> String {
+    let line = msg
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    truncate(line.trim_end_matches('.'), 200)
 }
 
 pub(crate) fn truncate(s: &str, max: usize) -> String {
@@ -495,6 +507,17 @@ mod tests {
             err.to_string(),
             "retry budget exhausted after 3 attempts: http status 502 bad gateway"
         );
+    }
+
+    #[test]
+    fn server_text_is_one_line_without_a_trailing_period() {
+        assert_eq!(
+            server_text("Invalid token.\r\nX-Injected: 1\t "),
+            "Invalid token. X-Injected: 1"
+        );
+        assert_eq!(server_text("job not found."), "job not found");
+        assert_eq!(server_text("  a \u{7} b  "), "a b");
+        assert_eq!(server_text(&"x".repeat(300)).len(), 200 + "…".len());
     }
 
     #[test]

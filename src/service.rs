@@ -479,7 +479,7 @@ fn http_error(parts: &http::response::Parts, body: Option<&[u8]>) -> Error {
             .msg
             .filter(|m| !m.is_empty() && !m.eq_ignore_ascii_case(reason))
         {
-            err.set_message(crate::error::truncate(&msg, 200));
+            err.set_message(crate::error::server_text(&msg));
         }
     }
     if parts.status.is_redirection() {
