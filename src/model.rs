@@ -76,11 +76,6 @@ impl JobQuery {
         &self.id
     }
 
-    /// The shared id, for keeping it without another allocation.
-    pub(crate) fn shared_id(&self) -> &Arc<str> {
-        &self.id
-    }
-
     /// A query of an id that was validated before.
     pub(crate) fn from_shared_id(id: Arc<str>) -> JobQuery {
         JobQuery {

@@ -90,7 +90,7 @@ enum Command {
     Many {
         /// Whether every status change is sent too, not only the end.
         changes: bool,
-        ids: Vec<Arc<str>>,
+        ids: PackedIds,
         /// How many more ids are coming in later commands of this batch,
         /// as far as known: room is made for them at once.
         more: usize,
@@ -98,9 +98,34 @@ enum Command {
     },
 }
 
-/// Ids travel to the driver in chunks of this many, so a large `wait_all`
-/// never needs a second copy of its whole list.
+/// Ids travel to the driver in chunks of this many.
 const CHUNK: usize = 4096;
+
+/// A chunk of ids packed in one string (about 40 bytes an id, where
+/// separate queries would take twice that) until the driver takes them in.
+#[derive(Default)]
+struct PackedIds {
+    text: String,
+    ends: Vec<u32>,
+}
+
+impl PackedIds {
+    fn push(&mut self, id: &str) {
+        self.text.push_str(id);
+        self.ends.push(self.text.len() as u32);
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(a, b)| &self.text[a as usize..b as usize])
+    }
+}
 
 impl Hub {
     pub(crate) fn new(stack: Stack, policy: PollPolicy, config: HubConfig) -> Hub {
@@ -153,12 +178,11 @@ impl Hub {
         let mut failed = None;
         loop {
             let hint = queries.size_hint().0;
-            let ids: Vec<Arc<str>> = queries
-                .by_ref()
-                .take(CHUNK)
-                .map(|q| q.shared_id().clone())
-                .collect();
-            if ids.is_empty() {
+            let mut ids = PackedIds::default();
+            for query in queries.by_ref().take(CHUNK) {
+                ids.push(query.img_uuid());
+            }
+            if ids.len() == 0 {
                 break;
             }
             remaining += ids.len();
@@ -313,9 +337,51 @@ impl Waiters {
     }
 }
 
+/// The longest id kept inline (UUIDs are 36 bytes).
+const INLINE_ID: usize = 38;
+
+/// A job id, inline when short, so that a waiting job needs no allocation
+/// of its own for it. Ids are validated ASCII.
+enum JobId {
+    Inline { len: u8, bytes: [u8; INLINE_ID] },
+    Shared(Arc<str>),
+}
+
+impl JobId {
+    fn new(id: &str) -> JobId {
+        if id.len() <= INLINE_ID {
+            let mut bytes = [0; INLINE_ID];
+            bytes[..id.len()].copy_from_slice(id.as_bytes());
+            JobId::Inline {
+                len: id.len() as u8,
+                bytes,
+            }
+        } else {
+            JobId::Shared(Arc::from(id))
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            JobId::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).expect("job ids are ASCII")
+            }
+            JobId::Shared(id) => id,
+        }
+    }
+
+    /// A query of this id, for a poll or an answer.
+    fn query(&self) -> JobQuery {
+        let id = match self {
+            JobId::Inline { .. } => Arc::from(self.as_str()),
+            JobId::Shared(id) => Arc::clone(id),
+        };
+        JobQuery::from_shared_id(id)
+    }
+}
+
 struct Job {
-    /// Shared with the index.
-    id: Arc<str>,
+    id: JobId,
     state: WaitState,
     waiters: Waiters,
     /// Bumped whenever the job is (re)scheduled, so stale timer entries are
@@ -467,17 +533,14 @@ impl Driver {
         let now = Instant::now();
         let deadline = now + self.policy.timeout;
         match command {
-            Command::One(query, tx) => {
-                let id = query.shared_id().clone();
-                self.add(
-                    id,
-                    Waiter {
-                        deadline,
-                        sink: Sink::One(tx),
-                    },
-                    now,
-                )
-            }
+            Command::One(query, tx) => self.add(
+                query.img_uuid(),
+                Waiter {
+                    deadline,
+                    sink: Sink::One(tx),
+                },
+                now,
+            ),
             Command::Many {
                 changes,
                 ids,
@@ -488,10 +551,10 @@ impl Driver {
                 self.jobs.reserve_exact(room);
                 let (jobs, hasher) = (&self.jobs, &self.hasher);
                 self.index
-                    .reserve(room, |&k| hasher.hash_one(&*jobs[k as usize].id));
+                    .reserve(room, |&k| hasher.hash_one(jobs[k as usize].id.as_str()));
                 self.timers.reserve_exact(room);
                 self.ready.reserve_exact(room);
-                for id in ids {
+                for id in ids.iter() {
                     let sink = if changes {
                         Sink::Watch(tx.clone())
                     } else {
@@ -503,10 +566,13 @@ impl Driver {
         }
     }
 
-    fn add(&mut self, id: Arc<str>, waiter: Waiter, now: Instant) {
-        let hash = self.hasher.hash_one(&*id);
+    fn add(&mut self, id: &str, waiter: Waiter, now: Instant) {
+        let hash = self.hasher.hash_one(id);
         let jobs = &self.jobs;
-        if let Some(&key) = self.index.find(hash, |&k| jobs[k as usize].id == id) {
+        if let Some(&key) = self
+            .index
+            .find(hash, |&k| jobs[k as usize].id.as_str() == id)
+        {
             let job = &mut self.jobs[key as usize];
             job.state.extend_deadline(waiter.deadline);
             job.waiters.push(waiter);
@@ -514,20 +580,20 @@ impl Driver {
         }
         let key = self.jobs.insert(Job {
             state: WaitState::new(&self.policy, now),
-            id,
+            id: JobId::new(id),
             waiters: Waiters::One(waiter),
             generation: 0,
             in_flight: false,
         });
         let (jobs, hasher) = (&self.jobs, &self.hasher);
         self.index.insert_unique(hash, key as u32, |&k| {
-            hasher.hash_one(&*jobs[k as usize].id)
+            hasher.hash_one(jobs[k as usize].id.as_str())
         });
         self.ready.push_back((key as u32, 0));
     }
 
     fn remove(&mut self, key: usize) -> Job {
-        let hash = self.hasher.hash_one(&*self.jobs[key].id);
+        let hash = self.hasher.hash_one(self.jobs[key].id.as_str());
         if let Ok(entry) = self.index.find_entry(hash, |&k| k as usize == key) {
             entry.remove();
         }
@@ -573,7 +639,7 @@ impl Driver {
                 drop(job.waiters.split_off(|w| !w.is_gone()));
                 if job.waiters.as_slice().is_empty() {
                     self.ready.pop_front();
-                    tracing::debug!(img_uuid = %job.id, "no waiter left; polling stops");
+                    tracing::debug!(img_uuid = job.id.as_str(), "no waiter left; polling stops");
                     self.remove(key);
                     progressed = true;
                     continue;
@@ -587,8 +653,7 @@ impl Driver {
             }
             self.ready.pop_front();
             job.in_flight = true;
-            let query =
-                JobQuery::from_shared_id(job.id.clone()).with_deadline(job.state.deadline());
+            let query = job.id.query().with_deadline(job.state.deadline());
             let mut svc = self.stack.clone();
             self.in_flight.push(Box::pin(async move {
                 let answer = match svc.ready().await {
@@ -606,10 +671,10 @@ impl Driver {
         let now = Instant::now();
         let job = &mut self.jobs[key];
         job.in_flight = false;
-        match crate::poll::step(&mut job.state, &self.policy, &job.id, answer) {
+        match crate::poll::step(&mut job.state, &self.policy, job.id.as_str(), answer) {
             Step::Done(answer) => {
                 let job = self.remove(key);
-                let query = JobQuery::from_shared_id(job.id);
+                let query = job.id.query();
                 let mut waiters = job.waiters.into_vec().into_iter().peekable();
                 while let Some(w) = waiters.next() {
                     if waiters.peek().is_none() {
@@ -621,7 +686,7 @@ impl Driver {
             }
             Step::Again { at, changed } => {
                 if let Some(detail) = changed {
-                    let query = JobQuery::from_shared_id(job.id.clone());
+                    let query = job.id.query();
                     for w in job.waiters.as_slice() {
                         w.tell_change(&query, &detail);
                     }
@@ -629,8 +694,8 @@ impl Driver {
                 // Waiters whose own deadline has come (they joined earlier
                 // than the latest one) get their deadline error now.
                 if job.waiters.as_slice().iter().any(|w| w.deadline <= now) {
-                    let error = job.state.deadline_error(&job.id, now);
-                    let query = JobQuery::from_shared_id(job.id.clone());
+                    let error = job.state.deadline_error(job.id.as_str(), now);
+                    let query = job.id.query();
                     for w in job.waiters.split_off(|w| w.deadline > now) {
                         w.deliver(&query, Err(error.clone()));
                     }

@@ -40,34 +40,12 @@ pub(crate) enum Step {
 /// What the wait keeps of the last answer.
 #[derive(Debug, Default)]
 struct LastSeen {
-    /// 0 before any answer, then the status code of [`History`].
+    /// 0 before any answer, then the status code of [`History`] (which
+    /// keeps the text of unknown statuses).
     code: u8,
-    /// The text of an unknown status.
-    raw: Option<Box<str>>,
     job_type: Option<Arc<str>>,
     /// Milliseconds since the Unix epoch; 0 when unknown.
     start_ms: u64,
-}
-
-impl LastSeen {
-    fn status(&self) -> Option<JobStatus> {
-        match self.code {
-            0 => None,
-            FIRST_UNKNOWN => Some(JobStatus::Unknown(
-                self.raw.as_deref().unwrap_or("").to_owned(),
-            )),
-            code => status_of(code),
-        }
-    }
-
-    fn is(&self, status: &JobStatus) -> bool {
-        match status {
-            JobStatus::Unknown(raw) => {
-                self.code == FIRST_UNKNOWN && self.raw.as_deref() == Some(raw)
-            }
-            known => self.code == code_of(known),
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -138,10 +116,10 @@ impl WaitState {
         let deadline = self.deadline();
         match result {
             Ok(detail) => {
-                self.history.push(since_ms, Some(detail.status()));
+                let code = self.history.push(since_ms, Some(detail.status()));
                 self.failures = 0;
                 self.slowdown = self.slowdown.saturating_sub(1);
-                let changed = !self.last.is(detail.status());
+                let changed = self.last.code != code;
                 if self.last.code == 0 {
                     let age = detail
                         .start_time()
@@ -165,13 +143,8 @@ impl WaitState {
                     (_, Some(t)) => Some(policy.learner.intern(t)),
                     (_, None) => None,
                 };
-                let status = detail.status();
                 self.last = LastSeen {
-                    code: code_of(status),
-                    raw: match status {
-                        JobStatus::Unknown(raw) => Some(raw.as_str().into()),
-                        _ => None,
-                    },
+                    code,
                     job_type,
                     start_ms: detail
                         .start_time()
@@ -280,7 +253,7 @@ impl WaitState {
     }
 
     fn ended(&self, img_uuid: &str, kind: Kind, now: Instant, source: Option<Error>) -> Error {
-        let last_detail = self.last.status().map(|status| {
+        let last_detail = self.history.status_of(self.last.code).map(|status| {
             let start = (self.last.start_ms != 0)
                 .then(|| UNIX_EPOCH + Duration::from_millis(self.last.start_ms));
             let d = JobDetail::new(img_uuid, status).with_times(start, None);
@@ -345,7 +318,8 @@ const FIRST_UNKNOWN: u8 = 5;
 const MAX_UNKNOWN: usize = (u8::MAX - FIRST_UNKNOWN) as usize;
 
 impl History {
-    fn push(&mut self, since_ms: u32, status: Option<&JobStatus>) {
+    /// Records a poll; returns the status code it was stored under.
+    fn push(&mut self, since_ms: u32, status: Option<&JobStatus>) -> u8 {
         let code = match status {
             None => FAILED_POLL,
             Some(JobStatus::Unknown(raw)) => {
@@ -364,10 +338,31 @@ impl History {
         };
         let entry = (since_ms, code);
         if self.entries.len() < MAX_HISTORY {
+            // Most waits see few polls: start with room for two.
+            if self.entries.capacity() == 0 {
+                self.entries.reserve_exact(2);
+            }
             self.entries.push(entry);
         } else {
             self.entries[self.head] = entry;
             self.head = (self.head + 1) % MAX_HISTORY;
+        }
+        code
+    }
+
+    /// The status stored under `code` (`None` for a failed poll).
+    fn status_of(&self, code: u8) -> Option<JobStatus> {
+        match code {
+            FAILED_POLL => None,
+            n if n < FIRST_UNKNOWN => status_of(n),
+            n => {
+                let raw = self
+                    .unknown
+                    .as_ref()
+                    .map(|u| u[usize::from(n - FIRST_UNKNOWN)].to_string())
+                    .unwrap_or_default();
+                Some(JobStatus::Unknown(raw))
+            }
         }
     }
 
@@ -378,18 +373,7 @@ impl History {
             .chain(newer)
             .map(|&(ms, code)| PollRecord {
                 at: Duration::from_millis(u64::from(ms)),
-                status: match code {
-                    FAILED_POLL => None,
-                    n if n < FIRST_UNKNOWN => status_of(n),
-                    n => {
-                        let raw = self
-                            .unknown
-                            .as_ref()
-                            .map(|u| u[usize::from(n - FIRST_UNKNOWN)].to_string())
-                            .unwrap_or_default();
-                        Some(JobStatus::Unknown(raw))
-                    }
-                },
+                status: self.status_of(code),
             })
             .collect()
     }
