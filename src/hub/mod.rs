@@ -400,6 +400,9 @@ enum Yield {
     Busy,
 }
 
+/// Rounds of work the driver does before it yields.
+const ROUNDS_PER_TURN: u32 = 1;
+
 /// A timer entry: when (milliseconds after the driver's epoch, rounded
 /// up), the job's generation then, and its key.
 type TimerEntry = Reverse<(u64, u32, u32)>;
@@ -450,21 +453,23 @@ impl Driver {
     }
 
     async fn run(mut self) {
-        // After a bounded amount of work the driver yields, so that whoever
-        // reads the results (even the future a `block_on` drives) runs
-        // before more results pile up.
+        // After each round of work (at most one answer per poll in flight,
+        // then as many new polls) the driver yields, so that whoever reads
+        // the results runs before more pile up: a scheduler may run a busy
+        // task dozens of times in a row before it polls a `block_on` future,
+        // and results waiting to be read are what the hub's memory peaks on.
         while std::future::poll_fn(|cx| self.poll(cx)).await == Yield::Busy {
             tokio::task::yield_now().await;
         }
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Yield> {
-        let mut budget = 16u32;
+        let mut rounds = 0u32;
         loop {
-            if budget == 0 {
+            if rounds == ROUNDS_PER_TURN {
                 return Poll::Ready(Yield::Busy);
             }
-            budget -= 1;
+            rounds += 1;
             let mut progressed = false;
             while self.rx_open {
                 match self.rx.poll_recv(cx) {
