@@ -47,7 +47,7 @@ use futures_util::StreamExt;
 use slab::Slab;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, Instant, Sleep};
-use tower::{Service, ServiceExt};
+use tower::ServiceExt;
 
 pub use self::rate::{PerSecond, RateLimit};
 use crate::client::Stack;
@@ -659,12 +659,9 @@ impl Driver {
             self.ready.pop_front();
             job.in_flight = true;
             let query = job.id.query().with_deadline(job.state.deadline());
-            let mut svc = self.stack.clone();
+            let svc = self.stack.clone();
             self.in_flight.push(Box::pin(async move {
-                let answer = match svc.ready().await {
-                    Ok(svc) => svc.call(query).await,
-                    Err(e) => Err(e),
-                };
+                let answer = svc.oneshot(query).await;
                 (key, answer)
             }));
             progressed = true;

@@ -140,10 +140,7 @@ where
         let mut state = WaitState::new(&policy, Instant::now());
         let query = query.with_deadline(state.deadline());
         loop {
-            let result = match svc.ready().await {
-                Ok(svc) => svc.call(query.clone()).await,
-                Err(e) => Err(e),
-            };
+            let result = poll_once(&mut svc, query.clone()).await;
             match step(&mut state, &policy, query.img_uuid(), result) {
                 Step::Done(result) => return result,
                 Step::Again { at, .. } => sleep_until(at).await,
@@ -152,6 +149,14 @@ where
     }
     .instrument(span)
     .await
+}
+
+/// One poll: waits for `svc` to be ready, then asks it about `query`.
+async fn poll_once<S>(svc: &mut S, query: JobQuery) -> Result<JobDetail, Error>
+where
+    S: Service<JobQuery, Response = JobDetail, Error = Error>,
+{
+    svc.ready().await?.call(query).await
 }
 
 pub(crate) fn step(
@@ -219,10 +224,7 @@ where
                 if let Some(at) = w.next.take() {
                     sleep_until(at).await;
                 }
-                let result = match w.svc.ready().await {
-                    Ok(svc) => svc.call(w.query.clone()).await,
-                    Err(e) => Err(e),
-                };
+                let result = poll_once(&mut w.svc, w.query.clone()).await;
                 match step(&mut w.state, &w.policy, w.query.img_uuid(), result) {
                     Step::Done(result) => {
                         w.done = true;
