@@ -48,8 +48,23 @@ struct Inner {
     wait: Option<WaitReport>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
+/// What kind of failure an [`Error`] is, from [`Error::kind`].
+///
+/// One value per `is_*` classification, so a program can `match` on it (a
+/// JSON error field, a metric label) instead of chaining `is_*` checks that
+/// fall behind when a kind is added: the enum is `#[non_exhaustive]`, so a
+/// new kind shows up as a wildcard arm the compiler asks for.
+///
+/// ```
+/// use goenhance_jobs::{ErrorKind, JobQuery};
+///
+/// let err = JobQuery::new("a b").unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::InvalidInput);
+/// assert_eq!(err.kind().as_str(), "invalid_input");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
     /// A bad job id, base URL, key or setting; nothing was sent.
     InvalidInput,
     /// The transport failed: connect, I/O, a reset, a body cut short.
@@ -71,6 +86,34 @@ pub(crate) enum Kind {
     /// The scheduler behind `Client::wait` stopped.
     Closed,
 }
+
+impl ErrorKind {
+    /// A stable snake-case name: `invalid_input`, `transport`, `timeout`,
+    /// `http`, `api`, `decode`, `body_too_large`, `deadline`, `stall`,
+    /// `closed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::Transport => "transport",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Http => "http",
+            ErrorKind::Api => "api",
+            ErrorKind::Decode => "decode",
+            ErrorKind::BodyTooLarge => "body_too_large",
+            ErrorKind::Deadline => "deadline",
+            ErrorKind::Stall => "stall",
+            ErrorKind::Closed => "closed",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+pub(crate) use ErrorKind as Kind;
 
 /// Why a retry loop gave up on an error that was still transient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,6 +206,11 @@ impl Error {
         Error::new(Kind::Closed).with_message("the wait scheduler has stopped")
     }
 
+    pub(crate) fn no_runtime() -> Self {
+        Error::new(Kind::Closed)
+            .with_message("waits need a tokio runtime and none is running on this thread")
+    }
+
     pub(crate) fn wait_ended(kind: Kind, report: WaitReport) -> Self {
         debug_assert!(matches!(kind, Kind::Deadline | Kind::Stall));
         let mut err = Error::new(kind);
@@ -178,8 +226,34 @@ impl Error {
         self.inner.message = Some(message.into());
     }
 
+    /// Cuts `secret` out of everything the server wrote into this error:
+    /// the message and, where its text holds the secret, the source.
+    pub(crate) fn redact(&mut self, secret: &str) {
+        if secret.is_empty() {
+            return;
+        }
+        if let Some(message) = &mut self.inner.message {
+            if message.contains(secret) {
+                *message = redact(message, secret).into();
+            }
+        }
+        if let Some(source) = &self.inner.source {
+            let text = source.to_string();
+            if text.contains(secret) {
+                let redacted: BoxError = redact(&text, secret).into();
+                self.inner.source = Some(Arc::from(redacted));
+            }
+        }
+    }
+
     pub(crate) fn set_exhausted(&mut self, why: Exhausted) {
         self.inner.retries_exhausted = Some(why);
+    }
+
+    /// What kind of failure this is; the `is_*` methods ask the same
+    /// question one kind at a time.
+    pub fn kind(&self) -> ErrorKind {
+        self.inner.kind
     }
 
     /// One attempt took longer than its per-attempt timeout.
@@ -303,15 +377,28 @@ impl Error {
     }
 }
 
-/// A duration rounded to the millisecond, for messages: `1.01s`, not
-/// `1.010371047s`.
+/// A duration rounded for messages: to the millisecond below 1000 s
+/// (`1.01s`, not `1.010371047s`), in whole seconds above (`86400s`, and
+/// `9223372036854775807s` for a server's absurd `Retry-After`).
 pub(crate) struct Rounded(pub(crate) Duration);
 
 impl fmt::Display for Rounded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.0.as_millis().min(u128::from(u64::MAX)) as u64;
+        if self.0 >= Duration::from_secs(1000) {
+            return write!(f, "{}s", self.0.as_secs());
+        }
+        let ms = u64::try_from(self.0.as_millis()).unwrap_or(u64::MAX);
         write!(f, "{:?}", Duration::from_millis(ms))
     }
+}
+
+/// `text` with every occurrence of `secret` replaced by `[redacted]`; a
+/// server that echoes the API key back must not put it into an error.
+pub(crate) fn redact(text: &str, secret: &str) -> String {
+    if secret.is_empty() {
+        return text.to_owned();
+    }
+    text.replace(secret, "[redacted]")
 }
 
 /// A message the server wrote, made fit for a one-line error: control
@@ -379,9 +466,16 @@ impl fmt::Display for Error {
                 if inner.kind == Kind::Deadline {
                     write!(
                         f,
-                        "wait deadline reached after {} ({polls} polls, last status {last})",
+                        "wait deadline reached after {} ({polls} polls, last status {last}",
                         Rounded(waited)
                     )?;
+                    // The error of the last poll is the source; name its
+                    // kind here so a one-line report says that answers
+                    // failed, not only that time ran out.
+                    match inner.source.as_deref().and_then(|s| s.downcast_ref::<Error>()) {
+                        Some(last) => write!(f, ", last poll failed: {})", last.kind())?,
+                        None => f.write_str(")")?,
+                    }
                 } else {
                     let stalled = w.and_then(|w| w.stalled_for).unwrap_or_default();
                     write!(
@@ -394,7 +488,7 @@ impl fmt::Display for Error {
             }
             Kind::Closed => {}
         }
-        let mut sep = if matches!(
+        let sep = if matches!(
             inner.kind,
             Kind::Timeout | Kind::BodyTooLarge | Kind::Closed
         ) {
@@ -404,19 +498,9 @@ impl fmt::Display for Error {
         };
         if let Some(msg) = &inner.message {
             write!(f, "{sep}{msg}")?;
-            sep = ": ";
         }
-        if inner.kind == Kind::Transport {
-            if let Some(source) = &inner.source {
-                // Name the innermost cause: hyper-util's outer errors only say
-                // "client error (Connect)".
-                let mut cause: &(dyn std::error::Error + 'static) = &**source;
-                while let Some(next) = cause.source() {
-                    cause = next;
-                }
-                write!(f, "{sep}{cause}")?;
-            }
-        }
+        // The cause is not repeated here: `source()` gives it, and error
+        // reporters (anyhow, eyre, tracing) print the chain themselves.
         Ok(())
     }
 }

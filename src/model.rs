@@ -463,6 +463,8 @@ impl JobDetail {
 /// from the body where it has no escapes; only what [`JobDetail`] keeps is
 /// copied out.
 pub(crate) fn decode(body: &[u8], expected: Option<&str>) -> Result<JobDetail, Error> {
+    // A byte order mark before the JSON is noise some servers add.
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let env: Envelope<'_> = match serde_json::from_slice(body) {
         Ok(env) => env,
         Err(e) => {
@@ -477,7 +479,7 @@ pub(crate) fn decode(body: &[u8], expected: Option<&str>) -> Result<JobDetail, E
         .data
         .ok_or_else(|| Error::decode("data is null although code is 0"))?;
     let img_uuid = match (data.img_uuid, expected) {
-        (Some(got), Some(want)) if got != want => {
+        (Some(got), Some(want)) if !same_job(&got, want) => {
             return Err(Error::decode(format!(
                 "answer is for job {}, not the one asked for",
                 crate::error::truncate(&got, MAX_ID_LEN)
@@ -515,12 +517,28 @@ pub(crate) fn decode(body: &[u8], expected: Option<&str>) -> Result<JobDetail, E
     })
 }
 
+/// Whether an answer's id names the job asked about: UUIDs compare without
+/// regard to case (RFC 9562, section 4), other ids exactly.
+fn same_job(got: &str, want: &str) -> bool {
+    got == want || (is_uuid(got) && is_uuid(want) && got.eq_ignore_ascii_case(want))
+}
+
+/// The 8-4-4-4-12 hex form of a UUID.
+fn is_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
 /// The API's error in a body that did not decode as a job detail: an error
 /// envelope (`code != 0`) whose `data` is not a job detail (`""`, `[]`, an
 /// object of other fields) is still that error, not a garbled body.
 fn refused_envelope(body: &[u8]) -> Option<Error> {
     #[derive(Deserialize)]
     struct Head {
+        #[serde(deserialize_with = "lenient_code")]
         code: i64,
         #[serde(default)]
         msg: Option<Value>,
@@ -558,6 +576,7 @@ type Text<'de> = Option<Cow<'de, str>>;
 
 #[derive(Deserialize)]
 struct Envelope<'a> {
+    #[serde(deserialize_with = "lenient_code")]
     code: i64,
     #[serde(default, borrow, deserialize_with = "lenient_cow")]
     msg: Text<'a>,
@@ -681,9 +700,15 @@ impl<'de> Deserialize<'de> for Outputs {
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Outputs, A::Error> {
                 let mut outputs = Vec::with_capacity(seq.size_hint().unwrap_or(1).min(16));
                 while let Some(o) = seq.next_element::<RawOutput<'de>>()? {
+                    // An output without a URL (`"value": null`) is not one
+                    // that can be fetched: it is left out, not fatal.
+                    let Some(url) = o.value.filter(|v| !v.is_empty()) else {
+                        tracing::debug!("output without a url left out");
+                        continue;
+                    };
                     outputs.push(JobOutput {
                         kind: OutputKind::from_raw(o.kind.as_deref().unwrap_or("")),
-                        url: o.value,
+                        url,
                     });
                 }
                 Ok(Outputs(outputs))
@@ -697,7 +722,32 @@ impl<'de> Deserialize<'de> for Outputs {
 struct RawOutput<'a> {
     #[serde(rename = "type", default, borrow, deserialize_with = "lenient_cow")]
     kind: Text<'a>,
-    value: String,
+    #[serde(default)]
+    value: Option<String>,
+}
+
+/// The envelope's `code`: a number, or a number written as a string
+/// (`"0"`), as some gateways re-encode it.
+pub(crate) fn lenient_code<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    struct CodeVisitor;
+    impl Visitor<'_> for CodeVisitor {
+        type Value = i64;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an integer code")
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(|_| E::custom("code out of range"))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<i64, E> {
+            v.trim()
+                .parse()
+                .map_err(|_| E::custom("code is a string that is not an integer"))
+        }
+    }
+    d.deserialize_any(CodeVisitor)
 }
 
 /// A string field that also accepts a number (kept as its decimal text), a

@@ -44,6 +44,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use pin_project_lite::pin_project;
 use tower::Service;
 
+use crate::auth::SentKey;
 use crate::error::{BoxError, Error};
 use crate::model::{decode, JobDetail, JobQuery};
 
@@ -138,6 +139,16 @@ impl BaseUrl {
             .ok_or_else(|| Error::invalid_input("base url has no host"))?;
         if authority.as_str().contains('@') {
             return Err(Error::invalid_input("base url must not carry user info"));
+        }
+        let port = authority
+            .as_str()
+            .rsplit_once(':')
+            .map(|(_, port)| port)
+            .filter(|port| !port.contains(']') && !port.is_empty());
+        if port.is_some_and(|port| port.parse::<u16>().map_or(true, |p| p == 0)) {
+            return Err(Error::invalid_input(
+                "base url port must be a number from 1 to 65535",
+            ));
         }
         if uri.query().is_some() {
             return Err(Error::invalid_input("base url must not have a query"));
@@ -418,7 +429,7 @@ where
                     let read = ready!(body.poll(cx));
                     let parts = parts.take().expect("polled after completion");
                     let query = this.query.take().expect("polled after completion");
-                    let result = match read {
+                    let mut result = match read {
                         Ok(collected) => on_response(&parts, collected.to_bytes(), &query),
                         Err(_) if !parts.status.is_success() => Err(http_error(&parts, None)),
                         Err(e) if e.is::<LengthLimitError>() => {
@@ -426,6 +437,9 @@ where
                         }
                         Err(e) => Err(Error::transport(e)),
                     };
+                    if let (Err(e), Some(sent)) = (&mut result, parts.extensions.get::<SentKey>()) {
+                        e.redact(sent.key());
+                    }
                     *this.query = Some(query);
                     return Poll::Ready(finish(this.span, result));
                 }
@@ -456,7 +470,23 @@ fn on_response(
     query: &JobQuery,
 ) -> Result<JobDetail, Error> {
     if parts.status.is_success() {
-        decode(&body, Some(query.img_uuid()))
+        decode(&body, Some(query.img_uuid())).map_err(|mut e| {
+            // A gateway's HTML page is the usual garbled 200: say so.
+            if e.is_decode() {
+                if let Some(kind) = parts
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|v| !v.to_ascii_lowercase().contains("json"))
+                {
+                    e.set_message(format!(
+                        "body is {}, not json",
+                        crate::error::server_text(kind)
+                    ));
+                }
+            }
+            e
+        })
     } else {
         Err(http_error(parts, Some(&body)))
     }
@@ -466,14 +496,18 @@ fn http_error(parts: &http::response::Parts, body: Option<&[u8]>) -> Error {
     let mut err = Error::http(parts.status, retry_after(&parts.headers));
     #[derive(serde::Deserialize)]
     struct ErrorBody {
+        #[serde(deserialize_with = "crate::model::lenient_code")]
         code: i64,
         #[serde(default)]
         msg: Option<String>,
     }
-    if let Some(Ok(b)) = body.map(serde_json::from_slice::<ErrorBody>) {
-        if b.code != 0 {
-            err.set_api_code(b.code);
-        }
+    // An envelope that says `code: 0` ("Success") on an error status
+    // explains nothing: only an error code and its message are kept.
+    if let Some(Ok(b)) = body
+        .map(serde_json::from_slice::<ErrorBody>)
+        .filter(|b| b.as_ref().is_ok_and(|b| b.code != 0))
+    {
+        err.set_api_code(b.code);
         let reason = parts.status.canonical_reason().unwrap_or("");
         if let Some(msg) = b
             .msg
@@ -482,7 +516,7 @@ fn http_error(parts: &http::response::Parts, body: Option<&[u8]>) -> Error {
             err.set_message(crate::error::server_text(&msg));
         }
     }
-    if parts.status.is_redirection() {
+    if parts.status.is_redirection() && parts.status != StatusCode::NOT_MODIFIED {
         err.set_message("redirects are not followed");
     }
     if parts.status == StatusCode::UNAUTHORIZED && err.api_code().is_none() {

@@ -16,10 +16,13 @@
 //! ```
 
 use std::fmt;
-use std::task::{Context, Poll};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
 use http::header::{HeaderValue, AUTHORIZATION};
-use http::Request;
+use http::{Request, Response};
+use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::error::Error;
@@ -170,13 +173,13 @@ impl<S: fmt::Debug> fmt::Debug for AddAuthorization<S> {
     }
 }
 
-impl<S, B> Service<Request<B>> for AddAuthorization<S>
+impl<S, B, RB> Service<Request<B>> for AddAuthorization<S>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>, Response = Response<RB>>,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -184,7 +187,56 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         req.headers_mut().insert(AUTHORIZATION, self.header.clone());
-        self.inner.call(req)
+        ResponseFuture {
+            inner: self.inner.call(req),
+            header: Some(self.header.clone()),
+        }
+    }
+}
+
+/// The key a response was asked for with, in the response's extensions,
+/// so that whoever turns the server's words into an error can cut the key
+/// out of them: a server that echoes the key must not put it in an error.
+#[derive(Clone)]
+pub(crate) struct SentKey(HeaderValue);
+
+impl SentKey {
+    /// The key itself (the header value without `Bearer `).
+    pub(crate) fn key(&self) -> &str {
+        let value = self.0.to_str().unwrap_or_default();
+        value.strip_prefix("Bearer ").unwrap_or(value)
+    }
+}
+
+pin_project! {
+    /// The future of [`AddAuthorization`]: the transport's answer, marked
+    /// with the key it was sent with so that no error repeats the key.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        header: Option<HeaderValue>,
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, RB, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+{
+    type Output = Result<Response<RB>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = ready!(this.inner.poll(cx))?;
+        if let Some(header) = this.header.take() {
+            response.extensions_mut().insert(SentKey(header));
+        }
+        Poll::Ready(Ok(response))
     }
 }
 
@@ -198,9 +250,11 @@ mod tests {
     async fn adds_a_sensitive_bearer_header() {
         let svc =
             AuthLayer::bearer("sk-123").layer(tower::service_fn(|req: Request<()>| async move {
-                Ok::<_, Infallible>(req.headers().get(AUTHORIZATION).cloned())
+                Ok::<_, Infallible>(Response::new(req.headers().get(AUTHORIZATION).cloned()))
             }));
-        let value = svc.oneshot(Request::new(())).await.unwrap().unwrap();
+        let response = svc.oneshot(Request::new(())).await.unwrap();
+        assert_eq!(response.extensions().get::<SentKey>().unwrap().key(), "sk-123");
+        let value = response.into_body().unwrap();
         assert_eq!(value, "Bearer sk-123");
         assert!(value.is_sensitive());
         assert_eq!(format!("{value:?}"), "Sensitive");

@@ -137,18 +137,23 @@ impl Hub {
         }
     }
 
-    fn send(&self, command: Command) -> Result<(), Error> {
+    /// Hands `command` to the driver, starting one if there is none (or
+    /// its runtime went away). When no driver can run, every query of the
+    /// command is answered with the error.
+    fn send(&self, command: Command) {
         let mut tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
         let command = match tx.as_ref() {
             Some(sender) => match sender.send(command) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return,
                 // The driver is gone (its runtime shut down): start another.
                 Err(mpsc::error::SendError(command)) => command,
             },
             None => command,
         };
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| Error::closed().with_source("waits need a tokio runtime"))?;
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            command.fail(&Error::no_runtime());
+            return;
+        };
         let (new_tx, rx) = mpsc::unbounded_channel();
         let driver = Driver::new(
             self.stack.clone(),
@@ -157,14 +162,16 @@ impl Hub {
             rx,
         );
         runtime.spawn(driver.run());
-        new_tx.send(command).map_err(|_| Error::closed())?;
+        if let Err(mpsc::error::SendError(command)) = new_tx.send(command) {
+            command.fail(&Error::closed());
+            return;
+        }
         *tx = Some(new_tx);
-        Ok(())
     }
 
     pub(crate) async fn wait(&self, query: JobQuery) -> Answer {
         let (tx, rx) = oneshot::channel();
-        self.send(Command::One(query, tx))?;
+        self.send(Command::One(query, tx));
         rx.await.unwrap_or_else(|_| Err(Error::closed()))
     }
 
@@ -175,7 +182,6 @@ impl Hub {
         let mut queries = queries.into_iter();
         let (tx, rx) = mpsc::unbounded_channel();
         let mut remaining = 0;
-        let mut failed = None;
         loop {
             let hint = queries.size_hint().0;
             let mut ids = PackedIds::default();
@@ -187,30 +193,41 @@ impl Hub {
             }
             remaining += ids.len();
             let more = hint.saturating_sub(ids.len());
-            if failed.is_none() {
-                failed = self
-                    .send(Command::Many {
-                        changes,
-                        ids,
-                        more,
-                        tx: tx.clone(),
-                    })
-                    .err();
-            }
+            self.send(Command::Many {
+                changes,
+                ids,
+                more,
+                tx: tx.clone(),
+            });
         }
-        WaitAll {
-            rx,
-            remaining,
-            failed,
+        WaitAll { rx, remaining }
+    }
+}
+
+impl Command {
+    /// Answers every query of a command that no driver will see.
+    fn fail(self, error: &Error) {
+        match self {
+            Command::One(_, tx) => {
+                let _ = tx.send(Err(error.clone()));
+            }
+            Command::Many { ids, tx, .. } => {
+                for id in ids.iter() {
+                    let _ = tx.send((JobQuery::from_shared_id(Arc::from(id)), Err(error.clone())));
+                }
+            }
         }
     }
 }
 
 /// The stream of [`Client::wait_all`](crate::Client::wait_all).
+///
+/// It ends once every query has had its last item: each query's end (a
+/// terminal detail or an error) is sent before the driver lets go of the
+/// query, even when the driver stops early (see `Drop for Driver`).
 pub(crate) struct WaitAll {
     rx: mpsc::UnboundedReceiver<(JobQuery, Answer)>,
     remaining: usize,
-    failed: Option<Error>,
 }
 
 impl Stream for WaitAll {
@@ -218,11 +235,6 @@ impl Stream for WaitAll {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.remaining == 0 {
-            return Poll::Ready(None);
-        }
-        if self.failed.is_some() {
-            // The hub could not start: nothing will come.
-            self.remaining = 0;
             return Poll::Ready(None);
         }
         match self.rx.poll_recv(cx) {
@@ -400,12 +412,21 @@ enum Yield {
     Busy,
 }
 
+/// Below this many job slots the driver does not bother giving memory back.
+const SHRINK_MIN: usize = 1024;
+
 /// Rounds of work the driver does before it yields.
 const ROUNDS_PER_TURN: u32 = 1;
 
 /// A timer entry: when (milliseconds after the driver's epoch, rounded
-/// up), the job's generation then, and its key.
+/// up), the job's generation then, and its key. The generation
+/// [`DEADLINE`] marks a waiter's deadline rather than a poll.
 type TimerEntry = Reverse<(u64, u32, u32)>;
+
+/// The generation of a timer entry that checks waiters' deadlines: a job
+/// queued behind the cap on polls in flight ends at its deadline, not when
+/// its turn comes. Poll generations never take this value.
+const DEADLINE: u32 = u32::MAX;
 
 struct Driver {
     stack: Stack,
@@ -424,6 +445,8 @@ struct Driver {
     sleep: Pin<Box<Sleep>>,
     armed: Option<Instant>,
     rate_wait: Option<Instant>,
+    /// When fewer jobs than this are left, memory is given back.
+    shrink_below: usize,
 }
 
 impl Driver {
@@ -449,6 +472,7 @@ impl Driver {
             sleep: Box::pin(sleep_until(Instant::now())),
             armed: None,
             rate_wait: None,
+            shrink_below: 0,
         }
     }
 
@@ -536,7 +560,7 @@ impl Driver {
 
     fn on_command(&mut self, command: Command) {
         let now = Instant::now();
-        let deadline = now + self.policy.timeout;
+        let deadline = crate::clock::after(now, self.policy.timeout);
         match command {
             Command::One(query, tx) => self.add(
                 query.img_uuid(),
@@ -569,11 +593,55 @@ impl Driver {
                 }
             }
         }
+        self.shrink_below = self.shrink_below.max(self.jobs.len() / 4);
+        // Deadline entries of jobs that ended early stay in the timer queue
+        // until their time: sweep them out once they outnumber the jobs.
+        if self.timers.len() > 4 * (self.jobs.len() + SHRINK_MIN) {
+            self.sweep_timers();
+        }
+    }
+
+    /// Drops the timer entries of jobs that are gone.
+    fn sweep_timers(&mut self) {
+        let jobs = &self.jobs;
+        self.timers.retain(|Reverse((_, generation, key))| {
+            jobs.get(*key as usize)
+                .is_some_and(|j| *generation == DEADLINE || j.generation == *generation)
+        });
+    }
+
+    /// Gives memory back once most jobs have ended: a 100,000-job
+    /// `wait_all` must not keep its peak for the life of the client.
+    fn shrink(&mut self) {
+        if self.jobs.len() >= self.shrink_below || self.jobs.capacity() < SHRINK_MIN {
+            return;
+        }
+        if self.jobs.is_empty() {
+            // Nothing is in flight either: every structure starts afresh.
+            self.jobs = Slab::new();
+            self.index = hashbrown::HashTable::new();
+            self.timers = BinaryHeap::new();
+            self.ready = VecDeque::new();
+        } else {
+            self.jobs.shrink_to_fit();
+            let (jobs, hasher) = (&self.jobs, &self.hasher);
+            self.index
+                .shrink_to_fit(|&k| hasher.hash_one(jobs[k as usize].id.as_str()));
+            self.sweep_timers();
+            self.timers.shrink_to_fit();
+            let jobs = &self.jobs;
+            self.ready.retain(|&(key, generation)| {
+                jobs.get(key as usize).is_some_and(|j| j.generation == generation)
+            });
+            self.ready.shrink_to_fit();
+        }
+        self.shrink_below = self.jobs.len() / 4;
     }
 
     fn add(&mut self, id: &str, waiter: Waiter, now: Instant) {
         let hash = self.hasher.hash_one(id);
         let jobs = &self.jobs;
+        let deadline = self.to_ms(waiter.deadline);
         if let Some(&key) = self
             .index
             .find(hash, |&k| jobs[k as usize].id.as_str() == id)
@@ -581,6 +649,7 @@ impl Driver {
             let job = &mut self.jobs[key as usize];
             job.state.extend_deadline(waiter.deadline);
             job.waiters.push(waiter);
+            self.timers.push(Reverse((deadline, DEADLINE, key)));
             return;
         }
         let key = self.jobs.insert(Job {
@@ -595,6 +664,28 @@ impl Driver {
             hasher.hash_one(jobs[k as usize].id.as_str())
         });
         self.ready.push_back((key as u32, 0));
+        self.timers.push(Reverse((deadline, DEADLINE, key as u32)));
+    }
+
+    /// Gives the waiters of job `key` whose deadline has come their
+    /// deadline error, and drops the job once no waiter is left and no poll
+    /// of it is out. Returns whether the job is still followed.
+    fn expire(&mut self, key: usize, now: Instant) -> bool {
+        let Some(job) = self.jobs.get_mut(key) else {
+            return false;
+        };
+        if job.waiters.as_slice().iter().any(|w| w.deadline <= now) {
+            let error = job.state.deadline_error(job.id.as_str(), now);
+            let query = job.id.query();
+            for w in job.waiters.split_off(|w| w.deadline > now) {
+                w.deliver(&query, Err(error.clone()));
+            }
+        }
+        if job.waiters.as_slice().is_empty() && !job.in_flight {
+            self.remove(key);
+            return false;
+        }
+        true
     }
 
     fn remove(&mut self, key: usize) -> Job {
@@ -602,7 +693,9 @@ impl Driver {
         if let Ok(entry) = self.index.find_entry(hash, |&k| k as usize == key) {
             entry.remove();
         }
-        self.jobs.remove(key)
+        let job = self.jobs.remove(key);
+        self.shrink();
+        job
     }
 
     /// Moves due timer entries to the ready queue, in due order.
@@ -615,7 +708,11 @@ impl Driver {
                 break;
             }
             self.timers.pop();
-            self.ready.push_back((key, generation));
+            if generation == DEADLINE {
+                self.expire(key as usize, now);
+            } else {
+                self.ready.push_back((key, generation));
+            }
         }
     }
 
@@ -643,20 +740,25 @@ impl Driver {
             if job.waiters.as_slice().iter().any(Waiter::is_gone) {
                 drop(job.waiters.split_off(|w| !w.is_gone()));
                 if job.waiters.as_slice().is_empty() {
-                    self.ready.pop_front();
                     tracing::debug!(img_uuid = job.id.as_str(), "no waiter left; polling stops");
-                    self.remove(key);
-                    progressed = true;
-                    continue;
                 }
+            }
+            // Taken off the queue before `expire`, which may give the
+            // queue's memory back.
+            self.ready.pop_front();
+            // No poll is sent at or after a waiter's deadline.
+            if !self.expire(key, now) {
+                progressed = true;
+                continue;
             }
             if let Some(limit) = &self.config.rate_limit {
                 if let Err(at) = limit.try_acquire(now) {
                     self.rate_wait = Some(at);
+                    self.ready.push_front((key as u32, generation));
                     break;
                 }
             }
-            self.ready.pop_front();
+            let job = &mut self.jobs[key];
             job.in_flight = true;
             let query = job.id.query().with_deadline(job.state.deadline());
             let svc = self.stack.clone();
@@ -673,7 +775,16 @@ impl Driver {
         let now = Instant::now();
         let job = &mut self.jobs[key];
         job.in_flight = false;
-        match crate::poll::step(&mut job.state, &self.policy, job.id.as_str(), answer) {
+        // One job's answer must not take down every wait of the client: a
+        // panic while taking it in ends that job alone.
+        let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::poll::step(&mut job.state, &self.policy, job.id.as_str(), answer)
+        }))
+        .unwrap_or_else(|_| {
+            Step::Done(Err(Error::closed()
+                .with_message("the wait scheduler failed on this job's answer")))
+        });
+        match step {
             Step::Done(answer) => {
                 let job = self.remove(key);
                 let query = job.id.query();
@@ -694,25 +805,45 @@ impl Driver {
                     }
                 }
                 // Waiters whose own deadline has come (they joined earlier
-                // than the latest one) get their deadline error now.
-                if job.waiters.as_slice().iter().any(|w| w.deadline <= now) {
-                    let error = job.state.deadline_error(job.id.as_str(), now);
-                    let query = job.id.query();
-                    for w in job.waiters.split_off(|w| w.deadline > now) {
-                        w.deliver(&query, Err(error.clone()));
-                    }
+                // than the latest one) get their deadline error now; a job
+                // without waiters is dropped.
+                if !self.expire(key, now) {
+                    return;
                 }
+                let job = &mut self.jobs[key];
                 let at = job
                     .waiters
                     .as_slice()
                     .iter()
                     .map(|w| w.deadline)
                     .fold(at, Instant::min);
-                job.generation = job.generation.wrapping_add(1);
+                job.generation = (job.generation + 1) % DEADLINE;
                 let generation = job.generation;
                 let at = self.to_ms(at);
                 self.timers.push(Reverse((at, generation, key as u32)));
             }
+        }
+    }
+}
+
+impl Drop for Driver {
+    /// However the driver stops (its runtime shut down, or a panic), every
+    /// query it holds or has not read yet gets an error, so no `wait` hangs
+    /// and no `wait_all` stream ends short of an item per query.
+    fn drop(&mut self) {
+        if self.jobs.is_empty() && !self.rx_open {
+            return;
+        }
+        let error = Error::closed();
+        for job in self.jobs.drain() {
+            let query = job.id.query();
+            for w in job.waiters.into_vec() {
+                w.deliver(&query, Err(error.clone()));
+            }
+        }
+        self.rx.close();
+        while let Ok(command) = self.rx.try_recv() {
+            command.fail(&error);
         }
     }
 }

@@ -75,7 +75,10 @@ impl RateLimit for PerSecond {
             Ok(())
         } else {
             *state = Some((tokens, now));
-            Err(now + Duration::from_secs_f64((1.0 - tokens) / self.rate))
+            Err(crate::clock::after(
+                now,
+                Duration::try_from_secs_f64((1.0 - tokens) / self.rate).unwrap_or(Duration::MAX),
+            ))
         }
     }
 }

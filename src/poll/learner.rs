@@ -118,7 +118,7 @@ impl Model {
         min: Duration,
         max: Duration,
     ) -> Duration {
-        let mut age = initial_age + since;
+        let mut age = initial_age.saturating_add(since);
         if self.survival(age.as_secs_f64()) < TAIL && self.survival(since.as_secs_f64()) >= TAIL {
             age = since;
         }
@@ -172,7 +172,7 @@ impl Model {
                 lo = mid;
             }
         }
-        Duration::from_secs_f64(lo)
+        Duration::try_from_secs_f64(lo).unwrap_or(max)
     }
 }
 

@@ -140,6 +140,9 @@ where
         let mut state = WaitState::new(&policy, Instant::now());
         let query = query.with_deadline(state.deadline());
         loop {
+            if let Some(error) = state.expired(query.img_uuid(), Instant::now()) {
+                return Err(error);
+            }
             let result = poll_once(&mut svc, query.clone()).await;
             match step(&mut state, &policy, query.img_uuid(), result) {
                 Step::Done(result) => return result,
@@ -173,7 +176,7 @@ pub(crate) fn step(
         };
         let step = state.on_result(policy, now, img_uuid, result);
         if let Step::Again { at, .. } = &step {
-            tracing::debug!(img_uuid, status = %status, next_in_ms = (*at - now).as_millis() as u64, "polled");
+            tracing::debug!(img_uuid, status = %status, next_in_ms = u64::try_from(at.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX), "polled");
         }
         step
     } else {
@@ -223,6 +226,10 @@ where
             loop {
                 if let Some(at) = w.next.take() {
                     sleep_until(at).await;
+                }
+                if let Some(error) = w.state.expired(w.query.img_uuid(), Instant::now()) {
+                    w.done = true;
+                    return Some((Err(error), w));
                 }
                 let result = poll_once(&mut w.svc, w.query.clone()).await;
                 match step(&mut w.state, &w.policy, w.query.img_uuid(), result) {

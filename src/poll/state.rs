@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
+use crate::clock::{self, ms_u32 as ms};
 use crate::error::{Error, Kind, PollRecord, WaitReport};
 use crate::model::{JobDetail, JobStatus};
 
@@ -59,12 +60,15 @@ pub(crate) struct WaitState {
     failures: u32,
     slowdown: u8,
     last: LastSeen,
+    /// The error of the last poll when it failed, named by a deadline or
+    /// stall error.
+    last_error: Option<Error>,
     history: History,
 }
 
-fn ms(d: Duration) -> u32 {
-    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
-}
+/// A deadline offset that stands for "no deadline": a timeout of 49.7 days
+/// or more.
+const NEVER: u32 = u32::MAX;
 
 impl WaitState {
     pub(crate) fn new(policy: &PollPolicy, now: Instant) -> Self {
@@ -77,16 +81,29 @@ impl WaitState {
             failures: 0,
             slowdown: 0,
             last: LastSeen::default(),
+            last_error: None,
             history: History::default(),
         }
     }
 
     fn at(&self, offset_ms: u32) -> Instant {
-        self.started + Duration::from_millis(u64::from(offset_ms))
+        clock::after(self.started, Duration::from_millis(u64::from(offset_ms)))
     }
 
+    /// When the wait ends at the latest; thirty years on for a wait without
+    /// a deadline.
     pub(crate) fn deadline(&self) -> Instant {
-        self.at(self.deadline_ms)
+        if self.deadline_ms == NEVER {
+            clock::far_future(self.started)
+        } else {
+            self.at(self.deadline_ms)
+        }
+    }
+
+    /// The deadline error when the deadline has come by `now`: no poll is
+    /// sent at or after a wait's deadline.
+    pub(crate) fn expired(&self, img_uuid: &str, now: Instant) -> Option<Error> {
+        (now >= self.deadline()).then(|| self.ended(img_uuid, Kind::Deadline, now))
     }
 
     /// Moves the deadline later (a new waiter joined a job already followed).
@@ -99,7 +116,7 @@ impl WaitState {
     /// The deadline error as of `now`, for a waiter whose own deadline came
     /// before the wait's.
     pub(crate) fn deadline_error(&self, img_uuid: &str, now: Instant) -> Error {
-        self.ended(img_uuid, Kind::Deadline, now, None)
+        self.ended(img_uuid, Kind::Deadline, now)
     }
 
     /// Takes in the result of one poll made at `now`.
@@ -110,7 +127,7 @@ impl WaitState {
         img_uuid: &str,
         result: Result<JobDetail, Error>,
     ) -> Step {
-        self.polls += 1;
+        self.polls = self.polls.saturating_add(1);
         let since = now.saturating_duration_since(self.started);
         let since_ms = ms(since);
         let deadline = self.deadline();
@@ -118,6 +135,7 @@ impl WaitState {
             Ok(detail) => {
                 let code = self.history.push(since_ms, Some(detail.status()));
                 self.failures = 0;
+                self.last_error = None;
                 self.slowdown = self.slowdown.saturating_sub(1);
                 let changed = self.last.code != code;
                 if self.last.code == 0 {
@@ -152,18 +170,18 @@ impl WaitState {
                         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
                 };
                 let unchanged_for =
-                    Duration::from_millis(u64::from(since_ms - self.last_change_ms));
+                    Duration::from_millis(u64::from(since_ms.saturating_sub(self.last_change_ms)));
                 if let Some(stall) = policy.stall_after {
                     if unchanged_for >= stall {
-                        return Step::Done(Err(self.ended(img_uuid, Kind::Stall, now, None)));
+                        return Step::Done(Err(self.ended(img_uuid, Kind::Stall, now)));
                     }
                 }
                 if now >= deadline {
-                    return Step::Done(Err(self.ended(img_uuid, Kind::Deadline, now, None)));
+                    return Step::Done(Err(self.ended(img_uuid, Kind::Deadline, now)));
                 }
-                let mut at = now + self.interval(policy, img_uuid, since);
+                let mut at = clock::after(now, self.interval(policy, img_uuid, since));
                 if let Some(stall) = policy.stall_after {
-                    at = at.min(self.at(self.last_change_ms) + stall);
+                    at = at.min(clock::after(self.at(self.last_change_ms), stall));
                 }
                 Step::Again {
                     at: at.min(deadline),
@@ -175,7 +193,7 @@ impl WaitState {
                 if !error.is_transient() {
                     return Step::Done(Err(error));
                 }
-                self.failures += 1;
+                self.failures = self.failures.saturating_add(1);
                 if policy
                     .max_consecutive_failures
                     .is_some_and(|max| self.failures >= max)
@@ -185,14 +203,16 @@ impl WaitState {
                 if matches!(error.status().map(|s| s.as_u16()), Some(429 | 503)) {
                     self.slowdown = (self.slowdown + 1).min(MAX_SLOWDOWN);
                 }
-                if now >= deadline {
-                    return Step::Done(Err(self.ended(img_uuid, Kind::Deadline, now, Some(error))));
-                }
-                let mut at = now + self.interval(policy, img_uuid, since);
-                if let Some(after) = error.retry_after() {
-                    at = at.max(now + after);
-                }
+                let at = clock::after(now, self.interval(policy, img_uuid, since));
+                let at = match error.retry_after() {
+                    Some(after) => at.max(clock::after(now, after)),
+                    None => at,
+                };
                 tracing::debug!(error = %error, "poll failed; waiting on");
+                self.last_error = Some(error);
+                if now >= deadline {
+                    return Step::Done(Err(self.ended(img_uuid, Kind::Deadline, now)));
+                }
                 Step::Again {
                     at: at.min(deadline),
                     changed: None,
@@ -238,7 +258,7 @@ impl WaitState {
                 }
             }
         };
-        let slowed = base * (1u32 << self.slowdown);
+        let slowed = base.saturating_mul(1u32 << self.slowdown);
         // The jitter of poll n of a job: random across jobs, reproducible
         // with a seeded policy, and no generator kept per wait.
         let mut rng = fastrand::Rng::with_seed(
@@ -252,10 +272,13 @@ impl WaitState {
             .clamp(policy.min_interval, policy.max_interval)
     }
 
-    fn ended(&self, img_uuid: &str, kind: Kind, now: Instant, source: Option<Error>) -> Error {
+    /// The error that ends the wait early, naming the last poll's error when
+    /// that poll failed.
+    fn ended(&self, img_uuid: &str, kind: Kind, now: Instant) -> Error {
         let last_detail = self.history.status_of(self.last.code).map(|status| {
             let start = (self.last.start_ms != 0)
-                .then(|| UNIX_EPOCH + Duration::from_millis(self.last.start_ms));
+                .then(|| UNIX_EPOCH.checked_add(Duration::from_millis(self.last.start_ms)))
+                .flatten();
             let d = JobDetail::new(img_uuid, status).with_times(start, None);
             match &self.last.job_type {
                 Some(t) => d.with_job_type(&**t),
@@ -273,8 +296,8 @@ impl WaitState {
             }),
         };
         let err = Error::wait_ended(kind, report);
-        match source {
-            Some(s) => err.with_source(s),
+        match &self.last_error {
+            Some(last) => err.with_source(last.clone()),
             None => err,
         }
     }

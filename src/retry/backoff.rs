@@ -17,10 +17,10 @@ impl Jitter {
     pub(crate) fn apply(self, delay: Duration, rng: &mut fastrand::Rng) -> Duration {
         match self {
             Jitter::None => delay,
-            Jitter::Full => delay.mul_f64(rng.f64()),
+            Jitter::Full => crate::clock::mul_f64(delay, rng.f64()),
             Jitter::Proportional(f) => {
-                let f = f.clamp(0.0, 1.0);
-                delay.mul_f64(1.0 - f + 2.0 * f * rng.f64())
+                let f = if f.is_nan() { 0.0 } else { f.clamp(0.0, 1.0) };
+                crate::clock::mul_f64(delay, 1.0 - f + 2.0 * f * rng.f64())
             }
         }
     }

@@ -282,7 +282,7 @@ impl tower::retry::Policy<JobQuery, JobDetail, Error> for Attempt {
             return None;
         }
         let delay = self.next_delay(error);
-        let wake = Instant::now() + delay;
+        let wake = crate::clock::after(Instant::now(), delay);
         if query.deadline().is_some_and(|deadline| wake >= deadline) {
             tracing::debug!(img_uuid = %query.img_uuid(), attempt = self.attempt, "no retry: the deadline comes first");
             return None;

@@ -31,6 +31,7 @@ pub mod future;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::time::Instant;
 use tower::Service;
 
 pub use self::layer::TimeoutLayer;
@@ -86,7 +87,16 @@ where
         self.inner.poll_ready(cx)
     }
 
+    /// The attempt gets the layer's timeout, or less when the query's
+    /// [deadline](JobQuery::deadline) comes first: no attempt outlives the
+    /// wait it serves.
     fn call(&mut self, query: JobQuery) -> Self::Future {
-        future::ResponseFuture::new(self.inner.call(query), self.timeout)
+        let timeout = match query.deadline() {
+            Some(deadline) => self
+                .timeout
+                .min(deadline.saturating_duration_since(Instant::now())),
+            None => self.timeout,
+        };
+        future::ResponseFuture::new(self.inner.call(query), timeout)
     }
 }

@@ -88,7 +88,7 @@ impl Live {
     pub(crate) fn update(&self, id: &str, status: &str) {
         if let Mode::PerJob(lines) = &self.mode {
             for line in lines.iter().filter(|l| !l.done && l.id == id) {
-                line.bar.set_message(status.to_owned());
+                line.bar.set_message(crate::report::printable(status).into_owned());
             }
         }
     }
@@ -121,7 +121,7 @@ impl Live {
                 line.bar.finish_with_message(format!(
                     "{} {id:width$} {}",
                     symbol(outcome),
-                    outcome_text(outcome, &elapsed)
+                    crate::report::printable(&outcome_text(outcome, &elapsed))
                 ));
             }
             Mode::Summary {
@@ -179,7 +179,7 @@ fn outcome_text(outcome: &Outcome, elapsed: &str) -> String {
             }
             text
         }
-        Err(e) => format!("error: {e}"),
+        Err(e) => format!("error: {}", crate::report::chain(e)),
     }
 }
 

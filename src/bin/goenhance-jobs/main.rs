@@ -40,9 +40,10 @@ async fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-/// Prints a message for the user on stderr.
+/// Prints a message for the user on stderr, control characters escaped.
 fn complain(message: impl std::fmt::Display) {
-    eprintln!("goenhance-jobs: {message}");
+    let message = message.to_string();
+    eprintln!("goenhance-jobs: {}", report::printable(&message));
 }
 
 /// Prints a result line on stdout. A closed pipe (`| head`) is not an
@@ -135,7 +136,10 @@ fn validate(ids: &[String]) -> Result<Vec<JobQuery>, u8> {
         match JobQuery::new(id) {
             Ok(q) => queries.push(q),
             Err(e) => {
-                complain(format_args!("job id {id:?}: {e}"));
+                // An id can be anything read from stdin: show its start only.
+                let shown: String = id.chars().take(64).collect();
+                let more = if shown.len() < id.len() { "…" } else { "" };
+                complain(format_args!("job id {shown:?}{more}: {e}"));
                 bad = true;
             }
         }
@@ -167,7 +171,7 @@ fn builder_from_env(conn: &ConnArgs) -> Result<ClientBuilder, u8> {
 
 fn build(builder: ClientBuilder) -> Result<Client, u8> {
     builder.build().map_err(|e| {
-        complain(format_args!("cannot set up the client: {e}"));
+        complain(format_args!("cannot set up the client: {}", report::chain(&e)));
         code::USAGE
     })
 }
@@ -190,6 +194,12 @@ pub(crate) async fn run_waits(
     mut live: Option<Live>,
 ) -> Tally {
     let mut tally = Tally::default();
+    // Every job given gets a line: those the scheduler never answered for
+    // are reported at the end, and make the exit code an error.
+    let mut unanswered: std::collections::HashMap<String, usize> = Default::default();
+    for query in &queries {
+        *unanswered.entry(query.img_uuid().to_owned()).or_default() += 1;
+    }
     // The live display also shows the statuses on the way; the other
     // outputs need only each job's end.
     let mut results: std::pin::Pin<
@@ -212,6 +222,12 @@ pub(crate) async fn run_waits(
                     if !d.is_terminal() {
                         live.update(id, d.status().as_str());
                         continue;
+                    }
+                }
+                if let Some(n) = unanswered.get_mut(id) {
+                    *n -= 1;
+                    if *n == 0 {
+                        unanswered.remove(id);
                     }
                 }
                 tally.code = tally.code.max(exit_code(&outcome));
@@ -245,6 +261,19 @@ pub(crate) async fn run_waits(
     if let Some(live) = &live {
         live.close(false);
     }
+    let mut missing: Vec<_> = unanswered.into_iter().collect();
+    missing.sort();
+    for (id, n) in missing {
+        for _ in 0..n {
+            tally.code = tally.code.max(code::ERROR);
+            tally.errors += 1;
+            match format {
+                Format::Json => emit(&report::no_result_json(&id)),
+                Format::Text => emit(&format!("{id} error: {}", report::NO_RESULT)),
+            }
+            complain(format_args!("{id}: {}", report::NO_RESULT));
+        }
+    }
     tally
 }
 
@@ -259,7 +288,7 @@ fn print_outcome(id: &str, outcome: &Outcome, format: Format, live: Option<&mut 
     }
     if let Err(e) = outcome {
         if !shown_on_terminal {
-            complain(format_args!("{id}: {e}"));
+            complain(format_args!("{id}: {}", report::chain(&e)));
         }
     }
 }

@@ -47,28 +47,53 @@ fn status_name(status: &JobStatus) -> &'static str {
     }
 }
 
-pub(crate) fn error_kind(e: &Error) -> &'static str {
-    if e.is_deadline() {
-        "deadline"
-    } else if e.is_stall() {
-        "stall"
-    } else if e.is_timeout() {
-        "timeout"
-    } else if e.is_transport() {
-        "transport"
-    } else if e.is_http() {
-        "http"
-    } else if e.is_api() {
-        "api"
-    } else if e.is_decode() {
-        "decode"
-    } else if e.is_invalid_input() {
-        "invalid_input"
-    } else if e.is_body_too_large() {
-        "body_too_large"
-    } else {
-        "other"
+/// What is said of a job whose wait ended without a result.
+pub(crate) const NO_RESULT: &str = "no result: the wait scheduler stopped before this job ended";
+
+/// The JSON line of a job whose wait ended without a result.
+pub(crate) fn no_result_json(img_uuid: &str) -> String {
+    serde_json::json!({
+        "img_uuid": img_uuid,
+        "status": null,
+        "job_type": null,
+        "outputs": [],
+        "error": {"kind": "closed", "message": NO_RESULT},
+    })
+    .to_string()
+}
+
+/// An error with its causes on one line: what failed, then why.
+pub(crate) fn chain(e: &Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let next = c.to_string();
+        // Some errors repeat their cause in their own text.
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = c.source();
     }
+    text
+}
+
+/// Text from the server made safe for a terminal: control characters
+/// (a newline in a URL that would forge a result line, an escape sequence)
+/// are written as escapes, the rest as it is.
+pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// One JSON line: `{"img_uuid", "status", "job_type", "outputs", "error"}`.
@@ -114,8 +139,8 @@ impl<'a> JobLine<'a> {
                 })
                 .collect(),
             error: outcome.as_ref().err().map(|e| ErrorJson {
-                kind: error_kind(e),
-                message: e.to_string(),
+                kind: e.kind().as_str(),
+                message: chain(e),
                 http_status: e.status().map(|s| s.as_u16()),
                 api_code: e.api_code(),
             }),
@@ -127,9 +152,10 @@ impl<'a> JobLine<'a> {
     }
 }
 
-/// One plain line: `<id> <status> <url> <url>…`, or `<id> error: <message>`.
+/// One plain line: `<id> <status> <url> <url>…`, or `<id> error: <message>`,
+/// with control characters escaped (see [`printable`]).
 pub(crate) fn text_line(img_uuid: &str, outcome: &Outcome) -> String {
-    match outcome {
+    let line = match outcome {
         Ok(d) => {
             let mut line = format!("{img_uuid} {}", d.status().as_str());
             for out in d.outputs() {
@@ -138,8 +164,9 @@ pub(crate) fn text_line(img_uuid: &str, outcome: &Outcome) -> String {
             }
             line
         }
-        Err(e) => format!("{img_uuid} error: {e}"),
-    }
+        Err(e) => format!("{img_uuid} error: {}", chain(e)),
+    };
+    printable(&line).into_owned()
 }
 
 #[cfg(test)]
@@ -179,6 +206,18 @@ mod tests {
         let outcome = Ok(JobDetail::new("b2", JobStatus::Unknown("paused".into())));
         assert_eq!(parse(&JobLine::new("b2", &outcome))["status"], "unknown");
         assert_eq!(text_line("b2", &outcome), "b2 paused");
+    }
+
+    #[test]
+    fn text_lines_escape_what_the_server_sent() {
+        let detail = JobDetail::new("a1", JobStatus::Succeeded).with_output(JobOutput::new(
+            OutputKind::Video,
+            "https://cdn.example/x\nb2 succeeded https://evil.example/\u{1b}[2J",
+        ));
+        assert_eq!(
+            text_line("a1", &Ok(detail)),
+            "a1 succeeded https://cdn.example/x\\nb2 succeeded https://evil.example/\\u{1b}[2J"
+        );
     }
 
     #[test]
