@@ -48,8 +48,14 @@ mod tests {
     fn after_saturates_at_thirty_years() {
         let now = Instant::now();
         assert_eq!(after(now, Duration::MAX), now + FAR);
-        assert_eq!(after(now, Duration::from_secs(9_223_372_036_854_775_807)), now + FAR);
-        assert_eq!(after(now, Duration::from_secs(5)), now + Duration::from_secs(5));
+        assert_eq!(
+            after(now, Duration::from_secs(9_223_372_036_854_775_807)),
+            now + FAR
+        );
+        assert_eq!(
+            after(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
         assert_eq!(far_future(now), now + FAR);
     }
 
@@ -63,6 +69,9 @@ mod tests {
     fn multiplication_saturates() {
         assert_eq!(mul_f64(Duration::MAX, 2.0), Duration::MAX);
         assert_eq!(mul_f64(Duration::from_secs(2), 0.5), Duration::from_secs(1));
-        assert_eq!(mul_f64(Duration::from_secs(2), f64::NAN), Duration::from_secs(2));
+        assert_eq!(
+            mul_f64(Duration::from_secs(2), f64::NAN),
+            Duration::from_secs(2)
+        );
     }
 }

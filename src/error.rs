@@ -472,7 +472,11 @@ impl fmt::Display for Error {
                     // The error of the last poll is the source; name its
                     // kind here so a one-line report says that answers
                     // failed, not only that time ran out.
-                    match inner.source.as_deref().and_then(|s| s.downcast_ref::<Error>()) {
+                    match inner
+                        .source
+                        .as_deref()
+                        .and_then(|s| s.downcast_ref::<Error>())
+                    {
                         Some(last) => write!(f, ", last poll failed: {})", last.kind())?,
                         None => f.write_str(")")?,
                     }

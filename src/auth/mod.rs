@@ -253,7 +253,10 @@ mod tests {
                 Ok::<_, Infallible>(Response::new(req.headers().get(AUTHORIZATION).cloned()))
             }));
         let response = svc.oneshot(Request::new(())).await.unwrap();
-        assert_eq!(response.extensions().get::<SentKey>().unwrap().key(), "sk-123");
+        assert_eq!(
+            response.extensions().get::<SentKey>().unwrap().key(),
+            "sk-123"
+        );
         let value = response.into_body().unwrap();
         assert_eq!(value, "Bearer sk-123");
         assert!(value.is_sensitive());

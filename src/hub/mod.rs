@@ -631,7 +631,8 @@ impl Driver {
             self.timers.shrink_to_fit();
             let jobs = &self.jobs;
             self.ready.retain(|&(key, generation)| {
-                jobs.get(key as usize).is_some_and(|j| j.generation == generation)
+                jobs.get(key as usize)
+                    .is_some_and(|j| j.generation == generation)
             });
             self.ready.shrink_to_fit();
         }
@@ -781,8 +782,9 @@ impl Driver {
             crate::poll::step(&mut job.state, &self.policy, job.id.as_str(), answer)
         }))
         .unwrap_or_else(|_| {
-            Step::Done(Err(Error::closed()
-                .with_message("the wait scheduler failed on this job's answer")))
+            Step::Done(Err(
+                Error::closed().with_message("the wait scheduler failed on this job's answer")
+            ))
         });
         match step {
             Step::Done(answer) => {

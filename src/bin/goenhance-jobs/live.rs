@@ -88,7 +88,8 @@ impl Live {
     pub(crate) fn update(&self, id: &str, status: &str) {
         if let Mode::PerJob(lines) = &self.mode {
             for line in lines.iter().filter(|l| !l.done && l.id == id) {
-                line.bar.set_message(crate::report::printable(status).into_owned());
+                line.bar
+                    .set_message(crate::report::printable(status).into_owned());
             }
         }
     }

@@ -171,7 +171,10 @@ fn builder_from_env(conn: &ConnArgs) -> Result<ClientBuilder, u8> {
 
 fn build(builder: ClientBuilder) -> Result<Client, u8> {
     builder.build().map_err(|e| {
-        complain(format_args!("cannot set up the client: {}", report::chain(&e)));
+        complain(format_args!(
+            "cannot set up the client: {}",
+            report::chain(&e)
+        ));
         code::USAGE
     })
 }
