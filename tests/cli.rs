@@ -558,3 +558,122 @@ async fn demo_exits_0_and_prints_urls() {
     assert_eq!(text.matches("https://cdn.example.com/").count(), 5);
     assert_eq!(lines.iter().filter(|l| l.contains(" failed")).count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_retry_after_ends_only_its_job_and_every_job_gets_a_line() {
+    use goenhance_jobs::fake::{Fault, FaultPlan, RetryAfter};
+    let server = FakeServer::builder()
+        .api_key(KEY)
+        .job("ok-1", quick_video())
+        .job("poison-2", quick_video())
+        .job_faults(
+            "poison-2",
+            FaultPlan::random(
+                1.0,
+                7,
+                [Fault::retry_after(
+                    503,
+                    RetryAfter::Seconds(i64::MAX as u64),
+                )],
+            ),
+        )
+        .start()
+        .await
+        .unwrap();
+    let out = Run::new(&["wait", "ok-1", "poison-2", "--timeout", "2s", "-o", "json"])
+        .against(&server)
+        .output()
+        .await
+        .code(3);
+    let lines = by_id(&json_lines(&out));
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines["ok-1"]["status"], "succeeded");
+    assert_eq!(lines["poison-2"]["error"]["kind"], "deadline");
+    // The wall clock decides the milliseconds of "after 2s": the rest is
+    // exact.
+    let message = lines["poison-2"]["error"]["message"].as_str().unwrap();
+    let (head, tail) = message.split_once(" (").unwrap();
+    assert!(
+        head.starts_with("wait deadline reached after 2"),
+        "{message}"
+    );
+    assert_eq!(
+        tail,
+        "1 polls, last status none, last poll failed: http): \
+         server asked to retry after 9223372036854775807s, longer than allowed: \
+         http status 503 service unavailable"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_server_cannot_stretch_the_deadline() {
+    use goenhance_jobs::fake::{Fault, FaultPlan};
+    let ids: Vec<String> = (0..200).map(|i| format!("hang-{i}")).collect();
+    let mut builder =
+        FakeServer::builder()
+            .api_key(KEY)
+            .faults(FaultPlan::random(1.0, 3, [Fault::NoAnswer]));
+    for id in &ids {
+        builder = builder.job(id.clone(), stuck());
+    }
+    let server = builder.start().await.unwrap();
+    let started = std::time::Instant::now();
+    let out = Run::new(&["wait", "--stdin", "--timeout", "3s", "-o", "json"])
+        .stdin(&ids.join("\n"))
+        .against(&server)
+        .output()
+        .await
+        .code(3);
+    let elapsed = started.elapsed();
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 200);
+    assert!(lines.iter().all(|l| l["error"]["kind"] == "deadline"));
+    // The 64 polls in flight were cut at the deadline; the 136 jobs queued
+    // behind them ended there without a request.
+    assert_eq!(server.total_requests(), 64);
+    // Not a schedule check: a bound far above the deadline and far below
+    // the 40 s a queue of late polls took, to show the run did not stretch.
+    assert!(elapsed < Duration::from_secs(15), "{elapsed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_output_escapes_what_the_server_sent() {
+    let forged = "https://cdn.example/x.mp4\nforged-9 succeeded https://evil.example/\u{1b}[2J";
+    let server = server(&[(
+        "esc-1",
+        Timeline::new("mx-v2v")
+            .pending(ms(50))
+            .succeed("video", forged),
+    )])
+    .await;
+    let out = Run::new(&["wait", "esc-1"])
+        .against(&server)
+        .output()
+        .await
+        .code(0);
+    let text = stdout(&out);
+    assert_eq!(
+        text,
+        "esc-1 succeeded https://cdn.example/x.mp4\\nforged-9 succeeded https://evil.example/\\u{1b}[2J\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_invalid_id_is_not_echoed_whole() {
+    let id = "x".repeat(1 << 20) + " ";
+    let out = Run::new(&["wait", "--stdin"])
+        .stdin(&format!("{id}\n"))
+        .base_url("http://127.0.0.1:9")
+        .output()
+        .await
+        .code(2);
+    let err = stderr(&out);
+    assert!(err.len() < 400, "{} bytes on stderr", err.len());
+    assert!(
+        err.starts_with(&format!(
+            "goenhance-jobs: job id \"{}\"…: invalid input",
+            "x".repeat(64)
+        )),
+        "{err}"
+    );
+}
