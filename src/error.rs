@@ -552,12 +552,10 @@ impl std::error::Error for Error {
 mod tests {
     use super::*;
 
-    fn assert_send_sync<T: Send + Sync + 'static>() {}
-
-    #[test]
-    fn error_is_send_sync_static() {
+    const _: fn() = || {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
         assert_send_sync::<Error>();
-    }
+    };
 
     #[test]
     fn http_display_names_status_in_lowercase() {
@@ -606,6 +604,40 @@ mod tests {
         assert_eq!(server_text("job not found."), "job not found");
         assert_eq!(server_text("  a \u{7} b  "), "a b");
         assert_eq!(server_text(&"x".repeat(300)).len(), 200 + "…".len());
+    }
+
+    #[test]
+    fn display_says_what_failed_and_source_says_why() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let err = Error::transport(io);
+        assert_eq!(err.to_string(), "transport error");
+        assert_eq!(
+            std::error::Error::source(&err).unwrap().to_string(),
+            "connection refused"
+        );
+        assert_eq!(err.kind(), ErrorKind::Transport);
+        assert_eq!(err.kind().as_str(), "transport");
+    }
+
+    #[test]
+    fn enormous_durations_read_in_whole_seconds() {
+        assert_eq!(Rounded(Duration::from_millis(1234)).to_string(), "1.234s");
+        assert_eq!(Rounded(Duration::from_secs(86_400)).to_string(), "86400s");
+        assert_eq!(Rounded(Duration::MAX).to_string(), "18446744073709551615s");
+    }
+
+    #[test]
+    fn redaction_reaches_message_and_source() {
+        let mut err = Error::api(401, "bad key sk-1 given").with_source("echo sk-1");
+        err.redact("sk-1");
+        assert_eq!(
+            err.to_string(),
+            "api error code 401: bad key [redacted] given"
+        );
+        assert_eq!(
+            std::error::Error::source(&err).unwrap().to_string(),
+            "echo [redacted]"
+        );
     }
 
     #[test]

@@ -445,8 +445,8 @@ struct Driver {
     sleep: Pin<Box<Sleep>>,
     armed: Option<Instant>,
     rate_wait: Option<Instant>,
-    /// When fewer jobs than this are left, memory is given back.
-    shrink_below: usize,
+    /// Jobs ended since memory was last given back.
+    removed_since_shrink: usize,
 }
 
 impl Driver {
@@ -472,7 +472,7 @@ impl Driver {
             sleep: Box::pin(sleep_until(Instant::now())),
             armed: None,
             rate_wait: None,
-            shrink_below: 0,
+            removed_since_shrink: 0,
         }
     }
 
@@ -593,7 +593,6 @@ impl Driver {
                 }
             }
         }
-        self.shrink_below = self.shrink_below.max(self.jobs.len() / 4);
         // Deadline entries of jobs that ended early stay in the timer queue
         // until their time: sweep them out once they outnumber the jobs.
         if self.timers.len() > 4 * (self.jobs.len() + SHRINK_MIN) {
@@ -612,10 +611,25 @@ impl Driver {
 
     /// Gives memory back once most jobs have ended: a 100,000-job
     /// `wait_all` must not keep its peak for the life of the client.
+    ///
+    /// It runs when no job is left, or once three quarters of at least
+    /// 1024 slots are unused and at least as many jobs (and 64) ended since
+    /// the last time as are left,
+    /// so its cost, linear in the room, is spread over those ends. A job
+    /// that stays keeps the slots up to its own.
     fn shrink(&mut self) {
-        if self.jobs.len() >= self.shrink_below || self.jobs.capacity() < SHRINK_MIN {
+        let len = self.jobs.len();
+        let worth_it = if len == 0 {
+            self.jobs.capacity() > 0 || self.timers.capacity() > 0
+        } else {
+            self.jobs.capacity() >= SHRINK_MIN
+                && len * 4 <= self.jobs.capacity()
+                && self.removed_since_shrink >= len.max(64)
+        };
+        if !worth_it {
             return;
         }
+        self.removed_since_shrink = 0;
         if self.jobs.is_empty() {
             // Nothing is in flight either: every structure starts afresh.
             self.jobs = Slab::new();
@@ -623,20 +637,45 @@ impl Driver {
             self.timers = BinaryHeap::new();
             self.ready = VecDeque::new();
         } else {
-            self.jobs.shrink_to_fit();
-            let (jobs, hasher) = (&self.jobs, &self.hasher);
-            self.index
-                .shrink_to_fit(|&k| hasher.hash_one(jobs[k as usize].id.as_str()));
+            // Stale entries go first, so that none is taken for a job that
+            // moves into its slot.
             self.sweep_timers();
-            self.timers.shrink_to_fit();
             let jobs = &self.jobs;
             self.ready.retain(|&(key, generation)| {
                 jobs.get(key as usize)
                     .is_some_and(|j| j.generation == generation)
             });
+            // Jobs move down into free slots (not those with a poll out,
+            // whose answer comes back by key); the index, the timers and
+            // the ready queue follow them.
+            let mut moved = std::collections::HashMap::new();
+            let (index, hasher) = (&mut self.index, &self.hasher);
+            self.jobs.compact(|job, from, to| {
+                if job.in_flight {
+                    return false;
+                }
+                let hash = hasher.hash_one(job.id.as_str());
+                if let Some(k) = index.find_mut(hash, |&k| k as usize == from) {
+                    *k = to as u32;
+                }
+                moved.insert(from as u32, to as u32);
+                true
+            });
+            let at = |key: u32| moved.get(&key).copied().unwrap_or(key);
+            let timers = std::mem::take(&mut self.timers).into_vec();
+            self.timers = timers
+                .into_iter()
+                .map(|Reverse((when, generation, key))| Reverse((when, generation, at(key))))
+                .collect();
+            for entry in &mut self.ready {
+                entry.0 = at(entry.0);
+            }
+            let (jobs, hasher) = (&self.jobs, &self.hasher);
+            self.index
+                .shrink_to_fit(|&k| hasher.hash_one(jobs[k as usize].id.as_str()));
+            self.timers.shrink_to_fit();
             self.ready.shrink_to_fit();
         }
-        self.shrink_below = self.jobs.len() / 4;
     }
 
     fn add(&mut self, id: &str, waiter: Waiter, now: Instant) {
@@ -695,6 +734,7 @@ impl Driver {
             entry.remove();
         }
         let job = self.jobs.remove(key);
+        self.removed_since_shrink += 1;
         self.shrink();
         job
     }
@@ -847,5 +887,81 @@ impl Drop for Driver {
         while let Ok(command) = self.rx.try_recv() {
             command.fail(&error);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::JobStatus;
+
+    /// A driver over a stack that answers every job as succeeded at once.
+    fn driver() -> (Driver, mpsc::UnboundedSender<Command>) {
+        let stack = Stack::new(tower::service_fn(|q: JobQuery| async move {
+            if q.img_uuid() == "stays" {
+                std::future::pending::<()>().await;
+            }
+            Ok::<_, Error>(JobDetail::new(q.img_uuid(), JobStatus::Succeeded))
+        }));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let driver = Driver::new(stack, PollPolicy::default(), HubConfig::default(), rx);
+        (driver, tx)
+    }
+
+    fn many(n: usize, tx: &mpsc::UnboundedSender<(JobQuery, Answer)>) -> Command {
+        let mut ids = PackedIds::default();
+        for i in 0..n {
+            ids.push(&format!("job-{i}"));
+        }
+        Command::Many {
+            changes: false,
+            ids,
+            more: 0,
+            tx: tx.clone(),
+        }
+    }
+
+    /// Runs the driver until `n` answers came in.
+    async fn run_until(
+        driver: &mut Driver,
+        rx: &mut mpsc::UnboundedReceiver<(JobQuery, Answer)>,
+        n: usize,
+    ) {
+        let mut got = 0;
+        while got < n {
+            let _ = std::future::poll_fn(|cx| match driver.poll(cx) {
+                Poll::Pending => Poll::Ready(Yield::Busy),
+                ready => ready,
+            })
+            .await;
+            while rx.try_recv().is_ok() {
+                got += 1;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn memory_is_given_back_once_the_jobs_have_ended() {
+        let (mut driver, commands) = driver();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        commands.send(many(20_000, &tx)).unwrap();
+        run_until(&mut driver, &mut rx, 20_000).await;
+        assert!(driver.jobs.is_empty());
+        assert_eq!(driver.jobs.capacity(), 0);
+        assert_eq!(driver.index.capacity(), 0);
+        assert_eq!(driver.timers.capacity(), 0);
+        assert_eq!(driver.ready.capacity(), 0);
+
+        // With one job of many still waiting, most of the room goes back too.
+        let (tx2, mut rx2) = mpsc::unbounded_channel();
+        let (one_tx, _one_rx) = oneshot::channel();
+        driver.on_command(Command::One(JobQuery::new("stays").unwrap(), one_tx));
+        // The lone job is in flight; answer the batch around it.
+        commands.send(many(20_000, &tx2)).unwrap();
+        run_until(&mut driver, &mut rx2, 20_000).await;
+        assert_eq!(driver.jobs.len(), 1);
+        assert!(driver.jobs.capacity() < 1024, "{}", driver.jobs.capacity());
+        assert!(driver.timers.len() < 1024, "{}", driver.timers.len());
     }
 }

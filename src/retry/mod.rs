@@ -223,6 +223,8 @@ pub struct Attempt {
     policy: Arc<RetryPolicy>,
     attempt: u32,
     rng: Option<fastrand::Rng>,
+    /// The error the last retry was paid for after, for the refund.
+    paid_after: Option<Error>,
 }
 
 impl fmt::Debug for Attempt {
@@ -259,7 +261,7 @@ impl tower::retry::Policy<JobQuery, JobDetail, Error> for Attempt {
         let error = match result {
             Ok(_) => {
                 if let Some(budget) = &policy.budget {
-                    budget.deposit(self.attempt > 1);
+                    budget.deposit(self.paid_after.as_ref());
                 }
                 return None;
             }
@@ -293,6 +295,7 @@ impl tower::retry::Policy<JobQuery, JobDetail, Error> for Attempt {
                 tracing::debug!(img_uuid = %query.img_uuid(), attempt = self.attempt, "no retry: the retry budget is exhausted");
                 return None;
             }
+            self.paid_after = Some(error.clone());
         }
         tracing::debug!(
             img_uuid = %query.img_uuid(),
@@ -324,6 +327,7 @@ impl<S> Retry<S> {
             policy: Arc::new(policy),
             attempt: 1,
             rng: None,
+            paid_after: None,
         };
         Retry {
             inner: tower::retry::Retry::new(attempt, inner),
@@ -381,6 +385,7 @@ where
             policy,
             attempt: 1,
             rng: None,
+            paid_after: None,
         },
         query: Some(query),
         state: OneshotState::NotReady,

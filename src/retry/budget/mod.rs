@@ -14,6 +14,8 @@ pub trait Budget: std::fmt::Debug + Send + Sync {
     /// retry is not sent).
     fn withdraw(&self, error: &Error) -> bool;
 
-    /// Records a success; `after_retry` tells whether it came from a retry.
-    fn deposit(&self, after_retry: bool);
+    /// Records a success. `retried_after` is the error after which the
+    /// retry that succeeded was paid for, or `None` when the first attempt
+    /// succeeded; a budget refunds what that retry cost.
+    fn deposit(&self, retried_after: Option<&Error>);
 }

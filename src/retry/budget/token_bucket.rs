@@ -8,7 +8,8 @@ use crate::error::Error;
 /// It starts full (`capacity`, default 500). Each retry takes
 /// `retry_cost` tokens (default 5), or `timeout_cost` after an attempt
 /// timeout (default 10); a first attempt is free. A success puts back
-/// 1 token, or the cost of the retry that succeeded. When the bucket
+/// 1 token, or what the retry that succeeded cost (5, or 10 when it was
+/// sent after a timeout). When the bucket
 /// cannot pay, the retry is not sent and the error says the budget ran out.
 ///
 /// The bound is simple: during an outage in which nothing succeeds, the
@@ -25,7 +26,7 @@ use crate::error::Error;
 /// assert!(bucket.withdraw(&transient));
 /// assert!(bucket.withdraw(&transient));
 /// assert!(!bucket.withdraw(&transient)); // empty: the retry is not sent
-/// bucket.deposit(true); // a retry succeeded: its cost comes back
+/// bucket.deposit(Some(&transient)); // a retry succeeded: its cost comes back
 /// assert_eq!(bucket.available(), 5);
 /// ```
 #[derive(Debug)]
@@ -61,6 +62,15 @@ impl TokenBucket {
     pub fn timeout_cost(&self) -> u32 {
         self.timeout_cost
     }
+
+    /// What a retry after `error` costs.
+    fn cost(&self, error: &Error) -> u32 {
+        if error.is_timeout() {
+            self.timeout_cost
+        } else {
+            self.retry_cost
+        }
+    }
 }
 
 impl Default for TokenBucket {
@@ -71,28 +81,49 @@ impl Default for TokenBucket {
 
 impl Budget for TokenBucket {
     fn withdraw(&self, error: &Error) -> bool {
-        let cost = if error.is_timeout() {
-            self.timeout_cost
-        } else {
-            self.retry_cost
-        };
+        let cost = self.cost(error);
         self.tokens
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| t.checked_sub(cost))
             .is_ok()
     }
 
-    fn deposit(&self, after_retry: bool) {
+    fn deposit(&self, retried_after: Option<&Error>) {
         // The common case, a first attempt succeeding while the bucket is
         // full, changes nothing: read only, so that concurrent callers do
         // not contend for the cache line.
         if self.tokens.load(Ordering::Acquire) >= self.capacity {
             return;
         }
-        let amount = if after_retry { self.retry_cost } else { 1 };
+        let amount = retried_after.map_or(1, |e| self.cost(e));
         let _ = self
             .tokens
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
                 Some(t.saturating_add(amount).min(self.capacity))
             });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_success_refunds_what_its_retry_cost() {
+        let bucket = TokenBucket::new(100, 5, 10);
+        let timeout = Error::timeout(Duration::from_secs(1));
+        let reset = Error::decode("garbled");
+        assert!(bucket.withdraw(&timeout));
+        assert_eq!(bucket.available(), 90);
+        bucket.deposit(Some(&timeout));
+        assert_eq!(bucket.available(), 100);
+        assert!(bucket.withdraw(&reset));
+        assert_eq!(bucket.available(), 95);
+        bucket.deposit(Some(&reset));
+        assert_eq!(bucket.available(), 100);
+        assert!(bucket.withdraw(&timeout));
+        bucket.deposit(None);
+        assert_eq!(bucket.available(), 91);
     }
 }
