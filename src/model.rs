@@ -702,7 +702,7 @@ impl<'de> Deserialize<'de> for Outputs {
                 while let Some(o) = seq.next_element::<RawOutput<'de>>()? {
                     // An output without a URL (`"value": null`) is not one
                     // that can be fetched: it is left out, not fatal.
-                    let Some(url) = o.value.filter(|v| !v.is_empty()) else {
+                    let Some(url) = o.value else {
                         tracing::debug!("output without a url left out");
                         continue;
                     };

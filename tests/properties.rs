@@ -699,3 +699,109 @@ proptest! {
         prop_assert_eq!(&seen[0], &seen[1]);
     }
 }
+
+/// Any duration, the extremes included.
+fn any_duration() -> impl Strategy<Value = Duration> {
+    prop_oneof![
+        Just(Duration::ZERO),
+        Just(Duration::MAX),
+        Just(Duration::from_secs(u64::MAX)),
+        (0u64..u64::MAX, 0u32..1_000_000_000).prop_map(|(s, n)| Duration::new(s, n)),
+        (0u64..100_000).prop_map(Duration::from_millis),
+    ]
+}
+
+/// A `Retry-After` value as a server may write it: seconds of any size,
+/// an HTTP date in the past or future, or nonsense.
+fn retry_after_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<u64>().prop_map(|s| s.to_string()),
+        Just("18446744073709551616".to_owned()),
+        Just("-1".to_owned()),
+        Just("Fri, 31 Dec 9999 23:59:59 GMT".to_owned()),
+        Just("Thu, 01 Jan 1970 00:00:00 GMT".to_owned()),
+        "[ -~]{0,40}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// However long the settings and whatever the server asks, a wait ends
+    /// (by its answer or its deadline) and nothing panics.
+    #[test]
+    fn extreme_settings_and_retry_after_values_never_panic(
+        wait in any_duration(),
+        attempt in any_duration(),
+        interval in any_duration(),
+        stall in any_duration(),
+        max_retry_after in any_duration(),
+        backoff in any_duration(),
+        retry_after in retry_after_value(),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let id = "job-x";
+        let mock = MockTransport::new();
+        mock.script(id, [
+            MockResponse::status(503).header("retry-after", &retry_after),
+            MockResponse::job(id, "processing"),
+            MockResponse::status(429).header("retry-after", &retry_after),
+            MockResponse::job(id, "success"),
+        ]);
+        let client = Client::builder()
+            .api_key("sk-prop")
+            .transport(mock.clone())
+            .wait_timeout(wait)
+            .attempt_timeout(attempt)
+            .poll_policy(
+                goenhance_jobs::PollPolicy::exponential(interval.min(Duration::from_secs(3600)), interval)
+                    .stall_after(stall),
+            )
+            .retry_policy(
+                goenhance_jobs::RetryPolicy::default()
+                    .max_retry_after(max_retry_after)
+                    .max_backoff(backoff)
+                    .initial_backoff(backoff),
+            )
+            .build()
+            .unwrap();
+        let result = rt.block_on(async {
+            // Bounded on the paused clock: far beyond thirty years.
+            tokio::time::timeout(Duration::from_secs(86_400 * 365 * 200), client.wait(id)).await
+        });
+        let result = result.expect("the wait ends");
+        if let Err(e) = &result {
+            prop_assert!(
+                e.is_deadline() || e.is_stall() || e.is_timeout() || e.is_http(),
+                "{}", e
+            );
+        }
+        // The next wait on the same client still runs.
+        mock.script("job-y", [MockResponse::job("job-y", "success")]);
+        let next = rt.block_on(client.wait("job-y"));
+        prop_assert!(next.is_ok() || next.as_ref().unwrap_err().is_deadline(), "{:?}", next);
+    }
+
+    /// Dates in answers, however far out, never panic the decoder or a wait.
+    #[test]
+    fn far_dates_never_panic(year in prop_oneof![Just(0i32), Just(9999), 1i32..9999]) {
+        let body = format!(
+            r#"{{"code":0,"data":{{"img_uuid":"j","status":"processing","start_time":"{year:04}-01-01T00:00:00Z","end_time":"{year:04}-12-31T23:59:59.999Z"}}}}"#
+        );
+        let detail = JobDetail::from_json(body.as_bytes());
+        prop_assert!(detail.is_ok(), "{:?}", detail);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let mock = MockTransport::new();
+        mock.script("j", [MockResponse::ok(body.clone()), MockResponse::job("j", "success")]);
+        let client = Client::builder().api_key("k").transport(mock).build().unwrap();
+        prop_assert!(rt.block_on(client.wait("j")).is_ok());
+    }
+}
