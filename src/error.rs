@@ -172,7 +172,17 @@ impl Error {
     }
 
     pub(crate) fn transport(source: impl Into<BoxError>) -> Self {
-        Error::new(Kind::Transport).with_source(source)
+        let source = source.into();
+        let connect = source
+            .downcast_ref::<hyper_util::client::legacy::Error>()
+            .is_some_and(|e| e.is_connect());
+        let err = Error::new(Kind::Transport).with_source(source);
+        // What failed, not why: the source says why.
+        if connect {
+            err.with_message("cannot connect")
+        } else {
+            err
+        }
     }
 
     pub(crate) fn decode(message: impl Into<Box<str>>) -> Self {

@@ -236,7 +236,11 @@ async fn a_transport_error_is_classified() {
     let err = c.get("j1").await.unwrap_err();
     assert!(err.is_transport());
     assert!(err.is_transient());
-    assert_eq!(err.to_string(), "transport error: connection reset by peer");
+    assert_eq!(err.to_string(), "transport error");
+    assert_eq!(
+        std::error::Error::source(&err).unwrap().to_string(),
+        "connection reset by peer"
+    );
 }
 
 #[tokio::test(start_paused = true)]

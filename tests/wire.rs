@@ -129,7 +129,18 @@ async fn a_closed_port_is_a_transient_transport_error() {
     let err = c.get("done").await.unwrap_err();
     assert!(err.is_transport(), "{err:?}");
     assert!(err.is_transient());
-    assert!(err.to_string().starts_with("transport error: "), "{err}");
+    assert_eq!(err.to_string(), "transport error: cannot connect");
+    // Why is in the chain, once.
+    let mut chain = Vec::new();
+    let mut cause = std::error::Error::source(&err);
+    while let Some(c) = cause {
+        chain.push(c.to_string());
+        cause = c.source();
+    }
+    assert!(
+        chain.iter().any(|c| c.to_ascii_lowercase().contains("connection refused")),
+        "{chain:?}"
+    );
 }
 
 #[tokio::test]
