@@ -13,7 +13,8 @@
 //! loopback, through `wait_all`: requests per second achieved.
 //!
 //! Run: `cargo bench --bench many_jobs --features fake`
-//! (`-- --jobs N` to change part 1's count).
+//! (`-- --jobs N` to change part 1's count, `-- --memory-only` to skip
+//! part 2).
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -110,6 +111,16 @@ fn child(mode: &str, jobs: u64) {
                     .count()
                     .await as u64
             }
+            "hub-drop" => {
+                // Half the answers are read, then the stream is dropped.
+                let queries = ids.iter().map(|id| JobQuery::new(id).unwrap());
+                let half = client
+                    .wait_all(queries)
+                    .take(jobs as usize / 2)
+                    .count()
+                    .await as u64;
+                half * 2
+            }
             "tasks" => {
                 let mut set = tokio::task::JoinSet::new();
                 for id in ids.into_iter() {
@@ -134,13 +145,21 @@ fn child(mode: &str, jobs: u64) {
             _ => unreachable!(),
         };
         let peak = status_kib("VmHWM:");
+        let wall_ms = wall.elapsed().as_millis();
+        let virt = origin.elapsed().as_secs();
         assert_eq!(done, jobs);
+        // A minute later (the dropped jobs' next polls find no waiter), how
+        // much of the growth is still resident.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        let after = status_kib("VmRSS:");
         println!(
-            "{mode} {} {} {} {}",
+            "{mode} {} {} {wall_ms} {virt} {}",
             (peak.saturating_sub(base)) * 1024,
             polls.load(Ordering::Relaxed),
-            wall.elapsed().as_millis(),
-            origin.elapsed().as_secs()
+            (after.saturating_sub(base)) * 1024,
         );
     });
 }
@@ -198,7 +217,7 @@ fn main() {
         .unwrap_or(100_000);
     let exe = std::env::current_exe().unwrap();
     let mut rows = Vec::new();
-    for mode in ["hub", "tasks"] {
+    for mode in ["hub", "tasks", "hub-drop"] {
         let out = Command::new(&exe)
             .args(["--child", mode, &jobs.to_string()])
             .output()
@@ -214,26 +233,30 @@ fn main() {
             .skip(1)
             .map(|v| v.parse().unwrap())
             .collect();
-        rows.push((mode, f[0], f[1], f[2], f[3]));
+        rows.push((mode, f[0], f[1], f[2], f[3], f[4]));
     }
     println!("{jobs} jobs on the paused clock, each done after 3-5 polls at 5 s\n");
-    println!("| mode | peak RSS growth | bytes per waiting job | × task per job | polls | wall time | virtual time |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| mode | peak RSS growth | bytes per waiting job | × task per job | polls | wall time | virtual time | RSS growth left 60 s later |");
+    println!("|---|---|---|---|---|---|---|---|");
     let tasks_per_job = rows[1].1 as f64 / jobs as f64;
-    for (mode, bytes, polls, wall_ms, virt) in &rows {
+    for (mode, bytes, polls, wall_ms, virt, after) in &rows {
         let per_job = *bytes as f64 / jobs as f64;
-        let name = if *mode == "hub" {
-            "`wait_all` (hub)"
-        } else {
-            "task per job, `get` loop"
+        let name = match *mode {
+            "hub" => "`wait_all` (hub)",
+            "hub-drop" => "`wait_all`, dropped half way",
+            _ => "task per job, `get` loop",
         };
         println!(
-            "| {name} | {:.1} MiB | {per_job:.0} | {:.2} | {polls} | {:.2} s | {virt} s |",
+            "| {name} | {:.1} MiB | {per_job:.0} | {:.2} | {polls} | {:.2} s | {virt} s | {:.1} MiB ({:.0} % of peak) |",
             *bytes as f64 / 1048576.0,
             per_job / tasks_per_job,
-            *wall_ms as f64 / 1000.0
+            *wall_ms as f64 / 1000.0,
+            *after as f64 / 1048576.0,
+            100.0 * *after as f64 / (*bytes).max(1) as f64,
         );
     }
     println!();
-    loopback(10_000);
+    if !args.iter().any(|a| a == "--memory-only") {
+        loopback(10_000);
+    }
 }

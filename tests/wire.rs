@@ -138,7 +138,9 @@ async fn a_closed_port_is_a_transient_transport_error() {
         cause = c.source();
     }
     assert!(
-        chain.iter().any(|c| c.to_ascii_lowercase().contains("connection refused")),
+        chain
+            .iter()
+            .any(|c| c.to_ascii_lowercase().contains("connection refused")),
         "{chain:?}"
     );
 }
