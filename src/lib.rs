@@ -52,14 +52,18 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod auth;
+pub mod backoff;
 mod client;
 mod clock;
-pub mod error;
+mod decode;
+mod error;
 pub mod hub;
-pub mod model;
+mod model;
 pub mod poll;
+mod query;
 pub mod retry;
 pub mod service;
+mod text;
 pub mod timeout;
 pub mod transport;
 
@@ -69,9 +73,10 @@ pub mod fake;
 
 pub use crate::auth::{ApiKey, AuthLayer};
 pub use crate::client::{Client, ClientBuilder, ENV_API_KEY, ENV_BASE_URL};
-pub use crate::error::{BoxError, Error, ErrorKind};
-pub use crate::model::{JobDetail, JobOutput, JobQuery, JobStatus, OutputKind};
+pub use crate::error::{BoxError, Error, ErrorKind, PollRecord};
+pub use crate::model::{JobDetail, JobOutput, JobStatus, OutputKind};
 pub use crate::poll::{PollLayer, PollPolicy};
+pub use crate::query::{JobQuery, MAX_ID_LEN};
 pub use crate::retry::{RetryLayer, RetryPolicy};
 pub use crate::service::{BaseUrl, JobStatusService};
 pub use crate::timeout::TimeoutLayer;

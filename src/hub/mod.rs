@@ -52,9 +52,10 @@ use tower::ServiceExt;
 pub use self::rate::{PerSecond, RateLimit};
 use crate::client::Stack;
 use crate::error::Error;
-use crate::model::{JobDetail, JobQuery};
+use crate::model::JobDetail;
 use crate::poll::state::{Step, WaitState};
 use crate::poll::PollPolicy;
+use crate::query::JobQuery;
 
 /// The default cap on polls in flight.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;

@@ -53,8 +53,8 @@ pub use self::layer::PollLayer;
 pub use self::policy::{PollPolicy, DEFAULT_WAIT_TIMEOUT};
 use self::state::{Step, WaitState};
 use crate::error::Error;
-pub use crate::error::PollRecord;
-use crate::model::{JobDetail, JobQuery};
+use crate::model::JobDetail;
+use crate::query::JobQuery;
 
 /// The future of [`Poller`].
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<JobDetail, Error>> + Send>>;

@@ -2,7 +2,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::retry::{ExponentialBackoff, Jitter};
+use crate::backoff::{ExponentialBackoff, Jitter};
 
 use super::learner::Learner;
 
@@ -142,7 +142,7 @@ impl PollPolicy {
     /// For the exponential schedule: the growth factor (default 2).
     pub fn factor(mut self, factor: f64) -> Self {
         if let Schedule::Exponential(b) = &mut self.schedule {
-            *b = ExponentialBackoff::new(b.initial, factor, b.max).jitter(Jitter::None);
+            *b = b.factor(factor);
         }
         self
     }
@@ -198,8 +198,23 @@ impl PollPolicy {
     }
 
     /// The deadline of a wait.
-    pub fn wait_timeout(&self) -> Duration {
+    pub fn get_timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The shortest interval between polls.
+    pub fn get_min_interval(&self) -> Duration {
+        self.min_interval
+    }
+
+    /// The longest interval between polls.
+    pub fn get_max_interval(&self) -> Duration {
+        self.max_interval
+    }
+
+    /// After how long without a status change a wait ends, if set.
+    pub fn get_stall_after(&self) -> Option<Duration> {
+        self.stall_after
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 use crate::clock::{self, ms_u32 as ms};
-use crate::error::{Error, Kind, PollRecord, WaitReport};
+use crate::error::{Error, PollRecord, WaitReport};
 use crate::model::{JobDetail, JobStatus};
 
 use super::policy::{adaptive_fallback, PollPolicy, Schedule};
@@ -36,6 +36,13 @@ pub(crate) enum Step {
         at: Instant,
         changed: Option<JobDetail>,
     },
+}
+
+/// How a wait ended early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Deadline,
+    Stall,
 }
 
 /// What the wait keeps of the last answer.
@@ -103,7 +110,7 @@ impl WaitState {
     /// The deadline error when the deadline has come by `now`: no poll is
     /// sent at or after a wait's deadline.
     pub(crate) fn expired(&self, img_uuid: &str, now: Instant) -> Option<Error> {
-        (now >= self.deadline()).then(|| self.ended(img_uuid, Kind::Deadline, now))
+        (now >= self.deadline()).then(|| self.ended(img_uuid, End::Deadline, now))
     }
 
     /// Moves the deadline later (a new waiter joined a job already followed).
@@ -116,7 +123,7 @@ impl WaitState {
     /// The deadline error as of `now`, for a waiter whose own deadline came
     /// before the wait's.
     pub(crate) fn deadline_error(&self, img_uuid: &str, now: Instant) -> Error {
-        self.ended(img_uuid, Kind::Deadline, now)
+        self.ended(img_uuid, End::Deadline, now)
     }
 
     /// Takes in the result of one poll made at `now`.
@@ -173,11 +180,11 @@ impl WaitState {
                     Duration::from_millis(u64::from(since_ms.saturating_sub(self.last_change_ms)));
                 if let Some(stall) = policy.stall_after {
                     if unchanged_for >= stall {
-                        return Step::Done(Err(self.ended(img_uuid, Kind::Stall, now)));
+                        return Step::Done(Err(self.ended(img_uuid, End::Stall, now)));
                     }
                 }
                 if now >= deadline {
-                    return Step::Done(Err(self.ended(img_uuid, Kind::Deadline, now)));
+                    return Step::Done(Err(self.ended(img_uuid, End::Deadline, now)));
                 }
                 let mut at = clock::after(now, self.interval(policy, img_uuid, since));
                 if let Some(stall) = policy.stall_after {
@@ -211,7 +218,7 @@ impl WaitState {
                 tracing::debug!(error = %error, "poll failed; waiting on");
                 self.last_error = Some(error);
                 if now >= deadline {
-                    return Step::Done(Err(self.ended(img_uuid, Kind::Deadline, now)));
+                    return Step::Done(Err(self.ended(img_uuid, End::Deadline, now)));
                 }
                 Step::Again {
                     at: at.min(deadline),
@@ -274,7 +281,7 @@ impl WaitState {
 
     /// The error that ends the wait early, naming the last poll's error when
     /// that poll failed.
-    fn ended(&self, img_uuid: &str, kind: Kind, now: Instant) -> Error {
+    fn ended(&self, img_uuid: &str, kind: End, now: Instant) -> Error {
         let last_detail = self.history.status_of(self.last.code).map(|status| {
             let start = (self.last.start_ms != 0)
                 .then(|| UNIX_EPOCH.checked_add(Duration::from_millis(self.last.start_ms)))
@@ -291,11 +298,14 @@ impl WaitState {
             polls: self.polls,
             last_detail,
             history: self.history.records(),
-            stalled_for: (kind == Kind::Stall).then(|| {
+            stalled_for: (kind == End::Stall).then(|| {
                 waited.saturating_sub(Duration::from_millis(u64::from(self.last_change_ms)))
             }),
         };
-        let err = Error::wait_ended(kind, report);
+        let err = match kind {
+            End::Stall => Error::stall(report),
+            End::Deadline => Error::deadline(report),
+        };
         match &self.last_error {
             Some(last) => err.with_source(last.clone()),
             None => err,

@@ -36,7 +36,8 @@ use tower::Service;
 
 pub use self::layer::TimeoutLayer;
 use crate::error::Error;
-use crate::model::{JobDetail, JobQuery};
+use crate::model::JobDetail;
+use crate::query::JobQuery;
 
 /// The default per-attempt timeout: 10 s.
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);

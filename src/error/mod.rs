@@ -1,8 +1,8 @@
 //! The crate's one error type and its classification.
 //!
-//! Every failure of this crate is an [`Error`]. Its kind is private so that it
-//! can grow; callers classify with methods, as `hyper-util`'s client error
-//! does:
+//! Every failure of this crate is an [`Error`]. Callers classify it with
+//! methods, as `hyper-util`'s client error does, or match on its
+//! [`ErrorKind`], which is `#[non_exhaustive]` so that it can grow:
 //!
 //! ```
 //! use goenhance_jobs::JobQuery;
@@ -13,13 +13,22 @@
 //! assert_eq!(err.to_string(), "invalid input: job id has a character outside [A-Za-z0-9._~-] at byte 1");
 //! ```
 
+mod kind;
+mod report;
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
 
-use crate::model::{JobDetail, JobStatus};
+use crate::model::JobDetail;
+use crate::text::{redact, server_text, Rounded};
+
+pub use self::kind::ErrorKind;
+pub(crate) use self::kind::ErrorKind as Kind;
+pub use self::report::PollRecord;
+pub(crate) use self::report::WaitReport;
 
 /// A boxed error, as tower and hyper use for service errors.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -48,97 +57,12 @@ struct Inner {
     wait: Option<WaitReport>,
 }
 
-/// What kind of failure an [`Error`] is, from [`Error::kind`].
-///
-/// One value per `is_*` classification, so a program can `match` on it (a
-/// JSON error field, a metric label) instead of chaining `is_*` checks that
-/// fall behind when a kind is added: the enum is `#[non_exhaustive]`, so a
-/// new kind shows up as a wildcard arm the compiler asks for.
-///
-/// ```
-/// use goenhance_jobs::{ErrorKind, JobQuery};
-///
-/// let err = JobQuery::new("a b").unwrap_err();
-/// assert_eq!(err.kind(), ErrorKind::InvalidInput);
-/// assert_eq!(err.kind().as_str(), "invalid_input");
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// A bad job id, base URL, key or setting; nothing was sent.
-    InvalidInput,
-    /// The transport failed: connect, I/O, a reset, a body cut short.
-    Transport,
-    /// One attempt took longer than its timeout.
-    Timeout,
-    /// The server answered with a status other than 2xx.
-    Http,
-    /// The envelope had `code != 0`.
-    Api,
-    /// The body could not be decoded.
-    Decode,
-    /// The body was larger than the configured cap.
-    BodyTooLarge,
-    /// A wait reached its deadline.
-    Deadline,
-    /// A job's status did not change for the configured time.
-    Stall,
-    /// The scheduler behind `Client::wait` stopped.
-    Closed,
-}
-
-impl ErrorKind {
-    /// A stable snake-case name: `invalid_input`, `transport`, `timeout`,
-    /// `http`, `api`, `decode`, `body_too_large`, `deadline`, `stall`,
-    /// `closed`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::InvalidInput => "invalid_input",
-            ErrorKind::Transport => "transport",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::Http => "http",
-            ErrorKind::Api => "api",
-            ErrorKind::Decode => "decode",
-            ErrorKind::BodyTooLarge => "body_too_large",
-            ErrorKind::Deadline => "deadline",
-            ErrorKind::Stall => "stall",
-            ErrorKind::Closed => "closed",
-        }
-    }
-}
-
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-pub(crate) use ErrorKind as Kind;
-
 /// Why a retry loop gave up on an error that was still transient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Exhausted {
     Attempts(u32),
     Budget(u32),
     RetryAfterTooLong,
-}
-
-/// One poll of a wait, as kept in the history of a deadline or stall error.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PollRecord {
-    /// Time since the wait began.
-    pub at: Duration,
-    /// The status the poll saw, or `None` when the poll failed.
-    pub status: Option<JobStatus>,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct WaitReport {
-    pub(crate) waited: Duration,
-    pub(crate) polls: u32,
-    pub(crate) last_detail: Option<JobDetail>,
-    pub(crate) history: Vec<PollRecord>,
-    pub(crate) stalled_for: Option<Duration>,
 }
 
 impl Error {
@@ -221,11 +145,19 @@ impl Error {
             .with_message("waits need a tokio runtime and none is running on this thread")
     }
 
-    pub(crate) fn wait_ended(kind: Kind, report: WaitReport) -> Self {
-        debug_assert!(matches!(kind, Kind::Deadline | Kind::Stall));
-        let mut err = Error::new(kind);
-        err.inner.wait = Some(report);
-        err
+    /// A wait reached its deadline; `report` tells what it saw.
+    pub(crate) fn deadline(report: WaitReport) -> Self {
+        Error::new(Kind::Deadline).with_report(report)
+    }
+
+    /// A job's status stopped changing; `report` tells what the wait saw.
+    pub(crate) fn stall(report: WaitReport) -> Self {
+        Error::new(Kind::Stall).with_report(report)
+    }
+
+    fn with_report(mut self, report: WaitReport) -> Self {
+        self.inner.wait = Some(report);
+        self
     }
 
     pub(crate) fn set_api_code(&mut self, code: i64) {
@@ -385,53 +317,6 @@ impl Error {
     pub fn waited(&self) -> Option<Duration> {
         self.inner.wait.as_ref().map(|w| w.waited)
     }
-}
-
-/// A duration rounded for messages: to the millisecond below 1000 s
-/// (`1.01s`, not `1.010371047s`), in whole seconds above (`86400s`, and
-/// `9223372036854775807s` for a server's absurd `Retry-After`).
-pub(crate) struct Rounded(pub(crate) Duration);
-
-impl fmt::Display for Rounded {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 >= Duration::from_secs(1000) {
-            return write!(f, "{}s", self.0.as_secs());
-        }
-        let ms = u64::try_from(self.0.as_millis()).unwrap_or(u64::MAX);
-        write!(f, "{:?}", Duration::from_millis(ms))
-    }
-}
-
-/// `text` with every occurrence of `secret` replaced by `[redacted]`; a
-/// server that echoes the API key back must not put it into an error.
-pub(crate) fn redact(text: &str, secret: &str) -> String {
-    if secret.is_empty() {
-        return text.to_owned();
-    }
-    text.replace(secret, "[redacted]")
-}
-
-/// A message the server wrote, made fit for a one-line error: control
-/// characters and runs of white space become one space, a trailing period
-/// goes, and it is cut at 200 bytes.
-pub(crate) fn server_text(msg: &str) -> String {
-    let line = msg
-        .split(|c: char| c.is_whitespace() || c.is_control())
-        .filter(|w| !w.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ");
-    truncate(line.trim_end_matches('.'), 200)
-}
-
-pub(crate) fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 impl fmt::Display for Error {
@@ -606,17 +491,6 @@ mod tests {
     }
 
     #[test]
-    fn server_text_is_one_line_without_a_trailing_period() {
-        assert_eq!(
-            server_text("Invalid token.\r\nX-Injected: 1\t "),
-            "Invalid token. X-Injected: 1"
-        );
-        assert_eq!(server_text("job not found."), "job not found");
-        assert_eq!(server_text("  a \u{7} b  "), "a b");
-        assert_eq!(server_text(&"x".repeat(300)).len(), 200 + "…".len());
-    }
-
-    #[test]
     fn display_says_what_failed_and_source_says_why() {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
         let err = Error::transport(io);
@@ -627,13 +501,6 @@ mod tests {
         );
         assert_eq!(err.kind(), ErrorKind::Transport);
         assert_eq!(err.kind().as_str(), "transport");
-    }
-
-    #[test]
-    fn enormous_durations_read_in_whole_seconds() {
-        assert_eq!(Rounded(Duration::from_millis(1234)).to_string(), "1.234s");
-        assert_eq!(Rounded(Duration::from_secs(86_400)).to_string(), "86400s");
-        assert_eq!(Rounded(Duration::MAX).to_string(), "18446744073709551615s");
     }
 
     #[test]
@@ -648,11 +515,5 @@ mod tests {
             std::error::Error::source(&err).unwrap().to_string(),
             "echo [redacted]"
         );
-    }
-
-    #[test]
-    fn truncate_respects_char_boundaries() {
-        assert_eq!(truncate("héllo", 2), "h…");
-        assert_eq!(truncate("abc", 3), "abc");
     }
 }

@@ -1,0 +1,68 @@
+//! [`ErrorKind`]: what kind of failure an [`Error`](super::Error) is.
+
+use std::fmt;
+
+/// What kind of failure an [`Error`] is, from [`Error::kind`].
+///
+/// One value per `is_*` classification, so a program can `match` on it (a
+/// JSON error field, a metric label) instead of chaining `is_*` checks that
+/// fall behind when a kind is added: the enum is `#[non_exhaustive]`, so a
+/// new kind shows up as a wildcard arm the compiler asks for.
+///
+/// ```
+/// use goenhance_jobs::{ErrorKind, JobQuery};
+///
+/// let err = JobQuery::new("a b").unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::InvalidInput);
+/// assert_eq!(err.kind().as_str(), "invalid_input");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A bad job id, base URL, key or setting; nothing was sent.
+    InvalidInput,
+    /// The transport failed: connect, I/O, a reset, a body cut short.
+    Transport,
+    /// One attempt took longer than its timeout.
+    Timeout,
+    /// The server answered with a status other than 2xx.
+    Http,
+    /// The envelope had `code != 0`.
+    Api,
+    /// The body could not be decoded.
+    Decode,
+    /// The body was larger than the configured cap.
+    BodyTooLarge,
+    /// A wait reached its deadline.
+    Deadline,
+    /// A job's status did not change for the configured time.
+    Stall,
+    /// The scheduler behind `Client::wait` stopped.
+    Closed,
+}
+
+impl ErrorKind {
+    /// A stable snake-case name: `invalid_input`, `transport`, `timeout`,
+    /// `http`, `api`, `decode`, `body_too_large`, `deadline`, `stall`,
+    /// `closed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::Transport => "transport",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Http => "http",
+            ErrorKind::Api => "api",
+            ErrorKind::Decode => "decode",
+            ErrorKind::BodyTooLarge => "body_too_large",
+            ErrorKind::Deadline => "deadline",
+            ErrorKind::Stall => "stall",
+            ErrorKind::Closed => "closed",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

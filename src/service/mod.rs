@@ -1,0 +1,175 @@
+//! [`JobStatusService`]: a job query in, a job detail out, over any HTTP
+//! transport.
+//!
+//! The service builds `GET {base}/api/v1/jobs/detail?img_uuid=…`, sends it
+//! through its transport, reads the body up to a cap and decodes it. Any
+//! `tower::Service<http::Request<Full<Bytes>>>` is a transport, so a
+//! `service_fn` is a mock:
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use goenhance_jobs::{JobQuery, JobStatus, JobStatusService};
+//! use tower::{service_fn, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), goenhance_jobs::Error> {
+//! let transport = service_fn(|req: http::Request<Full<Bytes>>| async move {
+//!     assert_eq!(req.uri(), "https://api.goenhance.ai/api/v1/jobs/detail?img_uuid=job-1");
+//!     let body = r#"{"code":0,"msg":"Success","data":{"img_uuid":"job-1","status":"processing"}}"#;
+//!     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(body))))
+//! });
+//! let svc = JobStatusService::new("https://api.goenhance.ai", transport)?;
+//! let detail = svc.oneshot(JobQuery::new("job-1")?).await?;
+//! assert_eq!(detail.status(), &JobStatus::Processing);
+//! # Ok(())
+//! # }
+//! ```
+
+mod base_url;
+pub mod future;
+mod request;
+mod response;
+
+use std::fmt;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::Full;
+use tower::Service;
+
+pub use self::base_url::BaseUrl;
+use self::future::{ResponseFuture, State};
+use self::request::build_request;
+use crate::error::{BoxError, Error};
+use crate::model::JobDetail;
+use crate::query::JobQuery;
+
+/// The default base URL of the API.
+pub const DEFAULT_BASE_URL: &str = "https://api.goenhance.ai";
+
+/// The default cap on a response body: 1 MiB.
+pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+
+/// Turns a [`JobQuery`] into a [`JobDetail`] with one HTTP request.
+///
+/// `T` is the transport: any `tower::Service<http::Request<Full<Bytes>>>`
+/// answering `http::Response<B>` with `B: http_body::Body<Data = Bytes>`.
+/// [`AuthLayer`](crate::AuthLayer) wraps the transport to add the key. The
+/// service sends `Accept: application/json` and
+/// `User-Agent: goenhance-jobs/<version>`, never follows a redirect (a 3xx is
+/// an error: the key would travel along), and reads at most
+/// [`max_body_size`](JobStatusService::max_body_size) bytes of the answer.
+pub struct JobStatusService<T> {
+    transport: T,
+    base: BaseUrl,
+    max_body: usize,
+}
+
+impl<T> JobStatusService<T> {
+    /// Makes the service for `base_url` (checked as [`BaseUrl::new`] does).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::is_invalid_input`] when the base URL is refused.
+    pub fn new(base_url: &str, transport: T) -> Result<Self, Error> {
+        Ok(JobStatusService::with_base_url(
+            BaseUrl::new(base_url)?,
+            transport,
+        ))
+    }
+
+    /// Makes the service for an already checked base URL.
+    pub fn with_base_url(base: BaseUrl, transport: T) -> Self {
+        JobStatusService {
+            transport,
+            base,
+            max_body: DEFAULT_MAX_BODY,
+        }
+    }
+
+    /// Sets the cap on a response body (default 1 MiB). A larger body is an
+    /// error ([`Error::is_body_too_large`]) and is not read past the cap.
+    pub fn max_body_size(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// The base URL.
+    pub fn base_url(&self) -> &BaseUrl {
+        &self.base
+    }
+
+    /// The transport.
+    pub fn get_ref(&self) -> &T {
+        &self.transport
+    }
+
+    /// The transport, mutably.
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.transport
+    }
+
+    /// Gives the transport back.
+    pub fn into_inner(self) -> T {
+        self.transport
+    }
+}
+
+impl<T: Clone> Clone for JobStatusService<T> {
+    fn clone(&self) -> Self {
+        JobStatusService {
+            transport: self.transport.clone(),
+            base: self.base.clone(),
+            max_body: self.max_body,
+        }
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for JobStatusService<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobStatusService")
+            .field("base", &self.base)
+            .field("max_body", &self.max_body)
+            .field("transport", &self.transport)
+            .finish()
+    }
+}
+
+impl<T, B> Service<JobQuery> for JobStatusService<T>
+where
+    T: Service<Request<Full<Bytes>>, Response = Response<B>>,
+    T::Error: Into<BoxError>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Response = JobDetail;
+    type Error = Error;
+    type Future = ResponseFuture<T::Future, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.transport.poll_ready(cx).map_err(Error::transport)
+    }
+
+    fn call(&mut self, query: JobQuery) -> Self::Future {
+        let span = tracing::debug_span!(
+            "job_status",
+            img_uuid = %query.img_uuid(),
+            attempt = query.attempt(),
+            outcome = tracing::field::Empty,
+        );
+        let request = build_request(&self.base, &query);
+        let future = {
+            let _enter = span.enter();
+            self.transport.call(request)
+        };
+        ResponseFuture {
+            state: State::Sending { future },
+            query: Some(query),
+            max_body: self.max_body,
+            span,
+        }
+    }
+}
