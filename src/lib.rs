@@ -26,21 +26,41 @@
 //! # }
 //! ```
 //!
-//! # The stack
+//! # How a query travels
+//!
+//! [`Client`] builds one tower stack per client and sends every poll
+//! through it. A single fetch goes straight down it; waits go through the
+//! client's hub, one scheduler for all its waits, which runs the poll state
+//! machine of [`PollPolicy`] per job and calls the same stack for each poll:
 //!
 //! ```text
-//! Client                 get / wait / watch / wait_all
-//!  └ PollLayer           query → terminal detail: schedule, deadline, stall
-//!    └ RetryLayer        transient errors: backoff + jitter, Retry-After, budget
-//!      └ TimeoutLayer    per attempt, body included
-//!        └ JobStatusService<T>   query → request → response → detail
-//!          └ AuthLayer   Authorization: Bearer, marked sensitive
-//!            └ T         HyperTransport | MockTransport | any tower Service
+//! Client::get ─────────────────────────┐
+//! Client::wait / wait_all / watch_all  │
+//!  └ hub: one driver task per client   │  timer queue, job slots, duplicate ids merged,
+//!    │    per job: poll state machine  │  cap on polls in flight, Throttle; PollPolicy:
+//!    │                                 │  schedule, deadline, stall, error policy
+//! Client::watch                        │
+//!  └ poll state machine, caller's task │
+//!    └─────────────────────────────────┴→ RetryLayer        transient errors: backoff + jitter,
+//!                                          │                 Retry-After, shared budget
+//!                                          └ TimeoutLayer    per attempt, body included, never
+//!                                            │               past the wait's deadline
+//!                                            └ JobStatusService<T>  query → request → capped
+//!                                              │                    body → JobDetail
+//!                                              └ AuthLayer  Authorization: Bearer, sensitive
+//!                                                └ T        HyperTransport | MockTransport |
+//!                                                           any tower Service
 //! ```
 //!
-//! Each piece is a public tower layer or service, so the stack can be
-//! rebuilt by hand, wrapped in tower-http layers, or given another
-//! transport.
+//! Each piece is a public tower layer or service, so the stack can be built
+//! by hand, wrapped in tower-http layers, or given another transport. By
+//! hand, [`PollLayer`] takes the hub's place for one wait per call:
+//!
+//! ```text
+//! PollLayer → RetryLayer → TimeoutLayer → JobStatusService<AddAuthorization<T>>
+//! ```
+//!
+//! The `tower_stack` example builds it so.
 //!
 //! # Features
 //!
@@ -63,6 +83,7 @@ pub mod poll;
 mod query;
 pub mod retry;
 pub mod service;
+mod stack;
 mod text;
 pub mod timeout;
 pub mod transport;

@@ -1,5 +1,5 @@
 //! The job model: statuses, outputs and details, as the API describes a
-//! job. Decoding the API's envelope into them is [`decode`](crate::decode)'s.
+//! job. [`JobDetail::from_json`] decodes the API's envelope into them.
 //!
 //! ```
 //! use goenhance_jobs::{JobDetail, JobStatus, OutputKind};

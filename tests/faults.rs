@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use goenhance_jobs::backoff::Jitter;
 use goenhance_jobs::fake::{FakeServer, Fault, FaultPlan, Garbage, RetryAfter, Timeline};
-use goenhance_jobs::retry::Jitter;
 use goenhance_jobs::{Client, JobStatus, RetryPolicy};
 use tokio::time::Instant;
 

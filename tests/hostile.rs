@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use goenhance_jobs::retry::Jitter;
+use goenhance_jobs::backoff::Jitter;
 use goenhance_jobs::transport::mock::{MockResponse, MockTransport, RecordedRequest};
 use goenhance_jobs::{
     Client, ClientBuilder, ErrorKind, JobQuery, JobStatus, PollPolicy, RetryPolicy,

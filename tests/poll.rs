@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use goenhance_jobs::retry::Jitter;
+use goenhance_jobs::backoff::Jitter;
 use goenhance_jobs::transport::mock::{MockResponse, MockTransport};
 use goenhance_jobs::{
     Client, JobQuery, JobStatus, JobStatusService, PollLayer, PollPolicy, RetryPolicy,

@@ -3,7 +3,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use goenhance_jobs::retry::{Jitter, TokenBucket};
+use goenhance_jobs::backoff::Jitter;
+use goenhance_jobs::retry::TokenBucket;
 use goenhance_jobs::transport::mock::{MockResponse, MockTransport};
 use goenhance_jobs::{Client, JobStatus, RetryPolicy};
 use tokio::time::Instant;

@@ -15,77 +15,20 @@
 //! # Ok::<(), goenhance_jobs::Error>(())
 //! ```
 
+mod future;
+mod key;
+
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use http::header::{HeaderValue, AUTHORIZATION};
 use http::{Request, Response};
-use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
+pub use self::future::ResponseFuture;
+pub(crate) use self::future::SentKey;
+pub use self::key::ApiKey;
 use crate::error::Error;
-
-/// An API key. Its `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ApiKey(Box<str>);
-
-impl ApiKey {
-    /// Wraps a key.
-    pub fn new(key: impl Into<String>) -> ApiKey {
-        ApiKey(key.into().into_boxed_str())
-    }
-
-    /// The key itself. Handle with care.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Builds the sensitive `Bearer` header value.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::is_invalid_input`] when the key is empty, has surrounding
-    /// whitespace, or has a character not allowed in a header (such as a
-    /// newline).
-    pub fn bearer_header(&self) -> Result<HeaderValue, Error> {
-        if self.0.is_empty() {
-            return Err(Error::invalid_input("api key is empty"));
-        }
-        if self.0.trim() != &*self.0 {
-            return Err(Error::invalid_input("api key has surrounding whitespace"));
-        }
-        let mut value = HeaderValue::try_from(format!("Bearer {}", self.0))
-            .map_err(|_| Error::invalid_input("api key has a character not allowed in a header"))?;
-        value.set_sensitive(true);
-        Ok(value)
-    }
-}
-
-impl From<String> for ApiKey {
-    fn from(key: String) -> Self {
-        ApiKey::new(key)
-    }
-}
-
-impl From<&str> for ApiKey {
-    fn from(key: &str) -> Self {
-        ApiKey::new(key)
-    }
-}
-
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ApiKey([redacted])")
-    }
-}
-
-impl fmt::Display for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
 
 /// Adds `Authorization: Bearer <key>` to every request of the transport it
 /// wraps.
@@ -191,52 +134,6 @@ where
             inner: self.inner.call(req),
             header: Some(self.header.clone()),
         }
-    }
-}
-
-/// The key a response was asked for with, in the response's extensions,
-/// so that whoever turns the server's words into an error can cut the key
-/// out of them: a server that echoes the key must not put it in an error.
-#[derive(Clone)]
-pub(crate) struct SentKey(HeaderValue);
-
-impl SentKey {
-    /// The key itself (the header value without `Bearer `).
-    pub(crate) fn key(&self) -> &str {
-        let value = self.0.to_str().unwrap_or_default();
-        value.strip_prefix("Bearer ").unwrap_or(value)
-    }
-}
-
-pin_project! {
-    /// The future of [`AddAuthorization`]: the transport's answer, marked
-    /// with the key it was sent with so that no error repeats the key.
-    pub struct ResponseFuture<F> {
-        #[pin]
-        inner: F,
-        header: Option<HeaderValue>,
-    }
-}
-
-impl<F> fmt::Debug for ResponseFuture<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-impl<F, RB, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<RB>, E>>,
-{
-    type Output = Result<Response<RB>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut response = ready!(this.inner.poll(cx))?;
-        if let Some(header) = this.header.take() {
-            response.extensions_mut().insert(SentKey(header));
-        }
-        Poll::Ready(Ok(response))
     }
 }
 

@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-/// What kind of failure an [`Error`] is, from [`Error::kind`].
+/// What kind of failure an [`Error`](super::Error) is, from
+/// [`Error::kind`](super::Error::kind).
 ///
 /// One value per `is_*` classification, so a program can `match` on it (a
 /// JSON error field, a metric label) instead of chaining `is_*` checks that

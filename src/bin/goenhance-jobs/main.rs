@@ -291,7 +291,7 @@ fn print_outcome(id: &str, outcome: &Outcome, format: Format, live: Option<&mut 
     }
     if let Err(e) = outcome {
         if !shown_on_terminal {
-            complain(format_args!("{id}: {}", report::chain(&e)));
+            complain(format_args!("{id}: {}", report::chain(e)));
         }
     }
 }

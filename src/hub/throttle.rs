@@ -8,7 +8,7 @@ use tokio::time::Instant;
 ///
 /// The hub asks before each poll. Implement it over a shared store to limit
 /// several processes together.
-pub trait RateLimit: fmt::Debug + Send + Sync {
+pub trait Throttle: fmt::Debug + Send + Sync {
     /// Asks to start one poll at `now`: `Ok(())` to go ahead (the permit is
     /// taken), or `Err(when)` to ask again at `when`.
     fn try_acquire(&self, now: Instant) -> Result<(), Instant>;
@@ -18,7 +18,7 @@ pub trait RateLimit: fmt::Debug + Send + Sync {
 /// `burst`.
 ///
 /// ```
-/// use goenhance_jobs::hub::{PerSecond, RateLimit};
+/// use goenhance_jobs::hub::{PerSecond, Throttle};
 /// use tokio::time::Instant;
 ///
 /// let limit = PerSecond::new(2.0).burst(1);
@@ -65,7 +65,7 @@ impl fmt::Debug for PerSecond {
     }
 }
 
-impl RateLimit for PerSecond {
+impl Throttle for PerSecond {
     fn try_acquire(&self, now: Instant) -> Result<(), Instant> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let (tokens, last) = state.unwrap_or((self.burst, now));

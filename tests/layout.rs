@@ -1,0 +1,118 @@
+//! The crate's modules form a hierarchy: no top-level module names another
+//! that names it back, directly or through others. Read from the sources:
+//! every `crate::<module>` path in a module's files (imports, paths in
+//! code, doc links) is an edge from that module to the other.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The top-level module of a file under `src/`: `src/hub/driver.rs` is
+/// `hub`, `src/query.rs` is `query`; the crate root and the binary are none.
+fn module_of(src: &Path, file: &Path) -> Option<String> {
+    let rel = file.strip_prefix(src).unwrap();
+    let first = rel.components().next()?.as_os_str().to_str()?.to_owned();
+    match first.as_str() {
+        "lib.rs" | "bin" => None,
+        name => Some(name.trim_end_matches(".rs").to_owned()),
+    }
+}
+
+fn graph() -> BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let modules: BTreeSet<String> = files.iter().filter_map(|f| module_of(&src, f)).collect();
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in &files {
+        let Some(from) = module_of(&src, file) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(file).unwrap();
+        let deps = edges.entry(from.clone()).or_default();
+        for (i, _) in text.match_indices("crate::") {
+            // Not part of a longer name (`goenhance_jobs::…` has no
+            // `crate::` in it, but `my_crate::` would).
+            if text[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_') {
+                continue;
+            }
+            let rest = &text[i + "crate::".len()..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if modules.contains(&name) && name != from {
+                deps.insert(name);
+            }
+        }
+    }
+    edges
+}
+
+/// A cycle through `start`, if any, as the list of modules on it.
+fn cycle_from(
+    edges: &BTreeMap<String, BTreeSet<String>>,
+    start: &str,
+    at: &str,
+    path: &mut Vec<String>,
+    seen: &mut BTreeSet<String>,
+) -> Option<Vec<String>> {
+    for next in edges.get(at).into_iter().flatten() {
+        if next == start {
+            let mut cycle = path.clone();
+            cycle.push(start.to_owned());
+            return Some(cycle);
+        }
+        if seen.insert(next.clone()) {
+            path.push(next.clone());
+            if let Some(c) = cycle_from(edges, start, next, path, seen) {
+                return Some(c);
+            }
+            path.pop();
+        }
+    }
+    None
+}
+
+#[test]
+fn no_module_depends_on_one_that_depends_on_it() {
+    let edges = graph();
+    // The graph is read, not empty: the client depends on the hub.
+    assert!(edges["client"].contains("hub"), "{edges:?}");
+    assert!(edges["hub"].contains("stack"), "{edges:?}");
+    for start in edges.keys() {
+        let mut path = vec![start.clone()];
+        let cycle = cycle_from(&edges, start, start, &mut path, &mut BTreeSet::new());
+        assert!(
+            cycle.is_none(),
+            "module cycle: {}",
+            cycle.unwrap().join(" → ")
+        );
+    }
+}
+
+#[test]
+fn the_cycle_check_finds_a_cycle() {
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    edges.entry("a".into()).or_default().insert("b".into());
+    edges.entry("b".into()).or_default().insert("c".into());
+    edges.entry("c".into()).or_default().insert("a".into());
+    let cycle = cycle_from(
+        &edges,
+        "a",
+        "a",
+        &mut vec!["a".into()],
+        &mut BTreeSet::new(),
+    );
+    assert_eq!(cycle.unwrap(), ["a", "b", "c", "a"]);
+}
