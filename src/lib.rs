@@ -75,6 +75,9 @@ pub use crate::retry::{RetryLayer, RetryPolicy};
 pub use crate::service::{BaseUrl, JobStatusService};
 pub use crate::timeout::TimeoutLayer;
 pub use crate::transport::HyperTransport;
+pub use crate::transport::Proxy;
+#[cfg(feature = "rustls")]
+pub use crate::transport::TlsRoots;
 
 /// The README's examples, compiled as doc tests.
 #[cfg(doctest)]

@@ -22,5 +22,24 @@
 
 mod hyper;
 pub mod mock;
+pub mod proxy;
+#[cfg(feature = "rustls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+pub mod tls;
 
 pub use self::hyper::{HyperTransport, HyperTransportBuilder};
+pub use self::proxy::Proxy;
+#[cfg(feature = "rustls")]
+pub use self::tls::TlsRoots;
+
+/// What is wrong with the server's certificate when `err` (or one of its
+/// causes) is a failed verification.
+#[cfg(feature = "rustls")]
+pub(crate) use self::tls::certificate_failure;
+
+#[cfg(not(feature = "rustls"))]
+pub(crate) fn certificate_failure(
+    _err: &(dyn std::error::Error + 'static),
+) -> Option<&'static str> {
+    None
+}
