@@ -1,4 +1,6 @@
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -8,11 +10,12 @@ use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::Service;
 
 use super::proxy::{Proxy, ProxyConnector};
+use super::reuse::{self, ConnUse};
 #[cfg(feature = "rustls")]
 use super::tls::{self, TlsRoots};
 #[cfg(feature = "rustls")]
@@ -207,13 +210,51 @@ impl HyperTransportBuilder {
 impl Service<Request<Full<Bytes>>> for HyperTransport {
     type Response = Response<Incoming>;
     type Error = hyper_util::client::legacy::Error;
-    type Future = ResponseFuture;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Full<Bytes>>) -> Self::Future {
-        self.client.request(req)
+    fn call(&mut self, mut req: Request<Full<Bytes>>) -> Self::Future {
+        let client = self.client.clone();
+        Box::pin(async move {
+            if !req.method().is_idempotent() {
+                return client.request(req).await;
+            }
+            // A request lost to a connection the server closed as it went
+            // out is sent again; each resend drops one dead connection, and
+            // one on a fresh connection is never resent.
+            let mut resends = 0;
+            loop {
+                let copy = clone_request(&req);
+                match client.request(req).await {
+                    Ok(res) => {
+                        if let Some(uses) = res.extensions().get::<ConnUse>() {
+                            uses.answered();
+                        }
+                        return Ok(res);
+                    }
+                    Err(e) if resends < MAX_RESENDS && reuse::lost_on_reused_connection(&e) => {
+                        tracing::debug!(error = %e, "request lost on a reused connection, sending it again");
+                        resends += 1;
+                        req = copy;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        })
     }
+}
+
+/// How many times a request lost on reused connections is sent again.
+const MAX_RESENDS: u32 = 4;
+
+fn clone_request(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    let mut copy = Request::new(req.body().clone());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
 }

@@ -23,6 +23,7 @@
 mod hyper;
 pub mod mock;
 pub mod proxy;
+mod reuse;
 #[cfg(feature = "rustls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
 pub mod tls;

@@ -27,6 +27,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tower::Service;
 
+use super::reuse::Marked;
 use crate::{BoxError, Error};
 
 /// The HTTP proxy of a [`HyperTransport`](super::HyperTransport).
@@ -298,10 +299,11 @@ impl fmt::Debug for ProxyConnector {
     }
 }
 
-type Connecting = Pin<Box<dyn Future<Output = Result<TokioIo<TcpStream>, BoxError>> + Send>>;
+type Connecting =
+    Pin<Box<dyn Future<Output = Result<Marked<TokioIo<TcpStream>>, BoxError>> + Send>>;
 
 impl Service<Uri> for ProxyConnector {
-    type Response = TokioIo<TcpStream>;
+    type Response = Marked<TokioIo<TcpStream>>;
     type Error = BoxError;
     type Future = Connecting;
 
@@ -313,7 +315,7 @@ impl Service<Uri> for ProxyConnector {
         match self.proxy.route(&dst) {
             Route::Direct => {
                 let connecting = self.http.call(dst);
-                Box::pin(async move { connecting.await.map_err(Into::into) })
+                Box::pin(async move { Ok(Marked::new(connecting.await?)) })
             }
             Route::Tunnel(intercept) => {
                 let mut tunnel = Tunnel::new(intercept.uri().clone(), self.http.clone());
@@ -322,7 +324,7 @@ impl Service<Uri> for ProxyConnector {
                 }
                 // The tunnel assumes port 443 when the target has none.
                 let dst = with_port(dst);
-                Box::pin(async move { tunnel.call(dst?).await.map_err(Into::into) })
+                Box::pin(async move { Ok(Marked::new(tunnel.call(dst?).await?)) })
             }
             Route::Unsupported(scheme) => Box::pin(std::future::ready(Err(format!(
                 "proxy scheme {scheme} from the environment is not supported: use an http:// proxy"
