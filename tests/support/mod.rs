@@ -110,6 +110,7 @@ fn server_config(leaf: &Leaf, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
 pub struct Seen {
     pub version: Version,
     pub authorization: Option<String>,
+    pub proxy_authorization: Option<String>,
     pub uri: String,
 }
 
@@ -216,6 +217,10 @@ fn answer(counts: &Counts, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         authorization: req
             .headers()
             .get(http::header::AUTHORIZATION)
+            .map(|v| v.to_str().unwrap().to_owned()),
+        proxy_authorization: req
+            .headers()
+            .get(http::header::PROXY_AUTHORIZATION)
             .map(|v| v.to_str().unwrap().to_owned()),
         uri: req.uri().to_string(),
     });
