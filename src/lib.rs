@@ -44,7 +44,8 @@
 //!
 //! # Features
 //!
-//! - `rustls` (default): HTTPS for [`HyperTransport`].
+//! - `rustls` (default): HTTPS for [`HyperTransport`], trusting the web PKI
+//!   and the platform's roots ([`TlsRoots`]) and any extra CA.
 //! - `fake`: [`fake`], a fake GoEnhance server on loopback for tests.
 //! - `cli`: the `goenhance-jobs` command-line tool.
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
