@@ -95,7 +95,7 @@ impl fmt::Debug for HyperTransport {
 }
 
 /// Settings of a [`HyperTransport`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HyperTransportBuilder {
     connect_timeout: Option<Duration>,
     pool_idle_timeout: Option<Duration>,
@@ -107,6 +107,21 @@ pub struct HyperTransportBuilder {
     tls_roots: TlsRoots,
     #[cfg(feature = "rustls")]
     extra_roots: Vec<pki_types::CertificateDer<'static>>,
+}
+
+impl fmt::Debug for HyperTransportBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("HyperTransportBuilder");
+        d.field("connect_timeout", &self.connect_timeout)
+            .field("pool_idle_timeout", &self.pool_idle_timeout)
+            .field("pool_max_idle_per_host", &self.pool_max_idle_per_host)
+            .field("http2_only", &self.http2_only)
+            .field("proxy", &self.proxy);
+        #[cfg(feature = "rustls")]
+        d.field("tls_roots", &self.tls_roots)
+            .field("extra_roots", &self.extra_roots.len());
+        d.finish()
+    }
 }
 
 impl HyperTransportBuilder {
