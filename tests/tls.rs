@@ -314,3 +314,38 @@ async fn over_tls_a_request_crossing_the_close_of_its_connection_is_sent_again()
     let server = closed_after_every_answer(true, Close::OnNextRequest).await;
     assert_eq!(server.counts.dropped(), 199);
 }
+
+/// An HTTP/2 connection that goes silent (dropped by a middlebox without a
+/// word) is noticed by its unanswered keep-alive ping and closed, and the
+/// next get connects afresh instead of waiting on the dead one.
+#[tokio::test]
+async fn a_silent_http2_connection_is_noticed_by_its_pings() {
+    let pki = Pki::new("test CA ping");
+    let server = https_server(&pki.leaf(&["localhost"]), &[b"h2"], 0).await;
+    let forwarder = support::Forwarder::start(server.addr).await;
+    let transport = HyperTransport::builder()
+        .tls_roots(TlsRoots::None)
+        .root_certificates_pem(pki.ca_pem().as_bytes())
+        .unwrap()
+        .proxy(Proxy::none())
+        .http2_keep_alive_interval(Duration::from_millis(200))
+        .http2_keep_alive_timeout(Duration::from_secs(1))
+        .build();
+    let client = Client::builder()
+        .base_url(&format!("https://localhost:{}", forwarder.addr.port()))
+        .api_key(KEY)
+        .retry_policy(RetryPolicy::never())
+        .transport(transport)
+        .build()
+        .unwrap();
+
+    client.get("before").await.unwrap();
+    forwarder.go_silent();
+    tokio::time::timeout(Duration::from_secs(10), forwarder.client_closed())
+        .await
+        .expect("the client closes the silent connection once a ping goes unanswered");
+    client.get("after").await.unwrap();
+    assert_eq!(forwarder.accepts(), 2);
+    let versions: Vec<Version> = server.counts.seen().iter().map(|s| s.version).collect();
+    assert_eq!(versions, [Version::HTTP_2; 2]);
+}

@@ -71,6 +71,8 @@ impl HyperTransport {
         HyperTransportBuilder {
             connect_timeout: Some(Duration::from_secs(10)),
             pool_idle_timeout: Some(Duration::from_secs(50)),
+            http2_keep_alive_interval: Some(Duration::from_secs(30)),
+            http2_keep_alive_timeout: Duration::from_secs(10),
             pool_max_idle_per_host: 256,
             http2_only: false,
             proxy: None,
@@ -101,6 +103,8 @@ pub struct HyperTransportBuilder {
     pool_idle_timeout: Option<Duration>,
     pool_max_idle_per_host: usize,
     http2_only: bool,
+    http2_keep_alive_interval: Option<Duration>,
+    http2_keep_alive_timeout: Duration,
     /// `None`: from the environment, read at `build`.
     proxy: Option<Proxy>,
     #[cfg(feature = "rustls")]
@@ -116,6 +120,8 @@ impl fmt::Debug for HyperTransportBuilder {
             .field("pool_idle_timeout", &self.pool_idle_timeout)
             .field("pool_max_idle_per_host", &self.pool_max_idle_per_host)
             .field("http2_only", &self.http2_only)
+            .field("http2_keep_alive_interval", &self.http2_keep_alive_interval)
+            .field("http2_keep_alive_timeout", &self.http2_keep_alive_timeout)
             .field("proxy", &self.proxy);
         #[cfg(feature = "rustls")]
         d.field("tls_roots", &self.tls_roots)
@@ -149,6 +155,21 @@ impl HyperTransportBuilder {
     /// Speak only HTTP/2, also over plain TCP (prior knowledge).
     pub fn http2_only(mut self, yes: bool) -> Self {
         self.http2_only = yes;
+        self
+    }
+
+    /// How often an HTTP/2 connection is pinged, idle or not, so that a
+    /// dead one (a NAT or a load balancer that dropped it silently) is
+    /// noticed and replaced (default 30 s); `None` for no pings.
+    pub fn http2_keep_alive_interval(mut self, interval: impl Into<Option<Duration>>) -> Self {
+        self.http2_keep_alive_interval = interval.into();
+        self
+    }
+
+    /// How long a ping may go unanswered before its connection is closed
+    /// (default 10 s).
+    pub fn http2_keep_alive_timeout(mut self, timeout: Duration) -> Self {
+        self.http2_keep_alive_timeout = timeout;
         self
     }
 
@@ -211,8 +232,8 @@ impl HyperTransportBuilder {
             .pool_idle_timeout(self.pool_idle_timeout)
             .pool_max_idle_per_host(self.pool_max_idle_per_host)
             .http2_only(self.http2_only)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .http2_keep_alive_timeout(Duration::from_secs(10))
+            .http2_keep_alive_interval(self.http2_keep_alive_interval)
+            .http2_keep_alive_timeout(self.http2_keep_alive_timeout)
             .http2_keep_alive_while_idle(true)
             .retry_canceled_requests(true)
             .build(connector);

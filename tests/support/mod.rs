@@ -427,3 +427,102 @@ pub fn header(head: &str, name: &str) -> Option<String> {
             .then(|| v.trim().to_owned())
     })
 }
+
+/// A TCP forwarder to `target` that can go silent: every connection open at
+/// that moment stops carrying bytes either way (as a NAT or load balancer
+/// that dropped it without a word), while the forwarder still notices when
+/// the client closes it.
+pub struct Forwarder {
+    pub addr: SocketAddr,
+    pub accepts: Arc<AtomicUsize>,
+    silent: Arc<Mutex<Vec<Arc<std::sync::atomic::AtomicBool>>>>,
+    closed: Arc<tokio::sync::Notify>,
+    task: JoinHandle<()>,
+}
+
+impl Forwarder {
+    pub async fn start(target: SocketAddr) -> Forwarder {
+        let listener = listen().await;
+        let addr = listener.local_addr().unwrap();
+        let accepts = Arc::new(AtomicUsize::new(0));
+        let silent = Arc::new(Mutex::new(Vec::new()));
+        let closed = Arc::new(tokio::sync::Notify::new());
+        let (a, s, c) = (accepts.clone(), silent.clone(), closed.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                a.fetch_add(1, Ordering::SeqCst);
+                let Ok(upstream) = TcpStream::connect(target).await else {
+                    return;
+                };
+                let quiet = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                s.lock().unwrap().push(quiet.clone());
+                let (mut cr, mut cw) = client.into_split();
+                let (mut ur, mut uw) = upstream.into_split();
+                let (q, c) = (quiet.clone(), c.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        match cr.read(&mut buf).await {
+                            Ok(0) | Err(_) => {
+                                c.notify_one();
+                                return;
+                            }
+                            Ok(n) => {
+                                if !q.load(Ordering::SeqCst) {
+                                    let _ = uw.write_all(&buf[..n]).await;
+                                }
+                            }
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        match ur.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                if !quiet.load(Ordering::SeqCst)
+                                    && cw.write_all(&buf[..n]).await.is_err()
+                                {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Forwarder {
+            addr,
+            accepts,
+            silent,
+            closed,
+            task,
+        }
+    }
+
+    /// Every connection open now stops carrying bytes.
+    pub fn go_silent(&self) {
+        for quiet in self.silent.lock().unwrap().iter() {
+            quiet.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Resolves when a client has closed one of its connections.
+    pub async fn client_closed(&self) {
+        self.closed.notified().await;
+    }
+
+    pub fn accepts(&self) -> usize {
+        self.accepts.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
