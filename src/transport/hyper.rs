@@ -35,13 +35,17 @@ type Connector = ProxyConnector;
 /// connect timeout (default 10 s). Redirects are never followed. Clones
 /// share the pool.
 ///
-/// No connection goes stale under a request: a request that finds its
+/// No connection goes stale under a request. A request that finds its
 /// pooled connection closed by the server (an idle timeout on the other
-/// side) is sent again on a fresh connection by the pool itself, before
-/// anything reaches the retry layer; idle connections are dropped after
-/// 50 s, below the 60 s idle timeout of common load balancers; and HTTP/2
-/// connections are pinged every 30 s, idle or not, so a dead one is
-/// noticed (and dropped) within 30 s plus a 10 s answer timeout.
+/// side) is sent on a fresh connection by the pool itself; an idempotent
+/// request (a `GET`) whose reused connection closes or resets as it goes
+/// out, before any answer, is sent again on a fresh one by the transport
+/// (as Go's `net/http` does). Neither costs a retry of the
+/// [`RetryLayer`](crate::RetryLayer) nor surfaces as an error. Idle
+/// connections are dropped after 50 s, below the 60 s idle timeout of
+/// common load balancers, and HTTP/2 connections are pinged every 30 s,
+/// idle or not, so a dead one is noticed (and dropped) within 30 s plus a
+/// 10 s answer timeout.
 ///
 /// ```
 /// use std::time::Duration;
