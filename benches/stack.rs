@@ -3,8 +3,14 @@
 //!
 //! ```text
 //! cargo bench --bench stack --features fake -- [--rounds N] [--requests N]
-//!     [--concurrency N] [--only stack,raw,reqwest] [--current-thread]
+//!     [--concurrency N] [--only stack,raw,reqwest] [--current-thread] [--tls]
 //! ```
+//!
+//! `--tls` serves HTTPS instead (tokio-rustls, a CA and certificate made
+//! by rcgen at start, HTTP/1.1 by ALPN): `stack` trusts that CA through
+//! `root_certificates_pem`, `raw` is hyper-util over hyper-rustls with the
+//! same rustls settings (ring, the same roots, ALPN h2 + http/1.1), and
+//! `reqwest` (built without TLS) is left out.
 //!
 //! - `stack`: `Client::builder().base_url(..).api_key(..).build()` then
 //!   `client.get(id)`: auth, retry, timeout, body cap and decoding into
@@ -47,8 +53,8 @@ use goenhance_jobs::auth::AddAuthorization;
 use goenhance_jobs::retry::Retry;
 use goenhance_jobs::timeout::{Timeout, DEFAULT_ATTEMPT_TIMEOUT};
 use goenhance_jobs::{
-    AuthLayer, Client, HyperTransport, JobDetail, JobQuery, JobStatus, JobStatusService,
-    RetryLayer, RetryPolicy, TimeoutLayer,
+    AuthLayer, Client, HyperTransport, JobDetail, JobQuery, JobStatus, JobStatusService, Proxy,
+    RetryLayer, RetryPolicy, TimeoutLayer, TlsRoots,
 };
 use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use http::{Request, Response, StatusCode};
@@ -56,8 +62,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::pem::PemObject;
 use tokio::net::TcpListener;
 use tower::{Layer, ServiceExt};
 
@@ -97,6 +105,7 @@ struct Args {
     concurrency: usize,
     only: Vec<Kind>,
     current_thread: bool,
+    tls: bool,
 }
 
 fn args() -> Args {
@@ -106,6 +115,7 @@ fn args() -> Args {
         concurrency: 32,
         only: vec![Kind::Stack, Kind::Raw, Kind::Reqwest],
         current_thread: false,
+        tls: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -119,6 +129,7 @@ fn args() -> Args {
             "--requests" => a.requests = num("--requests"),
             "--concurrency" => a.concurrency = num("--concurrency"),
             "--current-thread" => a.current_thread = true,
+            "--tls" => a.tls = true,
             "--only" => {
                 let list = it.next().expect("--only needs a list");
                 a.only = list
@@ -144,7 +155,7 @@ fn args() -> Args {
 /// Requests the server refused (bad path, query or key): must stay 0.
 static REFUSED: AtomicU64 = AtomicU64::new(0);
 
-async fn serve(listener: TcpListener) {
+async fn serve(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) {
     let body = Bytes::from_static(BODY);
     let auth = HeaderValue::from_str(&format!("Bearer {KEY}")).unwrap();
     loop {
@@ -154,6 +165,7 @@ async fn serve(listener: TcpListener) {
         let _ = stream.set_nodelay(true);
         let body = body.clone();
         let auth = auth.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
                 let ok = req.headers().get(AUTHORIZATION) == Some(&auth)
@@ -173,9 +185,22 @@ async fn serve(listener: TcpListener) {
                 };
                 async move { Ok::<_, Infallible>(res) }
             });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            match tls {
+                Some(acceptor) => {
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        REFUSED.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    };
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                }
+                None => {
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                }
+            }
         });
     }
 }
@@ -185,7 +210,7 @@ async fn serve(listener: TcpListener) {
 /// built per call from the URL string with the same three headers.
 #[derive(Clone)]
 struct Raw {
-    client: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+    client: hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     base: Arc<str>,
     auth: HeaderValue,
     accept: HeaderValue,
@@ -193,14 +218,36 @@ struct Raw {
 }
 
 impl Raw {
-    fn new(base: &str) -> Raw {
+    /// With `ca_pem`, HTTPS trusting only that CA, set up as
+    /// `HyperTransport` sets up rustls.
+    fn new(base: &str, ca_pem: Option<&str>) -> Raw {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
+        http.enforce_http(false);
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(pem) = ca_pem {
+            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                roots.add(cert.unwrap()).unwrap();
+            }
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
         let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .pool_max_idle_per_host(32)
-            .build(http);
+            .build(https);
         let mut auth = HeaderValue::from_str(&format!("Bearer {KEY}")).unwrap();
         auth.set_sensitive(true);
         Raw {
@@ -368,23 +415,69 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-async fn run(a: Args) {
+/// A TLS acceptor for `localhost` with a certificate from a CA made here,
+/// offering HTTP/1.1 by ALPN; and that CA, PEM.
+fn tls_server() -> (tokio_rustls::TlsAcceptor, String) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "bench CA");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf.der().clone(), ca.der().clone()], key)
+    .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    (tokio_rustls::TlsAcceptor::from(Arc::new(config)), ca.pem())
+}
+
+async fn run(mut a: Args) {
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(serve(listener));
-
-    let bare = || {
-        JobStatusService::new(&base, AuthLayer::bearer(KEY).layer(HyperTransport::new())).unwrap()
+    let port = listener.local_addr().unwrap().port();
+    let (base, acceptor, ca_pem) = if a.tls {
+        let (acceptor, ca_pem) = tls_server();
+        (
+            format!("https://localhost:{port}"),
+            Some(acceptor),
+            Some(ca_pem),
+        )
+    } else {
+        (format!("http://127.0.0.1:{port}"), None, None)
     };
+    tokio::spawn(serve(listener, acceptor));
+
+    let transport = || match &ca_pem {
+        Some(pem) => HyperTransport::builder()
+            .tls_roots(TlsRoots::None)
+            .root_certificates_pem(pem.as_bytes())
+            .unwrap()
+            .proxy(Proxy::none())
+            .build(),
+        None => HyperTransport::new(),
+    };
+    let bare = || JobStatusService::new(&base, AuthLayer::bearer(KEY).layer(transport())).unwrap();
     let clients = Clients {
         stack: Client::builder()
             .base_url(&base)
             .api_key(KEY)
+            .transport(transport())
             .build()
             .unwrap(),
-        raw: Raw::new(&base),
+        raw: Raw::new(&base, ca_pem.as_deref()),
         reqwest: Reqwest::new(&base),
         bare: bare(),
         timeout: TimeoutLayer::new(DEFAULT_ATTEMPT_TIMEOUT).layer(bare()),
@@ -396,7 +489,11 @@ async fn run(a: Args) {
     let d = clients.stack.get(ID).await.expect("stack get");
     assert_eq!(d.status(), &JobStatus::Succeeded);
     assert_eq!(clients.raw.get(ID).await["data"]["status"], "success");
-    assert_eq!(clients.reqwest.get(ID).await["data"]["status"], "success");
+    if a.tls {
+        a.only.retain(|&k| k != Kind::Reqwest);
+    } else {
+        assert_eq!(clients.reqwest.get(ID).await["data"]["status"], "success");
+    }
     let warm = (a.requests / 10).max(a.concurrency);
     for &k in &a.only {
         round(&clients, k, warm, a.concurrency).await;

@@ -64,7 +64,8 @@
 //!
 //! # Features
 //!
-//! - `rustls` (default): HTTPS for [`HyperTransport`].
+//! - `rustls` (default): HTTPS for [`HyperTransport`], trusting the web PKI
+//!   and the platform's roots ([`TlsRoots`]) and any extra CA.
 //! - `fake`: [`fake`], a fake GoEnhance server on loopback for tests.
 //! - `cli`: the `goenhance-jobs` command-line tool.
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
@@ -102,6 +103,9 @@ pub use crate::retry::{RetryLayer, RetryPolicy};
 pub use crate::service::{BaseUrl, JobStatusService};
 pub use crate::timeout::TimeoutLayer;
 pub use crate::transport::HyperTransport;
+pub use crate::transport::Proxy;
+#[cfg(feature = "rustls")]
+pub use crate::transport::TlsRoots;
 
 /// The README's examples, compiled as doc tests.
 #[cfg(doctest)]

@@ -24,6 +24,9 @@ pub enum ErrorKind {
     InvalidInput,
     /// The transport failed: connect, I/O, a reset, a body cut short.
     Transport,
+    /// The server's TLS certificate failed verification: a transport error
+    /// ([`is_transport`](super::Error::is_transport)) that is not transient.
+    Certificate,
     /// One attempt took longer than its timeout.
     Timeout,
     /// The server answered with a status other than 2xx.
@@ -43,13 +46,15 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// A stable snake-case name: `invalid_input`, `transport`, `timeout`,
+    /// A stable snake-case name: `invalid_input`, `transport`,
+    /// `certificate`, `timeout`,
     /// `http`, `api`, `decode`, `body_too_large`, `deadline`, `stall`,
     /// `closed`.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::InvalidInput => "invalid_input",
             ErrorKind::Transport => "transport",
+            ErrorKind::Certificate => "certificate",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Http => "http",
             ErrorKind::Api => "api",

@@ -13,6 +13,7 @@
 //! assert_eq!(err.to_string(), "invalid input: job id has a character outside [A-Za-z0-9._~-] at byte 1");
 //! ```
 
+mod certificate;
 mod kind;
 mod report;
 
@@ -97,6 +98,11 @@ impl Error {
 
     pub(crate) fn transport(source: impl Into<BoxError>) -> Self {
         let source = source.into();
+        if let Some(failure) = certificate::certificate_failure(&*source) {
+            return Error::new(Kind::Certificate)
+                .with_message(failure)
+                .with_source(source);
+        }
         let connect = source
             .downcast_ref::<hyper_util::client::legacy::Error>()
             .is_some_and(|e| e.is_connect());
@@ -218,8 +224,13 @@ impl Error {
 
     /// The transport failed: connecting, reading, writing, a reset
     /// connection or a body cut short.
+    ///
+    /// A server certificate that failed verification is a transport error
+    /// too; its message says what is wrong ("certificate not trusted
+    /// (unknown issuer)", "certificate is for another host", "certificate
+    /// expired") and it is not [transient](Error::is_transient).
     pub fn is_transport(&self) -> bool {
-        self.inner.kind == Kind::Transport
+        matches!(self.inner.kind, Kind::Transport | Kind::Certificate)
     }
 
     /// The body could not be decoded (not JSON, a wrong shape, `data: null`).
@@ -264,7 +275,8 @@ impl Error {
 
     /// Whether sending the same request again may succeed.
     ///
-    /// Transient: transport errors, a body cut short, attempt timeouts, a
+    /// Transient: transport errors (except a server certificate that failed
+    /// verification), a body cut short, attempt timeouts, a
     /// garbled body, and the HTTP statuses 408, 429, 500, 502, 503 and 504.
     /// Everything else is not: other statuses, `code != 0`, invalid input, an
     /// oversized body, deadlines and stalls. This is the classification
@@ -277,6 +289,7 @@ impl Error {
                 Some(408 | 429 | 500 | 502 | 503 | 504)
             ),
             Kind::InvalidInput
+            | Kind::Certificate
             | Kind::Api
             | Kind::BodyTooLarge
             | Kind::Deadline
@@ -338,7 +351,7 @@ impl fmt::Display for Error {
         }
         match inner.kind {
             Kind::InvalidInput => f.write_str("invalid input")?,
-            Kind::Transport => f.write_str("transport error")?,
+            Kind::Transport | Kind::Certificate => f.write_str("transport error")?,
             Kind::Timeout => {}
             Kind::Http => {
                 let status = inner.status.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -1,4 +1,6 @@
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -8,21 +10,42 @@ use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::Service;
 
+use super::proxy::{Proxy, ProxyConnector};
+use super::reuse::{self, ConnUse};
 #[cfg(feature = "rustls")]
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+use super::tls::{self, TlsRoots};
+#[cfg(feature = "rustls")]
+use crate::Error;
+
+#[cfg(feature = "rustls")]
+type Connector = hyper_rustls::HttpsConnector<ProxyConnector>;
 #[cfg(not(feature = "rustls"))]
-type Connector = HttpConnector;
+type Connector = ProxyConnector;
 
 /// The default transport: hyper-util's pooled client.
 ///
 /// Keep-alive connections are pooled and reused; HTTP/1.1 and HTTP/2 (by
-/// ALPN over TLS); HTTPS through rustls with the web PKI roots (feature
-/// `rustls`, on by default); `TCP_NODELAY`; a connect timeout (default
-/// 10 s). Redirects are never followed. Clones share the pool.
+/// ALPN over TLS); HTTPS through rustls (feature `rustls`, on by default)
+/// trusting the web PKI and the platform's roots ([`TlsRoots`](crate::TlsRoots));
+/// the proxy from the environment ([`Proxy::from_env`]); `TCP_NODELAY`; a
+/// connect timeout (default 10 s). Redirects are never followed. Clones
+/// share the pool.
+///
+/// No connection goes stale under a request. A request that finds its
+/// pooled connection closed by the server (an idle timeout on the other
+/// side) is sent on a fresh connection by the pool itself; an idempotent
+/// request (a `GET`) whose reused connection closes or resets as it goes
+/// out, before any answer, is sent again on a fresh one by the transport
+/// (as Go's `net/http` does). Neither costs a retry of the
+/// [`RetryLayer`](crate::RetryLayer) nor surfaces as an error. Idle
+/// connections are dropped after 50 s, below the 60 s idle timeout of
+/// common load balancers, and HTTP/2 connections are pinged every 30 s,
+/// idle or not, so a dead one is noticed (and dropped) within 30 s plus a
+/// 10 s answer timeout.
 ///
 /// ```
 /// use std::time::Duration;
@@ -51,9 +74,16 @@ impl HyperTransport {
     pub fn builder() -> HyperTransportBuilder {
         HyperTransportBuilder {
             connect_timeout: Some(Duration::from_secs(10)),
-            pool_idle_timeout: Some(Duration::from_secs(90)),
+            pool_idle_timeout: Some(Duration::from_secs(50)),
+            http2_keep_alive_interval: Some(Duration::from_secs(30)),
+            http2_keep_alive_timeout: Duration::from_secs(10),
             pool_max_idle_per_host: 256,
             http2_only: false,
+            proxy: None,
+            #[cfg(feature = "rustls")]
+            tls_roots: TlsRoots::default(),
+            #[cfg(feature = "rustls")]
+            extra_roots: Vec::new(),
         }
     }
 }
@@ -71,12 +101,37 @@ impl fmt::Debug for HyperTransport {
 }
 
 /// Settings of a [`HyperTransport`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HyperTransportBuilder {
     connect_timeout: Option<Duration>,
     pool_idle_timeout: Option<Duration>,
     pool_max_idle_per_host: usize,
     http2_only: bool,
+    http2_keep_alive_interval: Option<Duration>,
+    http2_keep_alive_timeout: Duration,
+    /// `None`: from the environment, read at `build`.
+    proxy: Option<Proxy>,
+    #[cfg(feature = "rustls")]
+    tls_roots: TlsRoots,
+    #[cfg(feature = "rustls")]
+    extra_roots: Vec<pki_types::CertificateDer<'static>>,
+}
+
+impl fmt::Debug for HyperTransportBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("HyperTransportBuilder");
+        d.field("connect_timeout", &self.connect_timeout)
+            .field("pool_idle_timeout", &self.pool_idle_timeout)
+            .field("pool_max_idle_per_host", &self.pool_max_idle_per_host)
+            .field("http2_only", &self.http2_only)
+            .field("http2_keep_alive_interval", &self.http2_keep_alive_interval)
+            .field("http2_keep_alive_timeout", &self.http2_keep_alive_timeout)
+            .field("proxy", &self.proxy);
+        #[cfg(feature = "rustls")]
+        d.field("tls_roots", &self.tls_roots)
+            .field("extra_roots", &self.extra_roots.len());
+        d.finish()
+    }
 }
 
 impl HyperTransportBuilder {
@@ -86,7 +141,8 @@ impl HyperTransportBuilder {
         self
     }
 
-    /// How long an idle pooled connection is kept (default 90 s).
+    /// How long an idle pooled connection is kept (default 50 s, below the
+    /// 60 s after which common load balancers close idle connections).
     pub fn pool_idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.pool_idle_timeout = timeout.into();
         self
@@ -106,32 +162,84 @@ impl HyperTransportBuilder {
         self
     }
 
+    /// How often an HTTP/2 connection is pinged, idle or not, so that a
+    /// dead one (a NAT or a load balancer that dropped it silently) is
+    /// noticed and replaced (default 30 s); `None` for no pings.
+    pub fn http2_keep_alive_interval(mut self, interval: impl Into<Option<Duration>>) -> Self {
+        self.http2_keep_alive_interval = interval.into();
+        self
+    }
+
+    /// How long a ping may go unanswered before its connection is closed
+    /// (default 10 s).
+    pub fn http2_keep_alive_timeout(mut self, timeout: Duration) -> Self {
+        self.http2_keep_alive_timeout = timeout;
+        self
+    }
+
+    /// The proxy to go through (default [`Proxy::from_env`], read when the
+    /// transport is built).
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.proxy = Some(proxy);
+        self
+    }
+
+    /// Which certificate authorities to trust (default
+    /// [`TlsRoots::WebPkiAndNative`]), besides those given with
+    /// [`root_certificates_pem`](Self::root_certificates_pem).
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+    pub fn tls_roots(mut self, roots: TlsRoots) -> Self {
+        self.tls_roots = roots;
+        self
+    }
+
+    /// Also trusts the CA certificates in `pem` (one or more `CERTIFICATE`
+    /// sections; other sections are skipped), such as the CA of a
+    /// TLS-inspecting gateway. Calls add up.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::is_invalid_input`] when `pem` holds no certificate, is
+    /// malformed, or holds a certificate that cannot be a trust anchor.
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+    pub fn root_certificates_pem(mut self, pem: &[u8]) -> Result<Self, Error> {
+        self.extra_roots.extend(tls::parse_pem_roots(pem)?);
+        Ok(self)
+    }
+
     /// Makes the transport.
     pub fn build(self) -> HyperTransport {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(self.connect_timeout);
+        http.enforce_http(false);
+        let proxy = self.proxy.unwrap_or_else(Proxy::from_env);
+        let tcp = ProxyConnector::new(http, proxy);
         #[cfg(feature = "rustls")]
         let connector = {
-            http.enforce_http(false);
             let builder = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-                .expect("the ring provider supports the default protocol versions")
+                .with_tls_config(tls::client_config(self.tls_roots, &self.extra_roots))
                 .https_or_http();
             if self.http2_only {
-                builder.enable_http2().wrap_connector(http)
+                builder.enable_http2().wrap_connector(tcp)
             } else {
-                builder.enable_http1().enable_http2().wrap_connector(http)
+                builder.enable_http1().enable_http2().wrap_connector(tcp)
             }
         };
         #[cfg(not(feature = "rustls"))]
-        let connector = http;
+        let connector = tcp;
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .pool_idle_timeout(self.pool_idle_timeout)
             .pool_max_idle_per_host(self.pool_max_idle_per_host)
             .http2_only(self.http2_only)
+            .http2_keep_alive_interval(self.http2_keep_alive_interval)
+            .http2_keep_alive_timeout(self.http2_keep_alive_timeout)
+            .http2_keep_alive_while_idle(true)
+            .retry_canceled_requests(true)
             .build(connector);
         HyperTransport {
             client: Arc::new(client),
@@ -142,13 +250,51 @@ impl HyperTransportBuilder {
 impl Service<Request<Full<Bytes>>> for HyperTransport {
     type Response = Response<Incoming>;
     type Error = hyper_util::client::legacy::Error;
-    type Future = ResponseFuture;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Full<Bytes>>) -> Self::Future {
-        self.client.request(req)
+    fn call(&mut self, mut req: Request<Full<Bytes>>) -> Self::Future {
+        let client = self.client.clone();
+        Box::pin(async move {
+            if !req.method().is_idempotent() {
+                return client.request(req).await;
+            }
+            // A request lost to a connection the server closed as it went
+            // out is sent again; each resend drops one dead connection, and
+            // one on a fresh connection is never resent.
+            let mut resends = 0;
+            loop {
+                let copy = clone_request(&req);
+                match client.request(req).await {
+                    Ok(res) => {
+                        if let Some(uses) = res.extensions().get::<ConnUse>() {
+                            uses.answered();
+                        }
+                        return Ok(res);
+                    }
+                    Err(e) if resends < MAX_RESENDS && reuse::lost_on_reused_connection(&e) => {
+                        tracing::debug!(error = %e, "request lost on a reused connection, sending it again");
+                        resends += 1;
+                        req = copy;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        })
     }
+}
+
+/// How many times a request lost on reused connections is sent again.
+const MAX_RESENDS: u32 = 4;
+
+fn clone_request(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    let mut copy = Request::new(req.body().clone());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
 }

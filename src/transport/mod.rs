@@ -22,5 +22,13 @@
 
 mod hyper;
 pub mod mock;
+pub mod proxy;
+mod reuse;
+#[cfg(feature = "rustls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+pub mod tls;
 
 pub use self::hyper::{HyperTransport, HyperTransportBuilder};
+pub use self::proxy::Proxy;
+#[cfg(feature = "rustls")]
+pub use self::tls::TlsRoots;

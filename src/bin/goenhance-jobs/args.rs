@@ -1,5 +1,6 @@
 //! Command-line arguments.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -8,6 +9,20 @@ const AFTER_HELP: &str = "\
 Environment:
   GOENHANCE_API_KEY   the API key (required by get and wait; never printed)
   GOENHANCE_BASE_URL  the API base URL (default https://api.goenhance.ai)
+
+Behind a proxy or a private CA:
+  HTTPS_PROXY         proxy for https URLs, http://[user:password@]host:port
+                      (also https_proxy; ALL_PROXY/all_proxy for any URL); the
+                      proxy sees only a CONNECT: the key travels inside TLS
+  NO_PROXY            hosts reached directly, comma separated (example.com
+                      also matches its subdomains; 10.0.0.0/8; * for all);
+                      loopback is always reached directly
+  SSL_CERT_FILE       a PEM bundle read instead of the system's CA store
+  SSL_CERT_DIR        a directory of PEM certificates, likewise
+  --ca-file FILE      also trust the CA certificates in FILE (PEM), such as a
+                      TLS-inspecting gateway's; or set GOENHANCE_CA_FILE
+  Trusted by default: the Mozilla roots built in plus the system's store.
+  Certificates are always verified.
 
 Exit codes (the largest that applies wins):
   0  every job succeeded
@@ -90,6 +105,11 @@ pub(crate) struct ConnArgs {
     /// Timeout of one request, body included.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     pub(crate) attempt_timeout: Duration,
+
+    /// Also trust the CA certificates in this PEM file (a TLS-inspecting
+    /// proxy's CA, say).
+    #[arg(long, value_name = "FILE", env = "GOENHANCE_CA_FILE")]
+    pub(crate) ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

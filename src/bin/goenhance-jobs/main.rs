@@ -23,7 +23,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use futures_util::StreamExt;
-use goenhance_jobs::{Client, ClientBuilder, JobQuery, PollPolicy, ENV_API_KEY, ENV_BASE_URL};
+use goenhance_jobs::{
+    Client, ClientBuilder, HyperTransport, JobQuery, PollPolicy, ENV_API_KEY, ENV_BASE_URL,
+};
 
 use crate::args::{Cli, Command, ConnArgs, Format, GetArgs, WaitArgs};
 use crate::live::Live;
@@ -166,7 +168,25 @@ fn builder_from_env(conn: &ConnArgs) -> Result<ClientBuilder, u8> {
     if let Some(url) = var(ENV_BASE_URL) {
         builder = builder.base_url(&url);
     }
+    if let Some(path) = &conn.ca_file {
+        builder = builder.transport(transport_trusting(path)?);
+    }
     Ok(builder)
+}
+
+/// The default transport, also trusting the CA certificates in `path`.
+fn transport_trusting(path: &std::path::Path) -> Result<HyperTransport, u8> {
+    let pem = std::fs::read(path).map_err(|e| {
+        complain(format_args!("cannot read {}: {e}", path.display()));
+        code::USAGE
+    })?;
+    let builder = HyperTransport::builder()
+        .root_certificates_pem(&pem)
+        .map_err(|e| {
+            complain(format_args!("{}: {e}", path.display()));
+            code::USAGE
+        })?;
+    Ok(builder.build())
 }
 
 fn build(builder: ClientBuilder) -> Result<Client, u8> {
