@@ -20,6 +20,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service};
 
 use crate::auth::{ApiKey, AuthLayer};
+use crate::download::{self, DownloadSettings, Downloader, RawTransport};
 use crate::error::{BoxError, Error};
 use crate::hub::{Hub, HubConfig};
 use crate::model::{JobDetail, JobQuery};
@@ -77,6 +78,7 @@ struct Inner {
     poll: PollPolicy,
     base: BaseUrl,
     hub: Hub,
+    downloader: Downloader,
 }
 
 impl Client {
@@ -180,6 +182,10 @@ impl Client {
         &self.inner.poll
     }
 
+    pub(crate) fn downloader(&self) -> &Downloader {
+        &self.inner.downloader
+    }
+
     /// The query stack (retry, timeout, service, auth, transport) as a tower
     /// service, to compose into a stack of your own.
     pub fn service(&self) -> BoxCloneSyncService<JobQuery, JobDetail, Error> {
@@ -197,7 +203,7 @@ impl fmt::Debug for Client {
     }
 }
 
-type MakeStack = Box<dyn FnOnce(&StackSettings) -> (Stack, GetFn) + Send>;
+type MakeStack = Box<dyn FnOnce(&StackSettings) -> (Stack, GetFn, RawTransport) + Send>;
 
 pub(crate) struct StackSettings {
     base: BaseUrl,
@@ -207,7 +213,7 @@ pub(crate) struct StackSettings {
     max_body: usize,
 }
 
-fn make_stack<T, B>(transport: T, s: &StackSettings) -> (Stack, GetFn)
+fn make_stack<T, B>(transport: T, s: &StackSettings) -> (Stack, GetFn, RawTransport)
 where
     T: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
     T::Future: Send + 'static,
@@ -215,6 +221,7 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
+    let raw = download::raw_transport(transport.clone());
     let service = JobStatusService::with_base_url(s.base.clone(), s.auth.layer(transport))
         .max_body_size(s.max_body);
     let attempt = TimeoutLayer::new(s.attempt_timeout).layer(service);
@@ -226,7 +233,7 @@ where
     let get: GetFn =
         Arc::new(move |query| Box::pin(retry::oneshot(one.clone(), Arc::clone(&policy), query)));
     let stack = RetryLayer::new(s.retry.clone()).layer(attempt);
-    (BoxCloneSyncService::new(stack), get)
+    (BoxCloneSyncService::new(stack), get, raw)
 }
 
 /// Settings of a [`Client`].
@@ -267,6 +274,7 @@ pub struct ClientBuilder {
     allow_insecure_http: bool,
     max_body: usize,
     hub: HubConfig,
+    pub(crate) downloads: DownloadSettings,
 }
 
 impl Default for ClientBuilder {
@@ -282,6 +290,7 @@ impl Default for ClientBuilder {
             allow_insecure_http: false,
             max_body: DEFAULT_MAX_BODY,
             hub: HubConfig::default(),
+            downloads: DownloadSettings::default(),
         }
     }
 }
@@ -409,7 +418,7 @@ impl ClientBuilder {
             retry: self.retry,
             max_body: self.max_body,
         };
-        let (stack, get) = match self.transport {
+        let (stack, get, raw) = match self.transport {
             Some(make) => make(&settings),
             None => make_stack(HyperTransport::new(), &settings),
         };
@@ -418,6 +427,13 @@ impl ClientBuilder {
             poll = poll.timeout(t);
         }
         let hub = Hub::new(stack.clone(), poll.clone(), self.hub);
+        let downloader = Downloader::new(
+            raw,
+            settings.retry,
+            settings.attempt_timeout,
+            self.allow_insecure_http,
+            &self.downloads,
+        );
         Ok(Client {
             inner: Arc::new(Inner {
                 stack,
@@ -425,6 +441,7 @@ impl ClientBuilder {
                 poll,
                 base,
                 hub,
+                downloader,
             }),
         })
     }

@@ -53,6 +53,7 @@
 
 pub mod auth;
 mod client;
+pub mod download;
 pub mod error;
 pub mod hub;
 pub mod model;
@@ -68,6 +69,7 @@ pub mod fake;
 
 pub use crate::auth::{ApiKey, AuthLayer};
 pub use crate::client::{Client, ClientBuilder, ENV_API_KEY, ENV_BASE_URL};
+pub use crate::download::{Download, DownloadOptions, Progress};
 pub use crate::error::{BoxError, Error};
 pub use crate::model::{JobDetail, JobOutput, JobQuery, JobStatus, OutputKind};
 pub use crate::poll::{PollLayer, PollPolicy};

@@ -193,6 +193,11 @@ impl RetryPolicy {
         self.budget.as_ref()
     }
 
+    /// The longest `Retry-After` honoured.
+    pub(crate) fn max_retry_after_limit(&self) -> Duration {
+        self.max_retry_after
+    }
+
     /// Whether this policy retries `error`.
     pub fn is_retryable(&self, error: &Error) -> bool {
         match &self.classifier {
