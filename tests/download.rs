@@ -174,7 +174,9 @@ async fn without_an_etag_last_modified_validates_the_range() {
 async fn a_server_without_ranges_makes_it_start_over() {
     let file = FakeFile::new(MIB)
         .no_ranges()
-        .faults(FileFaults::script([Some(FileFault::Cut { after: 300_000 })]));
+        .faults(FileFaults::script([Some(FileFault::Cut {
+            after: 300_000,
+        })]));
     let expected = sha256_of_fake(&file);
     let server = FakeServer::builder()
         .file("/a.bin", file)
@@ -352,7 +354,10 @@ async fn a_dropped_download_removes_its_temporary_file() {
 async fn the_output_host_never_sees_the_api_key() {
     let server = FakeServer::builder()
         .api_key(KEY)
-        .file("/out/job-1_0.png", FakeFile::new(1000).content_type("image/png"))
+        .file(
+            "/out/job-1_0.png",
+            FakeFile::new(1000).content_type("image/png"),
+        )
         .start()
         .await
         .unwrap();
@@ -374,7 +379,9 @@ async fn the_output_host_never_sees_the_api_key() {
     let h = &stats.headers[0];
     assert_eq!(header(h, "authorization"), None);
     assert!(!format!("{h:?}").contains(KEY));
-    assert!(header(h, "user-agent").unwrap().starts_with("goenhance-jobs/"));
+    assert!(header(h, "user-agent")
+        .unwrap()
+        .starts_with("goenhance-jobs/"));
     assert_eq!(header(h, "accept-encoding"), Some("identity"));
 }
 
@@ -403,7 +410,10 @@ async fn redirects_are_followed_on_loopback_up_to_five() {
         .unwrap_err();
     assert!(err.is_http());
     assert!(!err.is_transient());
-    assert_eq!(err.to_string(), "http status 302 found: more than 5 redirects");
+    assert_eq!(
+        err.to_string(),
+        "http status 302 found: more than 5 redirects"
+    );
     assert_eq!(server.file_stats("/loop").requests, 6);
     assert_eq!(names(dir.path()), ["a.bin"]);
 }
@@ -491,7 +501,10 @@ async fn a_link_past_its_expiry_is_not_requested() {
 
     // Unix seconds work too, and a link still valid downloads.
     let later = SystemTime::now() + Duration::from_secs(3600);
-    let secs = later.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    let secs = later
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let body = body.replace("\"2020-01-01T00:00:00Z\"", &secs.to_string());
     let detail = JobDetail::from_json(body.as_bytes()).unwrap();
     assert_eq!(
@@ -581,7 +594,11 @@ async fn max_downloads_makes_the_others_wait() {
         );
     });
     client
-        .download_with(&output(&server, "/b.bin"), dir.path().join("b.bin"), options)
+        .download_with(
+            &output(&server, "/b.bin"),
+            dir.path().join("b.bin"),
+            options,
+        )
         .await
         .unwrap();
     assert_eq!(slow.await.unwrap().unwrap().bytes(), MIB);

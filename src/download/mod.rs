@@ -75,8 +75,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{
-    HeaderValue, ACCEPT_ENCODING, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE,
-    ETAG, IF_RANGE, LAST_MODIFIED, LOCATION, RANGE, RETRY_AFTER, USER_AGENT,
+    HeaderValue, ACCEPT_ENCODING, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG,
+    IF_RANGE, LAST_MODIFIED, LOCATION, RANGE, RETRY_AFTER, USER_AGENT,
 };
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use http_body::Body;
@@ -296,11 +296,7 @@ async fn run(
     }
     let uri = url::parse_output_url(output.url(), dl.insecure_http)?;
     temp::split(&target)?;
-    let _slot = dl
-        .slots
-        .acquire()
-        .await
-        .map_err(|_| Error::closed())?;
+    let _slot = dl.slots.acquire().await.map_err(|_| Error::closed())?;
     let mut file = TempFile::create(&target).await?;
     let idle = options.idle_timeout.unwrap_or(dl.idle_timeout);
     let policy = &dl.retry;
@@ -389,10 +385,7 @@ async fn attempt(
                 if redirects > url::MAX_REDIRECTS {
                     return Err(Error::new(Kind::Http)
                         .with_status(status)
-                        .with_message(format!(
-                            "more than {} redirects",
-                            url::MAX_REDIRECTS
-                        )));
+                        .with_message(format!("more than {} redirects", url::MAX_REDIRECTS)));
                 }
                 let location = location.to_str().unwrap_or("");
                 uri = url::redirect(&uri, status, location, dl.insecure_http)?;
@@ -493,9 +486,8 @@ async fn attempt(
         options.report(state.progress());
     }
     match state.total {
-        Some(total) if state.offset < total => Err(Error::new(Kind::Transport).with_message(
-            format!("body cut short: {} of {total} bytes", state.offset),
-        )),
+        Some(total) if state.offset < total => Err(Error::new(Kind::Transport)
+            .with_message(format!("body cut short: {} of {total} bytes", state.offset))),
         _ => Ok(()),
     }
 }
@@ -560,7 +552,10 @@ mod tests {
     #[test]
     fn content_range_is_parsed() {
         let mut h = HeaderMap::new();
-        h.insert(CONTENT_RANGE, HeaderValue::from_static("bytes 100-199/1000"));
+        h.insert(
+            CONTENT_RANGE,
+            HeaderValue::from_static("bytes 100-199/1000"),
+        );
         assert_eq!(content_range(&h), Some((100, Some(1000))));
         h.insert(CONTENT_RANGE, HeaderValue::from_static("bytes 5-9/*"));
         assert_eq!(content_range(&h), Some((5, None)));
@@ -577,10 +572,7 @@ mod tests {
             LAST_MODIFIED,
             HeaderValue::from_static("Sun, 29 Nov 2026 09:00:00 GMT"),
         );
-        assert_eq!(
-            validator(&h).unwrap(),
-            "Sun, 29 Nov 2026 09:00:00 GMT"
-        );
+        assert_eq!(validator(&h).unwrap(), "Sun, 29 Nov 2026 09:00:00 GMT");
         h.insert(ETAG, HeaderValue::from_static("\"strong\""));
         assert_eq!(validator(&h).unwrap(), "\"strong\"");
     }

@@ -98,12 +98,9 @@ impl TempFile {
             .await
             .map_err(|e| Error::io(format!("cannot sync {path}"), e))?;
         drop(file);
-        tokio::fs::rename(&self.path, target).await.map_err(|e| {
-            Error::io(
-                format!("cannot move {path} to {}", target.display()),
-                e,
-            )
-        })?;
+        tokio::fs::rename(&self.path, target)
+            .await
+            .map_err(|e| Error::io(format!("cannot move {path} to {}", target.display()), e))?;
         // Renamed: nothing left to remove.
         self.path = PathBuf::new();
         sync_dir(target).await;

@@ -408,10 +408,7 @@ impl Files {
                 HeaderValue::from_str(&file.etag_value()).expect("ascii"),
             );
         }
-        h.insert(
-            LAST_MODIFIED,
-            HeaderValue::from_static(LAST_MODIFIED_VALUE),
-        );
+        h.insert(LAST_MODIFIED, HeaderValue::from_static(LAST_MODIFIED_VALUE));
         if status == StatusCode::PARTIAL_CONTENT {
             h.insert(
                 CONTENT_RANGE,
