@@ -604,3 +604,155 @@ async fn max_downloads_makes_the_others_wait() {
     assert_eq!(slow.await.unwrap().unwrap().bytes(), MIB);
     assert_eq!(server.file_stats("/slow.bin").requests, 2);
 }
+
+mod policy {
+    //! Retries of downloads through an in-memory storage host, on tokio's
+    //! paused clock: the client's `RetryPolicy` decides.
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use std::sync::atomic::AtomicUsize;
+
+    type Answer = Result<http::Response<Full<Bytes>>, std::convert::Infallible>;
+
+    /// A storage host answering `script[i]` (status, extra header) to
+    /// request `i`, then 200 with 10 bytes.
+    fn storage(
+        script: Vec<(u16, Option<(&'static str, &'static str)>)>,
+        calls: Arc<AtomicUsize>,
+    ) -> impl tower::Service<
+        http::Request<Full<Bytes>>,
+        Response = http::Response<Full<Bytes>>,
+        Error = std::convert::Infallible,
+        Future = std::future::Ready<Answer>,
+    > + Clone
+           + Send
+           + Sync
+           + 'static {
+        let script = Arc::new(script);
+        tower::service_fn(move |_req: http::Request<Full<Bytes>>| {
+            let i = calls.fetch_add(1, Ordering::SeqCst);
+            let mut res = http::Response::builder();
+            let body = match script.get(i) {
+                Some((status, header)) => {
+                    res = res.status(*status);
+                    if let Some((k, v)) = header {
+                        res = res.header(*k, *v);
+                    }
+                    Bytes::new()
+                }
+                None => {
+                    res = res.header("content-length", "10");
+                    Bytes::from_static(b"0123456789")
+                }
+            };
+            std::future::ready(Ok(res.body(Full::new(body)).unwrap()))
+        })
+    }
+
+    fn storage_client(
+        script: Vec<(u16, Option<(&'static str, &'static str)>)>,
+        retry: RetryPolicy,
+    ) -> (Client, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let client = Client::builder()
+            .api_key(KEY)
+            .retry_policy(retry.jitter(Jitter::None).no_budget())
+            .transport(storage(script, Arc::clone(&calls)))
+            .build()
+            .unwrap();
+        (client, calls)
+    }
+
+    fn out() -> JobOutput {
+        JobOutput::new(OutputKind::Image, "https://cdn.example/a.png?sig=1")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_between_retries_is_the_policy_s() {
+        let (client, calls) = storage_client(
+            vec![(503, None), (502, None)],
+            RetryPolicy::default().initial_backoff(Duration::from_secs(1)),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let started = tokio::time::Instant::now();
+        let got = client
+            .download(&out(), dir.path().join("a.png"))
+            .await
+            .unwrap();
+        assert_eq!(got.bytes(), 10);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        // 1 s, then 2 s.
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_honoured_and_capped() {
+        let (client, calls) = storage_client(
+            vec![(503, Some(("retry-after", "7")))],
+            RetryPolicy::default(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let started = tokio::time::Instant::now();
+        client
+            .download(&out(), dir.path().join("a.png"))
+            .await
+            .unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(started.elapsed(), Duration::from_secs(7));
+
+        let (client, calls) = storage_client(
+            vec![(429, Some(("retry-after", "120")))],
+            RetryPolicy::default(),
+        );
+        let err = client
+            .download(&out(), dir.path().join("b.png"))
+            .await
+            .unwrap_err();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(120)));
+        assert_eq!(
+            err.to_string(),
+            "server asked to retry after 120s, longer than allowed: http status 429 too many requests"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attempts_are_capped_and_other_statuses_not_retried() {
+        let (client, calls) = storage_client(
+            vec![(503, None), (503, None), (503, None)],
+            RetryPolicy::default().max_attempts(2),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let err = client
+            .download(&out(), dir.path().join("a.png"))
+            .await
+            .unwrap_err();
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            err.to_string(),
+            "gave up after 2 attempts: http status 503 service unavailable"
+        );
+
+        let (client, calls) = storage_client(vec![(404, None)], RetryPolicy::default());
+        let err = client
+            .download(&out(), dir.path().join("a.png"))
+            .await
+            .unwrap_err();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(err.status(), Some(StatusCode::NOT_FOUND));
+        assert!(!err.is_expired());
+        assert_eq!(names(dir.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn download_futures_are_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let (client, _) = storage_client(vec![], RetryPolicy::default());
+        let out = out();
+        let fut = client.download(&out, "a.png");
+        assert_send(&fut);
+        let fut = client.download_with(&out, String::from("a.png"), DownloadOptions::new());
+        assert_send(&fut);
+    }
+}
