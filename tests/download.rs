@@ -140,9 +140,17 @@ async fn a_cut_resumes_from_the_byte_it_stopped_at() {
     let stats = server.file_stats("/a.bin");
     assert_eq!(stats.requests, 2);
     assert_eq!(header(&stats.headers[0], "range"), None);
-    assert_eq!(header(&stats.headers[1], "range"), Some("bytes=400000-"));
+    // The rest from the first byte the client did not get: all 400,000
+    // sent before the cut, unless the reset lost some in flight.
+    let from: u64 = header(&stats.headers[1], "range")
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(from > 0 && from <= 400_000, "resumed from {from}");
     assert_eq!(header(&stats.headers[1], "if-range"), Some("\"100000-0\""));
-    assert_eq!(stats.bytes_served, MIB);
+    assert_eq!(stats.bytes_served, 400_000 + (MIB - from));
 }
 
 #[tokio::test]
@@ -201,8 +209,9 @@ async fn a_server_without_ranges_makes_it_start_over() {
     // The progress went up to the cut, back to 0, then up to the end.
     let seen = seen.lock().unwrap();
     let back = seen.windows(2).position(|w| w[1] < w[0]).unwrap();
-    assert_eq!(seen[back], 300_000);
+    assert!(seen[back] > 0 && seen[back] <= 300_000, "{}", seen[back]);
     assert_eq!(seen[back + 1], 0);
+    assert_eq!(seen.iter().filter(|&&b| b == 0).count(), 2);
     assert_eq!(*seen.last().unwrap(), MIB);
 }
 
@@ -578,7 +587,7 @@ async fn max_downloads_makes_the_others_wait() {
         tokio::spawn(async move {
             let options = DownloadOptions::new()
                 .progress_watch(tx)
-                .idle_timeout(Duration::from_millis(500));
+                .idle_timeout(Duration::from_secs(1));
             let r = client.download_with(&out, to, options).await;
             done.store(true, Ordering::SeqCst);
             r
