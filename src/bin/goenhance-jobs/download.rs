@@ -64,8 +64,6 @@ pub(crate) struct Saver {
     dir: PathBuf,
     bars: Option<MultiProgress>,
     pending: FuturesUnordered<Pending>,
-    /// Whether some download failed.
-    pub(crate) failed: bool,
 }
 
 impl Saver {
@@ -90,7 +88,6 @@ impl Saver {
             dir: dir.to_owned(),
             bars,
             pending: FuturesUnordered::new(),
-            failed: false,
         })
     }
 
@@ -121,11 +118,7 @@ impl Saver {
 
     /// The next job whose files are all saved (or failed).
     pub(crate) async fn next(&mut self) -> Option<(String, Outcome, Vec<Saved>)> {
-        let done = self.pending.next().await?;
-        if done.2.iter().any(|s| s.result.is_err()) {
-            self.failed = true;
-        }
-        Some(done)
+        self.pending.next().await
     }
 }
 
