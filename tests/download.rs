@@ -395,6 +395,36 @@ async fn the_output_host_never_sees_the_api_key() {
 }
 
 #[tokio::test]
+async fn layers_on_the_transport_apply_to_downloads() {
+    use tower::Layer;
+    let server = FakeServer::builder()
+        .api_key(KEY)
+        .file("/a.bin", FakeFile::new(1000))
+        .start()
+        .await
+        .unwrap();
+    let transport = tower_http::set_header::SetRequestHeaderLayer::overriding(
+        http::header::HeaderName::from_static("x-tenant"),
+        http::HeaderValue::from_static("t-42"),
+    )
+    .layer(goenhance_jobs::HyperTransport::new());
+    let client = Client::builder()
+        .base_url(server.base_url())
+        .api_key(KEY)
+        .transport(transport)
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    client
+        .download(&output(&server, "/a.bin"), dir.path().join("a.bin"))
+        .await
+        .unwrap();
+    let stats = server.file_stats("/a.bin");
+    assert_eq!(header(&stats.headers[0], "x-tenant"), Some("t-42"));
+    assert_eq!(header(&stats.headers[0], "authorization"), None);
+}
+
+#[tokio::test]
 async fn redirects_are_followed_on_loopback_up_to_five() {
     let server = FakeServer::builder()
         .file("/files/a.bin", FakeFile::new(5000))
