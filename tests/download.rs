@@ -784,6 +784,67 @@ mod policy {
         assert_eq!(names(dir.path()), Vec::<String>::new());
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_stall_ends_after_the_idle_timeout_and_the_rest_is_asked_for() {
+        use futures_util::StreamExt;
+        use http_body_util::{BodyExt, StreamBody};
+
+        let content: Bytes = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        let seen = Arc::new(Mutex::new(Vec::<http::HeaderMap>::new()));
+        let (log, data) = (Arc::clone(&seen), content.clone());
+        let storage = tower::service_fn(move |req: http::Request<Full<Bytes>>| {
+            let n = {
+                let mut log = log.lock().unwrap();
+                log.push(req.headers().clone());
+                log.len()
+            };
+            let res = http::Response::builder()
+                .header("etag", "\"e\"")
+                .header("accept-ranges", "bytes");
+            let res = if n == 1 {
+                // 100 bytes, then nothing: a stalled connection.
+                let first = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+                    http_body::Frame::data(data.slice(..100)),
+                )])
+                .chain(futures_util::stream::pending());
+                res.header("content-length", "1000")
+                    .body(StreamBody::new(first).boxed_unsync())
+            } else {
+                res.status(206)
+                    .header("content-range", "bytes 100-999/1000")
+                    .header("content-length", "900")
+                    .body(Full::new(data.slice(100..)).boxed_unsync())
+            };
+            std::future::ready(Ok::<_, std::convert::Infallible>(res.unwrap()))
+        });
+        let client = Client::builder()
+            .api_key(KEY)
+            .retry_policy(
+                RetryPolicy::default()
+                    .initial_backoff(Duration::from_secs(1))
+                    .jitter(Jitter::None),
+            )
+            .transport(storage)
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("a.png");
+        let started = tokio::time::Instant::now();
+        let options = DownloadOptions::new().idle_timeout(Duration::from_secs(30));
+        let got = client
+            .download_with(&out(), &target, options)
+            .await
+            .unwrap();
+        // 30 s without data, then the 1 s backoff.
+        assert_eq!(started.elapsed(), Duration::from_secs(31));
+        assert_eq!(got.bytes(), 1000);
+        assert_eq!(std::fs::read(&target).unwrap(), content);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(header(&seen[1], "range"), Some("bytes=100-"));
+        assert_eq!(header(&seen[1], "if-range"), Some("\"e\""));
+    }
+
     #[test]
     fn download_futures_are_send() {
         fn assert_send<T: Send>(_: &T) {}
