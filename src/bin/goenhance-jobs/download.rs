@@ -156,20 +156,25 @@ async fn save_one(
         None => dir.join(format!(".{stem}.download")),
     };
     let bar = bars.map(|mp| {
-        let bar = mp.add(ProgressBar::new(0));
+        // Until the first answer: no size to show yet.
+        let bar = mp.add(ProgressBar::no_length());
         bar.set_style(
-            ProgressStyle::with_template(
-                "  {prefix} [{bar:24}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-            )
-            .expect("the download template is valid")
-            .progress_chars("=> "),
+            ProgressStyle::with_template("  {prefix} waiting")
+                .expect("the waiting template is valid"),
         );
         bar.set_prefix(stem.clone());
         bar
     });
     let mut options = DownloadOptions::new();
     if let Some(bar) = bar.clone() {
+        let bytes_style = ProgressStyle::with_template(
+            "  {prefix} [{bar:24}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .expect("the download template is valid")
+        .progress_chars("=> ");
+        let started = std::sync::Once::new();
         options = options.on_progress(move |p| {
+            started.call_once(|| bar.set_style(bytes_style.clone()));
             if let Some(total) = p.total {
                 bar.set_length(total);
             }
@@ -246,7 +251,13 @@ pub(crate) fn print_saved(
             let files = saved.iter().map(file_json).collect();
             emit(&JobLine::new(id, outcome).with_files(files).to_json());
         }
-        (Format::Text, Some(live)) => live.finish(id, outcome),
+        (Format::Text, Some(live)) => {
+            live.finish(id, outcome);
+            let mp = live.multi();
+            for s in saved.iter().filter(|s| s.result.is_ok()) {
+                let _ = mp.println(format!("  saved {}", s.path.display()));
+            }
+        }
         (Format::Text, None) => emit(&text_line(id, outcome, saved)),
     }
     for s in saved {
