@@ -79,6 +79,12 @@ pub(crate) fn decode(body: &[u8], expected: Option<&str>) -> Result<JobDetail, E
         }
         (a, b) => a.or(b).map(Cow::into_owned),
     };
+    let mut outputs = data.outputs;
+    if let Some(at) = extra.get("link_expired_at").and_then(expiry_time) {
+        for o in &mut outputs {
+            o.expires_at = Some(at);
+        }
+    }
     Ok(JobDetail {
         img_uuid,
         status: JobStatus::from_raw(&status),
@@ -86,7 +92,7 @@ pub(crate) fn decode(body: &[u8], expected: Option<&str>) -> Result<JobDetail, E
         model_id: data.model_id.map(Cow::into_owned),
         start_time,
         end_time,
-        outputs: data.outputs,
+        outputs,
         request_id: env.request_id.map(Cow::into_owned),
         extra,
     })
@@ -128,6 +134,28 @@ fn refused_envelope(body: &[u8]) -> Option<Error> {
         _ => String::new(),
     };
     Some(Error::api(head.code, &msg))
+}
+
+/// `link_expired_at` as a time: RFC 3339, or Unix seconds (milliseconds
+/// when the number is that large) as a number or a string.
+fn expiry_time(value: &Value) -> Option<SystemTime> {
+    let secs = match value {
+        Value::String(s) => {
+            if let Ok(t) =
+                time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+            {
+                return Some(t.into());
+            }
+            s.trim().parse::<f64>().ok()?
+        }
+        Value::Number(n) => n.as_f64()?,
+        _ => return None,
+    };
+    let secs = if secs > 1e11 { secs / 1000.0 } else { secs };
+    if !secs.is_finite() || secs <= 0.0 {
+        return None;
+    }
+    SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::try_from_secs_f64(secs).ok()?)
 }
 
 fn parse_time(
@@ -284,6 +312,7 @@ impl<'de> Deserialize<'de> for Outputs {
                     outputs.push(JobOutput {
                         kind: OutputKind::from_raw(o.kind.as_deref().unwrap_or("")),
                         url,
+                        expires_at: None,
                     });
                 }
                 Ok(Outputs(outputs))

@@ -77,6 +77,7 @@ pub mod backoff;
 mod client;
 mod clock;
 mod decode;
+pub mod download;
 mod error;
 pub mod hub;
 mod model;
@@ -95,6 +96,7 @@ pub mod fake;
 
 pub use crate::auth::{ApiKey, AuthLayer};
 pub use crate::client::{Client, ClientBuilder, ENV_API_KEY, ENV_BASE_URL};
+pub use crate::download::{Download, DownloadOptions, Progress};
 pub use crate::error::{BoxError, Error, ErrorKind, PollRecord};
 pub use crate::model::{JobDetail, JobOutput, JobStatus, OutputKind};
 pub use crate::poll::{PollLayer, PollPolicy};

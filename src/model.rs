@@ -141,6 +141,7 @@ impl fmt::Display for OutputKind {
 pub struct JobOutput {
     pub(crate) kind: OutputKind,
     pub(crate) url: String,
+    pub(crate) expires_at: Option<SystemTime>,
 }
 
 impl JobOutput {
@@ -149,7 +150,20 @@ impl JobOutput {
         JobOutput {
             kind,
             url: url.into(),
+            expires_at: None,
         }
+    }
+
+    /// Sets when the URL stops working (builder style, for tests and fakes).
+    pub fn with_expires_at(mut self, at: SystemTime) -> JobOutput {
+        self.expires_at = Some(at);
+        self
+    }
+
+    /// When the signed URL stops working, if the API said so
+    /// (`link_expired_at` of the job detail, RFC 3339 or Unix seconds).
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.expires_at
     }
 
     /// Image, video or another kind.

@@ -15,6 +15,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service};
 
 use crate::auth::AuthLayer;
+use crate::download::{self, RawTransport};
 use crate::error::{BoxError, Error};
 use crate::model::JobDetail;
 use crate::query::JobQuery;
@@ -31,7 +32,7 @@ pub(crate) type Stack = BoxCloneSyncService<JobQuery, JobDetail, Error>;
 pub(crate) type GetFn =
     Arc<dyn Fn(JobQuery) -> BoxFuture<'static, Result<JobDetail, Error>> + Send + Sync>;
 
-pub(crate) type MakeStack = Box<dyn FnOnce(&StackSettings) -> (Stack, GetFn) + Send>;
+pub(crate) type MakeStack = Box<dyn FnOnce(&StackSettings) -> (Stack, GetFn, RawTransport) + Send>;
 
 pub(crate) struct StackSettings {
     pub(crate) base: BaseUrl,
@@ -41,7 +42,7 @@ pub(crate) struct StackSettings {
     pub(crate) max_body: usize,
 }
 
-pub(crate) fn make_stack<T, B>(transport: T, s: &StackSettings) -> (Stack, GetFn)
+pub(crate) fn make_stack<T, B>(transport: T, s: &StackSettings) -> (Stack, GetFn, RawTransport)
 where
     T: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
     T::Future: Send + 'static,
@@ -49,6 +50,7 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
+    let raw = download::raw_transport(transport.clone());
     let service = JobStatusService::with_base_url(s.base.clone(), s.auth.layer(transport))
         .max_body_size(s.max_body);
     let attempt = TimeoutLayer::new(s.attempt_timeout).layer(service);
@@ -60,5 +62,5 @@ where
     let get: GetFn =
         Arc::new(move |query| Box::pin(retry::oneshot(one.clone(), Arc::clone(&policy), query)));
     let stack = RetryLayer::new(s.retry.clone()).layer(attempt);
-    (BoxCloneSyncService::new(stack), get)
+    (BoxCloneSyncService::new(stack), get, raw)
 }

@@ -544,7 +544,7 @@ async fn a_refused_base_url_exits_2() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_exits_0_and_prints_urls() {
+async fn demo_exits_0_and_downloads_the_outputs() {
     // The demo ignores GOENHANCE_*: a dead base URL must not matter.
     let out = Run::new(&["demo"])
         .base_url("http://127.0.0.1:9")
@@ -552,10 +552,33 @@ async fn demo_exits_0_and_prints_urls() {
         .await
         .code(0)
         .stderr(predicate::str::contains("4 succeeded, 1 failed, 0 errors"));
+    let err = stderr(&out);
+    let dir = err
+        .lines()
+        .find_map(|l| l.strip_prefix("demo: 5 files in "))
+        .and_then(|l| l.strip_suffix(':'))
+        .unwrap_or_else(|| panic!("no folder listing: {err}"))
+        .to_owned();
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(
+        names,
+        [
+            "37c82d82-2f1b-4f5e-9d0a-6b1e0c9a4d21_0.jpg",
+            "5334c57d-8443-4b79-ba24-8539c2163c74_0.mp4",
+            "7d3b9e41-0a8c-4e6f-9b2d-5c1a3e7f9d04_0.mp4",
+            "9f1e6a20-5c3d-4b7e-8a19-2d4f6b8c0e13_0.png",
+            "9f1e6a20-5c3d-4b7e-8a19-2d4f6b8c0e13_1.png",
+        ]
+    );
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 5, "{text}");
-    assert_eq!(text.matches("https://cdn.example.com/").count(), 5);
+    assert_eq!(text.matches(&format!(" {dir}/")).count(), 5);
     assert_eq!(lines.iter().filter(|l| l.contains(" failed")).count(), 1);
 }
 
@@ -676,4 +699,147 @@ async fn a_huge_invalid_id_is_not_echoed_whole() {
         )),
         "{err}"
     );
+}
+
+mod download {
+    use super::*;
+    use goenhance_jobs::fake::{FakeFile, FileFault, FileFaults};
+
+    /// A server whose jobs' outputs are files it serves itself.
+    async fn server_with_files() -> FakeServer {
+        let server = FakeServer::builder()
+            .api_key(KEY)
+            .file(
+                "/out/v.mp4",
+                FakeFile::new(300_000).content_type("video/mp4"),
+            )
+            .file("/out/thumb", FakeFile::new(5_000).content_type("image/png"))
+            .file(
+                "/out/gone.jpg",
+                FakeFile::new(1_000).faults(FileFaults::always(FileFault::Expired)),
+            )
+            .start()
+            .await
+            .expect("the fake server starts");
+        server.add_job(
+            "v2v-1",
+            Timeline::new("mx-v2v")
+                .processing_for_answers(1)
+                .succeed("video", server.file_url("/out/v.mp4"))
+                .output("image", server.file_url("/out/thumb")),
+        );
+        server.add_job(
+            "old-3",
+            Timeline::new("mx-image-face-swap").succeed("image", server.file_url("/out/gone.jpg")),
+        );
+        server.add_job("fail-2", failing());
+        server
+    }
+
+    fn names(dir: &std::path::Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wait_saves_outputs_as_id_n_ext_and_lists_them_in_json() {
+        let server = server_with_files().await;
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("new-folder");
+        let d = folder.to_str().unwrap();
+        let out = Run::new(&["wait", "v2v-1", "fail-2", "--download", d, "-o", "json"])
+            .against(&server)
+            .output()
+            .await
+            .code(1);
+        assert_eq!(names(&folder), ["v2v-1_0.mp4", "v2v-1_1.png"]);
+        let video = std::fs::read(folder.join("v2v-1_0.mp4")).unwrap();
+        let mut want = vec![0u8; 300_000];
+        FakeFile::new(300_000).fill(0, &mut want);
+        assert!(video == want, "the saved video differs from the served one");
+        assert_eq!(
+            std::fs::metadata(folder.join("v2v-1_1.png")).unwrap().len(),
+            5_000
+        );
+
+        let lines = by_id(&json_lines(&out));
+        assert_eq!(
+            lines["v2v-1"]["files"],
+            serde_json::json!([
+                {"url": server.file_url("/out/v.mp4"), "path": format!("{d}/v2v-1_0.mp4"),
+                 "bytes": 300_000, "content_type": "video/mp4", "error": null},
+                {"url": server.file_url("/out/thumb"), "path": format!("{d}/v2v-1_1.png"),
+                 "bytes": 5_000, "content_type": "image/png", "error": null},
+            ])
+        );
+        assert_eq!(lines["fail-2"]["status"], "failed");
+        assert!(lines["fail-2"].get("files").is_none());
+        for h in server.file_stats("/out/v.mp4").headers {
+            assert!(h.get("authorization").is_none());
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_download_exits_4_and_leaves_no_file() {
+        let server = server_with_files().await;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let url = server.file_url("/out/gone.jpg");
+        let out = Run::new(&["wait", "old-3", "--download", d])
+            .against(&server)
+            .output()
+            .await
+            .code(4);
+        assert_eq!(
+            stdout(&out),
+            format!("old-3 succeeded download-failed:{url}\n")
+        );
+        assert!(stderr(&out).contains(&format!(
+            "old-3: download of {url} failed: output url expired: \
+             the storage host refused the signed url (403 forbidden)"
+        )));
+        assert_eq!(names(dir.path()), Vec::<String>::new());
+        assert_eq!(server.file_stats("/out/gone.jpg").requests, 1);
+
+        let out = Run::new(&["wait", "old-3", "--download", d, "-o", "json"])
+            .against(&server)
+            .output()
+            .await
+            .code(4);
+        let line = &json_lines(&out)[0];
+        assert_eq!(line["files"][0]["error"]["kind"], "expired");
+        assert_eq!(line["files"][0]["error"]["http_status"], 403);
+        assert_eq!(line["files"][0]["path"], Value::Null);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn get_saves_the_outputs_of_a_finished_job() {
+        let server = server_with_files().await;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        // Not finished yet: nothing to save.
+        Run::new(&["get", "v2v-1", "--download", d])
+            .against(&server)
+            .output()
+            .await
+            .code(0)
+            .stdout("v2v-1 processing\n");
+        assert_eq!(names(dir.path()), Vec::<String>::new());
+        Run::new(&["wait", "v2v-1"])
+            .against(&server)
+            .output()
+            .await
+            .code(0);
+        Run::new(&["get", "v2v-1", "--download", d])
+            .against(&server)
+            .output()
+            .await
+            .code(0)
+            .stdout(format!("v2v-1 succeeded {d}/v2v-1_0.mp4 {d}/v2v-1_1.png\n"));
+        assert_eq!(names(dir.path()), ["v2v-1_0.mp4", "v2v-1_1.png"]);
+    }
 }

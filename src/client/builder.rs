@@ -12,6 +12,7 @@ use tower::Service;
 
 use super::{Client, Inner, ENV_API_KEY, ENV_BASE_URL};
 use crate::auth::{ApiKey, AuthLayer};
+use crate::download::{DownloadSettings, Downloader};
 use crate::error::{BoxError, Error};
 use crate::hub::{Hub, HubConfig, Throttle};
 use crate::poll::PollPolicy;
@@ -59,6 +60,7 @@ pub struct ClientBuilder {
     allow_insecure_http: bool,
     max_body: usize,
     hub: HubConfig,
+    downloads: DownloadSettings,
 }
 
 impl Default for ClientBuilder {
@@ -74,6 +76,7 @@ impl Default for ClientBuilder {
             allow_insecure_http: false,
             max_body: DEFAULT_MAX_BODY,
             hub: HubConfig::default(),
+            downloads: DownloadSettings::default(),
         }
     }
 }
@@ -163,6 +166,14 @@ impl ClientBuilder {
         self
     }
 
+    /// The most downloads of this client (and its clones) that run at once
+    /// (default [`DEFAULT_MAX_DOWNLOADS`](crate::download::DEFAULT_MAX_DOWNLOADS); at least 1). Others wait for a
+    /// free slot before sending anything.
+    pub fn max_downloads(mut self, n: usize) -> Self {
+        self.downloads.max_downloads = n.max(1);
+        self
+    }
+
     /// The HTTP transport: any `tower::Service<http::Request<Full<Bytes>>>`
     /// answering `http::Response<B>` (default [`HyperTransport`]). Wrap it in
     /// tower-http layers as you like; the key is added above it.
@@ -201,7 +212,7 @@ impl ClientBuilder {
             retry: self.retry,
             max_body: self.max_body,
         };
-        let (stack, get) = match self.transport {
+        let (stack, get, raw) = match self.transport {
             Some(make) => make(&settings),
             None => make_stack(HyperTransport::new(), &settings),
         };
@@ -210,6 +221,13 @@ impl ClientBuilder {
             poll = poll.timeout(t);
         }
         let hub = Hub::new(stack.clone(), poll.clone(), self.hub);
+        let downloader = Downloader::new(
+            raw,
+            settings.retry,
+            settings.attempt_timeout,
+            self.allow_insecure_http,
+            &self.downloads,
+        );
         Ok(Client {
             inner: Arc::new(Inner {
                 stack,
@@ -217,6 +235,7 @@ impl ClientBuilder {
                 poll,
                 base,
                 hub,
+                downloader,
             }),
         })
     }

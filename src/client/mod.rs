@@ -13,15 +13,17 @@
 mod builder;
 
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 
 use futures_core::Stream;
 use tower::util::BoxCloneSyncService;
 
 pub use self::builder::ClientBuilder;
+use crate::download::{self, Download, DownloadOptions, Downloader};
 use crate::error::Error;
 use crate::hub::Hub;
-use crate::model::JobDetail;
+use crate::model::{JobDetail, JobOutput};
 use crate::poll::{self, PollPolicy};
 use crate::query::JobQuery;
 use crate::service::BaseUrl;
@@ -67,6 +69,7 @@ struct Inner {
     poll: PollPolicy,
     base: BaseUrl,
     hub: Hub,
+    downloader: Downloader,
 }
 
 impl Client {
@@ -174,6 +177,47 @@ impl Client {
     /// service, to compose into a stack of your own.
     pub fn service(&self) -> BoxCloneSyncService<JobQuery, JobDetail, Error> {
         self.inner.stack.clone()
+    }
+
+    /// Downloads an output to `to`: streamed to a temporary file beside it,
+    /// resumed after a cut where the server allows, and renamed into place
+    /// when complete. See [`download`](crate::download) for the details.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::is_expired`]: the URL's `link_expired_at` has passed
+    ///   (nothing is sent), or the storage host answered 403;
+    /// - [`Error::is_invalid_input`]: the URL is not `https` (or `http` on
+    ///   loopback), or `to` has no file name;
+    /// - [`Error::is_io`]: the temporary file could not be created, written
+    ///   or moved into place;
+    /// - the last error after retries: transport, timeout, HTTP status, or
+    ///   a refused redirect ([`Error::is_http`] with the 3xx status).
+    ///
+    /// Nothing is left at `to` or beside it after an error.
+    pub async fn download(
+        &self,
+        output: &JobOutput,
+        to: impl AsRef<Path>,
+    ) -> Result<Download, Error> {
+        self.download_with(output, to, DownloadOptions::default())
+            .await
+    }
+
+    /// [`download`](Self::download) with progress reports or another idle
+    /// timeout.
+    ///
+    /// # Errors
+    ///
+    /// As [`download`](Self::download).
+    pub async fn download_with(
+        &self,
+        output: &JobOutput,
+        to: impl AsRef<Path>,
+        options: DownloadOptions,
+    ) -> Result<Download, Error> {
+        let to = to.as_ref().to_path_buf();
+        download::run(&self.inner.downloader, output, to, options).await
     }
 }
 

@@ -43,13 +43,17 @@ pub enum ErrorKind {
     Stall,
     /// The scheduler behind `Client::wait` stopped.
     Closed,
+    /// An output's signed URL is no longer valid.
+    Expired,
+    /// A local file could not be created, written or moved into place.
+    Io,
 }
 
 impl ErrorKind {
     /// A stable snake-case name: `invalid_input`, `transport`,
     /// `certificate`, `timeout`,
     /// `http`, `api`, `decode`, `body_too_large`, `deadline`, `stall`,
-    /// `closed`.
+    /// `closed`, `expired`, `io`.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::InvalidInput => "invalid_input",
@@ -63,6 +67,8 @@ impl ErrorKind {
             ErrorKind::Deadline => "deadline",
             ErrorKind::Stall => "stall",
             ErrorKind::Closed => "closed",
+            ErrorKind::Expired => "expired",
+            ErrorKind::Io => "io",
         }
     }
 }

@@ -146,6 +146,23 @@ impl Error {
         Error::new(Kind::Closed).with_message("the wait scheduler has stopped")
     }
 
+    pub(crate) fn expired(status: Option<StatusCode>, message: impl Into<Box<str>>) -> Self {
+        let mut err = Error::new(Kind::Expired).with_message(message);
+        err.inner.status = status;
+        err
+    }
+
+    pub(crate) fn with_status(mut self, status: StatusCode) -> Self {
+        self.inner.status = Some(status);
+        self
+    }
+
+    pub(crate) fn io(message: impl Into<Box<str>>, source: std::io::Error) -> Self {
+        Error::new(Kind::Io)
+            .with_message(message)
+            .with_source(source)
+    }
+
     pub(crate) fn no_runtime() -> Self {
         Error::new(Kind::Closed)
             .with_message("waits need a tokio runtime and none is running on this thread")
@@ -267,6 +284,20 @@ impl Error {
         self.inner.kind == Kind::Closed
     }
 
+    /// An output's signed URL is no longer valid: its `link_expired_at` had
+    /// passed before the download started (nothing was sent), or the
+    /// storage host refused it with 403 ([`status`](Error::status) says
+    /// which). Ask the API for the job again to get fresh URLs.
+    pub fn is_expired(&self) -> bool {
+        self.inner.kind == Kind::Expired
+    }
+
+    /// A local file could not be created, written, synced or moved into
+    /// place (a download's target folder is missing, the disk is full).
+    pub fn is_io(&self) -> bool {
+        self.inner.kind == Kind::Io
+    }
+
     /// The retry loop stopped although the error was transient, because the
     /// shared retry budget ran out.
     pub fn is_budget_exhausted(&self) -> bool {
@@ -294,7 +325,9 @@ impl Error {
             | Kind::BodyTooLarge
             | Kind::Deadline
             | Kind::Stall
-            | Kind::Closed => false,
+            | Kind::Closed
+            | Kind::Expired
+            | Kind::Io => false,
         }
     }
 
@@ -399,6 +432,8 @@ impl fmt::Display for Error {
                 }
             }
             Kind::Closed => {}
+            Kind::Expired => f.write_str("output url expired")?,
+            Kind::Io => f.write_str("file error")?,
         }
         let sep = if matches!(
             inner.kind,

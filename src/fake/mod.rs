@@ -51,6 +51,7 @@
 
 mod body;
 mod fault;
+mod files;
 mod handler;
 mod timeline;
 
@@ -62,6 +63,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use http_body_util::Either;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
@@ -71,6 +73,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 pub use fault::{Fault, FaultPlan, Garbage, RetryAfter};
+pub use files::{FakeFile, FileFault, FileFaults, FileStats};
 pub use timeline::Timeline;
 
 use handler::Shared;
@@ -88,6 +91,7 @@ pub struct FakeServer {
     addr: SocketAddr,
     base_url: String,
     shared: Arc<Shared>,
+    files: Arc<files::Files>,
     stop: Option<watch::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -100,6 +104,7 @@ pub struct FakeServerBuilder {
     jobs: Vec<(String, Timeline)>,
     job_faults: HashMap<String, FaultPlan>,
     faults: FaultPlan,
+    files: files::Files,
 }
 
 impl FakeServer {
@@ -113,6 +118,7 @@ impl FakeServer {
             jobs: Vec::new(),
             job_faults: HashMap::new(),
             faults: FaultPlan::none(),
+            files: files::Files::default(),
         }
     }
 
@@ -292,11 +298,18 @@ impl FakeServerBuilder {
             self.faults,
         ));
         let (stop, stopped) = watch::channel(());
-        let task = tokio::spawn(serve(listener, Arc::clone(&shared), stopped));
+        let files = Arc::new(self.files);
+        let task = tokio::spawn(serve(
+            listener,
+            Arc::clone(&shared),
+            Arc::clone(&files),
+            stopped,
+        ));
         Ok(FakeServer {
             addr,
             base_url,
             shared,
+            files,
             stop: Some(stop),
             task: Some(task),
         })
@@ -339,7 +352,12 @@ where
 }
 
 /// The accept loop: one task a connection, all ended when `stopped` fires.
-async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::Receiver<()>) {
+async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    files: Arc<files::Files>,
+    mut stopped: watch::Receiver<()>,
+) {
     let builder = auto::Builder::new(StopExecutor {
         stopped: stopped.clone(),
     });
@@ -359,9 +377,19 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::R
                 };
                 shared.connections.fetch_add(1, Ordering::SeqCst);
                 let shared = Arc::clone(&shared);
+                let files = Arc::clone(&files);
                 let builder = Arc::clone(&builder);
                 conns.spawn(async move {
-                    let svc = service_fn(move |req| Arc::clone(&shared).handle(req));
+                    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let shared = Arc::clone(&shared);
+                        let files = Arc::clone(&files);
+                        async move {
+                            if files.serves(req.uri().path()) {
+                                return Ok(files.handle(req).map(Either::Right));
+                            }
+                            shared.handle(req).await.map(|res| res.map(Either::Left))
+                        }
+                    });
                     if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
                         tracing::trace!(error = %e, "fake server connection ended");
                     }

@@ -29,7 +29,8 @@ Exit codes (the largest that applies wins):
   1  some job failed
   2  usage error, invalid job id or missing API key (nothing was sent)
   3  a wait reached its deadline or stalled
-  4  any other error: HTTP, API, transport, decode, attempt timeout";
+  4  any other error: HTTP, API, transport, decode, attempt timeout,
+     a failed download";
 
 /// Follow GoEnhance generation jobs: fetch a job's status, or wait until
 /// jobs finish and print their result URLs.
@@ -55,6 +56,11 @@ pub(crate) enum Command {
 pub(crate) struct GetArgs {
     /// The job id (`img_uuid`).
     pub(crate) id: String,
+
+    /// Save the job's outputs, if it succeeded, in DIR as
+    /// <img_uuid>_<n>.<ext> (DIR is made if missing).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) download: Option<PathBuf>,
 
     #[command(flatten)]
     pub(crate) conn: ConnArgs,
@@ -86,6 +92,11 @@ pub(crate) struct WaitArgs {
     /// Give up on a job whose status has not changed for this long.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) stall_after: Option<Duration>,
+
+    /// Save each succeeded job's outputs in DIR as <img_uuid>_<n>.<ext>
+    /// (DIR is made if missing), as soon as the job ends.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) download: Option<PathBuf>,
 
     #[command(flatten)]
     pub(crate) conn: ConnArgs,

@@ -84,6 +84,11 @@ impl Live {
         Live { mp, mode, width }
     }
 
+    /// The display's bars, to add more (download progress).
+    pub(crate) fn multi(&self) -> MultiProgress {
+        self.mp.clone()
+    }
+
     /// Shows a job's new status.
     pub(crate) fn update(&self, id: &str, status: &str) {
         if let Mode::PerJob(lines) = &self.mode {

@@ -2,8 +2,8 @@
 //! finish and print their result URLs.
 //!
 //! ```text
-//! goenhance-jobs get <ID> [--output text|json]
-//! goenhance-jobs wait <ID>... [--stdin] [--timeout 30m] [--output text|json]
+//! goenhance-jobs get <ID> [--download DIR] [--output text|json]
+//! goenhance-jobs wait <ID>... [--stdin] [--timeout 30m] [--download DIR] [--output text|json]
 //! goenhance-jobs demo
 //! ```
 //!
@@ -13,6 +13,7 @@
 
 mod args;
 mod demo;
+mod download;
 mod live;
 mod report;
 
@@ -28,6 +29,7 @@ use goenhance_jobs::{
 };
 
 use crate::args::{Cli, Command, ConnArgs, Format, GetArgs, WaitArgs};
+use crate::download::Saver;
 use crate::live::Live;
 use crate::report::{code, exit_code, text_line, JobLine, Outcome};
 
@@ -66,6 +68,19 @@ async fn get(args: GetArgs) -> u8 {
     };
     let id = queries[0].img_uuid();
     let outcome = client.get(id).await;
+    if let Some(dir) = &args.download {
+        let bars = download::bars_on_terminal(args.out.output);
+        let saver = match Saver::new(client.clone(), dir, bars.clone()) {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+        if saver.wants(&outcome) {
+            let outputs = outcome.as_ref().map(|d| d.outputs()).unwrap_or_default();
+            let saved = download::save_all(&client, dir, id, outputs, bars.as_ref()).await;
+            download::print_saved(id, &outcome, &saved, args.out.output, None);
+            return exit_code(&outcome).max(download::exit_code(&saved));
+        }
+    }
     print_outcome(id, &outcome, args.out.output, None);
     exit_code(&outcome)
 }
@@ -107,7 +122,14 @@ async fn wait(args: WaitArgs) -> u8 {
     };
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
     let live = live_display(args.out.output).then(|| Live::new(&ids));
-    run_waits(&client, queries, args.out.output, live)
+    let saver = match &args.download {
+        Some(dir) => match Saver::new(client.clone(), dir, live.as_ref().map(Live::multi)) {
+            Ok(s) => Some(s),
+            Err(code) => return code,
+        },
+        None => None,
+    };
+    run_waits(&client, queries, args.out.output, live, saver)
         .await
         .code
 }
@@ -206,6 +228,8 @@ pub(crate) struct Tally {
     pub(crate) succeeded: usize,
     pub(crate) failed: usize,
     pub(crate) errors: usize,
+    /// Jobs with a file that could not be saved.
+    pub(crate) download_failures: usize,
 }
 
 /// Waits on every query through the client's scheduler, printing each job
@@ -215,6 +239,7 @@ pub(crate) async fn run_waits(
     queries: Vec<JobQuery>,
     format: Format,
     mut live: Option<Live>,
+    mut saver: Option<Saver>,
 ) -> Tally {
     let mut tally = Tally::default();
     // Every job given gets a line: those the scheduler never answered for
@@ -234,12 +259,19 @@ pub(crate) async fn run_waits(
     };
     let mut ctrl_c = pin!(tokio::signal::ctrl_c());
     let mut can_interrupt = true;
+    let mut waits_done = false;
     let mut refresh = tokio::time::interval(Duration::from_millis(100));
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
+        if waits_done && !saver.as_ref().is_some_and(Saver::is_busy) {
+            break;
+        }
         tokio::select! {
-            next = results.next() => {
-                let Some((query, outcome)) = next else { break };
+            next = results.next(), if !waits_done => {
+                let Some((query, outcome)) = next else {
+                    waits_done = true;
+                    continue;
+                };
                 let id = query.img_uuid();
                 if let (Ok(d), Some(live)) = (&outcome, &live) {
                     if !d.is_terminal() {
@@ -259,7 +291,20 @@ pub(crate) async fn run_waits(
                     Ok(_) => tally.succeeded += 1,
                     Err(_) => tally.errors += 1,
                 }
+                if let Some(saver) = saver.as_mut().filter(|s| s.wants(&outcome)) {
+                    saver.start(id.to_owned(), outcome);
+                    continue;
+                }
                 print_outcome(id, &outcome, format, live.as_mut());
+            }
+            Some((id, outcome, saved)) = async { saver.as_mut()?.next().await },
+                if saver.as_ref().is_some_and(Saver::is_busy) => {
+                let failed = download::exit_code(&saved);
+                if failed != code::OK {
+                    tally.download_failures += 1;
+                }
+                tally.code = tally.code.max(failed);
+                download::print_saved(&id, &outcome, &saved, format, live.as_mut());
             }
             _ = refresh.tick(), if live.is_some() => {
                 if let Some(live) = &live {

@@ -104,6 +104,9 @@ pub(crate) struct JobLine<'a> {
     job_type: Option<&'a str>,
     outputs: Vec<OutputJson<'a>>,
     error: Option<ErrorJson>,
+    /// With `--download`: the saved files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    files: Option<Vec<crate::download::FileJson<'a>>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -144,7 +147,14 @@ impl<'a> JobLine<'a> {
                 http_status: e.status().map(|s| s.as_u16()),
                 api_code: e.api_code(),
             }),
+            files: None,
         }
+    }
+
+    /// Adds the saved files (`--download`).
+    pub(crate) fn with_files(mut self, files: Vec<crate::download::FileJson<'a>>) -> Self {
+        self.files = Some(files);
+        self
     }
 
     pub(crate) fn to_json(&self) -> String {
