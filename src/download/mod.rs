@@ -61,7 +61,7 @@
 //! - A URL whose `link_expired_at` has passed fails at once
 //!   ([`Error::is_expired`]), without a request; a `403` from the storage
 //!   host is also [`Error::is_expired`], and is not retried.
-//! - At most [`ClientBuilder::max_downloads`] downloads of a client run at
+//! - At most [`ClientBuilder::max_downloads`](crate::ClientBuilder::max_downloads) downloads of a client run at
 //!   once (default 4); the others wait their turn.
 
 mod options;
@@ -94,7 +94,7 @@ use crate::retry::RetryPolicy;
 use crate::text::Rounded;
 
 /// Downloads of one client that run at once unless
-/// [`ClientBuilder::max_downloads`] says otherwise.
+/// [`ClientBuilder::max_downloads`](crate::ClientBuilder::max_downloads) says otherwise.
 pub const DEFAULT_MAX_DOWNLOADS: usize = 4;
 
 static USER_AGENT_VALUE: HeaderValue =
