@@ -2,20 +2,19 @@
 //! on loopback), and `get` under chaos.
 #![cfg(feature = "fake")]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use goenhance_jobs::backoff::Jitter;
 use goenhance_jobs::fake::{FakeServer, Fault, FaultPlan, Garbage, RetryAfter, Timeline};
 use goenhance_jobs::{Client, JobStatus, RetryPolicy};
+use support::{server_client, KEY};
 use tokio::time::Instant;
 
-const KEY: &str = "sk-fault-test-77";
-
 fn client(server: &FakeServer, attempt_timeout: Duration, policy: RetryPolicy) -> Client {
-    Client::builder()
-        .base_url(server.base_url())
-        .api_key(KEY)
+    server_client(server.base_url())
         .attempt_timeout(attempt_timeout)
         .retry_policy(policy)
         .build()

@@ -3,6 +3,8 @@
 //! says neither misleads nor leaks (paused clock with the in-memory
 //! transport; a loopback server writing exact bytes where the wire matters).
 
+mod support;
+
 use std::error::Error as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,29 +13,19 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use goenhance_jobs::backoff::Jitter;
 use goenhance_jobs::transport::mock::{MockResponse, MockTransport, RecordedRequest};
-use goenhance_jobs::{
-    Client, ClientBuilder, ErrorKind, JobQuery, JobStatus, PollPolicy, RetryPolicy,
-};
+use goenhance_jobs::{Client, ClientBuilder, ErrorKind, JobStatus, PollPolicy, RetryPolicy};
+use support::{mock_client, q, secs, KEY};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-const KEY: &str = "sk-hostile-0123456789";
 const HUGE: &str = "9223372036854775807";
 
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
-
-fn q(id: &str) -> JobQuery {
-    JobQuery::new(id).unwrap()
-}
-
+/// The default retries, a fixed 5 s between polls.
 fn builder(mock: &MockTransport) -> ClientBuilder {
-    Client::builder()
-        .api_key(KEY)
+    mock_client(mock)
+        .retry_policy(RetryPolicy::default())
         .poll_policy(PollPolicy::fixed(secs(5)).jitter(Jitter::None))
-        .transport(mock.clone())
 }
 
 /// Healthy jobs go pending → success over two polls; `poison` always

@@ -1,29 +1,20 @@
 //! The hub behind `wait` and `wait_all`: one scheduler, merged duplicates,
 //! shared limits (paused clock, in-memory transport).
 
+mod support;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use goenhance_jobs::hub::PerSecond;
 use goenhance_jobs::transport::mock::{MockResponse, MockTransport};
-use goenhance_jobs::{Client, ClientBuilder, JobQuery, JobStatus, PollPolicy, RetryPolicy};
+use goenhance_jobs::{ClientBuilder, JobStatus, PollPolicy};
+use support::{mock_client, q, secs};
 use tokio::time::Instant;
 
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
-
 fn builder(mock: &MockTransport) -> ClientBuilder {
-    Client::builder()
-        .api_key("sk-hub-test")
-        .retry_policy(RetryPolicy::never())
-        .poll_policy(PollPolicy::fixed(secs(5)))
-        .transport(mock.clone())
-}
-
-fn q(id: &str) -> JobQuery {
-    JobQuery::new(id).unwrap()
+    mock_client(mock).poll_policy(PollPolicy::fixed(secs(5)))
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,28 +1,19 @@
 //! Waits and watches on the paused clock with the in-memory transport.
 
+mod support;
+
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use goenhance_jobs::backoff::Jitter;
 use goenhance_jobs::transport::mock::{MockResponse, MockTransport};
-use goenhance_jobs::{
-    Client, JobQuery, JobStatus, JobStatusService, PollLayer, PollPolicy, RetryPolicy,
-};
+use goenhance_jobs::{Client, JobQuery, JobStatus, JobStatusService, PollLayer, PollPolicy};
+use support::{mock_client, secs};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
-
 fn client(mock: &MockTransport, poll: PollPolicy) -> Client {
-    Client::builder()
-        .api_key("sk-poll-test")
-        .retry_policy(RetryPolicy::never())
-        .poll_policy(poll)
-        .transport(mock.clone())
-        .build()
-        .unwrap()
+    mock_client(mock).poll_policy(poll).build().unwrap()
 }
 
 fn offsets_s(mock: &MockTransport, start: Instant) -> Vec<f64> {

@@ -1,21 +1,19 @@
 //! Retry: classification, backoff schedule, Retry-After, budget (in-memory
 //! transport on the paused clock for schedules).
 
+mod support;
+
 use std::time::{Duration, SystemTime};
 
 use goenhance_jobs::backoff::Jitter;
 use goenhance_jobs::retry::TokenBucket;
 use goenhance_jobs::transport::mock::{MockResponse, MockTransport};
 use goenhance_jobs::{Client, JobStatus, RetryPolicy};
+use support::mock_client;
 use tokio::time::Instant;
 
 fn client(mock: &MockTransport, policy: RetryPolicy) -> Client {
-    Client::builder()
-        .api_key("sk-retry-test")
-        .retry_policy(policy)
-        .transport(mock.clone())
-        .build()
-        .unwrap()
+    mock_client(mock).retry_policy(policy).build().unwrap()
 }
 
 fn offsets(mock: &MockTransport, start: Instant) -> Vec<u128> {

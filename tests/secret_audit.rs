@@ -6,6 +6,8 @@
 //! through retries and faults, a refused key, a deadline, and failing gets.
 #![cfg(feature = "fake")]
 
+mod support;
+
 use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,6 +17,7 @@ use goenhance_jobs::transport::mock::{MockResponse, MockTransport};
 use goenhance_jobs::{
     ApiKey, AuthLayer, Client, ClientBuilder, HyperTransport, JobStatus, PollPolicy, RetryPolicy,
 };
+use support::server_client;
 use tower::Layer;
 use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::fmt::MakeWriter;
@@ -72,8 +75,7 @@ fn fast_retries() -> RetryPolicy {
 }
 
 fn client(base: &str) -> ClientBuilder {
-    Client::builder()
-        .base_url(base)
+    server_client(base)
         .api_key(KEY)
         .attempt_timeout(Duration::from_millis(500))
         .retry_policy(fast_retries())

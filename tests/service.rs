@@ -1,24 +1,19 @@
 //! The request a query becomes, and what is refused before anything is sent
 //! (in-memory transport: only the logic is under test here).
 
+mod support;
+
 use std::time::Duration;
 
 use goenhance_jobs::transport::mock::{MockResponse, MockTransport};
 use goenhance_jobs::{Client, JobQuery, JobStatus, JobStatusService, RetryPolicy};
 use http::header::{ACCEPT, AUTHORIZATION, USER_AGENT};
 use http::Method;
+use support::{mock_client, KEY};
 use tower::ServiceExt;
 
-const KEY: &str = "sk-service-test-4c1d";
-
 fn client(mock: &MockTransport, base: &str) -> Client {
-    Client::builder()
-        .base_url(base)
-        .api_key(KEY)
-        .retry_policy(RetryPolicy::never())
-        .transport(mock.clone())
-        .build()
-        .unwrap()
+    mock_client(mock).base_url(base).build().unwrap()
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
 //! `HyperTransport` end to end against the fake server on loopback.
 #![cfg(feature = "fake")]
 
+mod support;
+
 use std::time::Duration;
 
 use goenhance_jobs::fake::{FakeServer, Timeline};
@@ -8,9 +10,8 @@ use goenhance_jobs::{
     AuthLayer, Client, HyperTransport, JobQuery, JobStatus, JobStatusService, OutputKind,
     RetryPolicy,
 };
+use support::{server_client, KEY};
 use tower::{Layer, ServiceExt};
-
-const KEY: &str = "sk-wire-test-91ab";
 
 async fn server() -> FakeServer {
     FakeServer::builder()
@@ -29,10 +30,8 @@ async fn server() -> FakeServer {
 }
 
 fn client(server: &FakeServer, key: &str) -> Client {
-    Client::builder()
-        .base_url(server.base_url())
+    server_client(server.base_url())
         .api_key(key)
-        .retry_policy(RetryPolicy::never())
         .build()
         .unwrap()
 }
