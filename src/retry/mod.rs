@@ -14,7 +14,7 @@
 //!   [`retry_after`](crate::Error::retry_after) says how long it asked;
 //! - no retry is sent, and no delay runs, past the query's
 //!   [deadline](crate::JobQuery::deadline);
-//! - every retry is paid from a [`Budget`] ([`TokenBucket`] by default)
+//! - every retry is paid from a [`RetryBudget`] ([`TokenBucket`] by default)
 //!   shared by all clones of the policy, so an outage does not multiply the
 //!   load.
 //!
@@ -44,7 +44,7 @@ use std::task::{Context, Poll};
 use tower::Service;
 
 use self::attempt::Attempt;
-pub use self::budget::{Budget, TokenBucket};
+pub use self::budget::{RetryBudget, TokenBucket};
 pub use self::layer::RetryLayer;
 pub(crate) use self::oneshot::oneshot;
 pub use self::policy::RetryPolicy;

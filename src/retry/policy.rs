@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::budget::{Budget, TokenBucket};
+use super::budget::{RetryBudget, TokenBucket};
 use crate::backoff::{ExponentialBackoff, Jitter};
 use crate::error::Error;
 
@@ -17,7 +17,7 @@ pub struct RetryPolicy {
     pub(super) max_attempts: u32,
     pub(super) backoff: ExponentialBackoff,
     pub(super) max_retry_after: Duration,
-    pub(super) budget: Option<Arc<dyn Budget>>,
+    pub(super) budget: Option<Arc<dyn RetryBudget>>,
     classifier: Option<Classifier>,
     pub(super) seed: Option<u64>,
 }
@@ -93,13 +93,13 @@ impl RetryPolicy {
     }
 
     /// Pays retries from this budget, shared by every clone of the policy.
-    pub fn budget(mut self, budget: impl Budget + 'static) -> Self {
+    pub fn budget(mut self, budget: impl RetryBudget + 'static) -> Self {
         self.budget = Some(Arc::new(budget));
         self
     }
 
     /// Pays retries from a budget that is already shared elsewhere.
-    pub fn shared_budget(mut self, budget: Arc<dyn Budget>) -> Self {
+    pub fn shared_budget(mut self, budget: Arc<dyn RetryBudget>) -> Self {
         self.budget = Some(budget);
         self
     }
@@ -136,7 +136,7 @@ impl RetryPolicy {
     }
 
     /// The budget, if any.
-    pub fn get_budget(&self) -> Option<&Arc<dyn Budget>> {
+    pub fn get_budget(&self) -> Option<&Arc<dyn RetryBudget>> {
         self.budget.as_ref()
     }
 

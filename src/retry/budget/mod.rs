@@ -9,7 +9,7 @@ use crate::error::Error;
 
 /// Decides whether a retry may be sent. Shared (behind an `Arc`) by every
 /// clone of a client.
-pub trait Budget: std::fmt::Debug + Send + Sync {
+pub trait RetryBudget: std::fmt::Debug + Send + Sync {
     /// Pays for one retry after `error`; `false` when the budget cannot (the
     /// retry is not sent).
     fn withdraw(&self, error: &Error) -> bool;

@@ -1,6 +1,6 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::Budget;
+use super::RetryBudget;
 use crate::error::Error;
 
 /// An AWS-style token bucket.
@@ -19,7 +19,7 @@ use crate::error::Error;
 /// refill it; successes do.
 ///
 /// ```
-/// use goenhance_jobs::retry::{Budget, TokenBucket};
+/// use goenhance_jobs::retry::{RetryBudget, TokenBucket};
 /// # let transient = goenhance_jobs::JobDetail::from_json(b"garbage").unwrap_err();
 ///
 /// let bucket = TokenBucket::new(10, 5, 10);
@@ -79,7 +79,7 @@ impl Default for TokenBucket {
     }
 }
 
-impl Budget for TokenBucket {
+impl RetryBudget for TokenBucket {
     fn withdraw(&self, error: &Error) -> bool {
         let cost = self.cost(error);
         self.tokens
