@@ -165,7 +165,7 @@ impl Driver {
     }
 
     fn instant_at(&self, ms: u64) -> Instant {
-        self.epoch + Duration::from_millis(ms)
+        crate::clock::after(self.epoch, Duration::from_millis(ms))
     }
 
     fn next_wake(&self) -> Option<Instant> {
