@@ -70,6 +70,10 @@ pub(crate) enum Kind {
     Stall,
     /// The scheduler behind `Client::wait` stopped.
     Closed,
+    /// A tracking store failed (it may come back).
+    Store,
+    /// A tracking store cannot be used by this version (schema newer).
+    StoreSchema,
 }
 
 /// Why a retry loop gave up on an error that was still transient.
@@ -163,6 +167,42 @@ impl Error {
         Error::new(Kind::Closed).with_message("the wait scheduler has stopped")
     }
 
+    pub(crate) fn store(message: impl Into<Box<str>>) -> Self {
+        Error::new(Kind::Store).with_message(message)
+    }
+
+    pub(crate) fn store_schema(message: impl Into<Box<str>>) -> Self {
+        Error::new(Kind::StoreSchema).with_message(message)
+    }
+
+    /// Rebuilds an error from what a tracking store kept of it.
+    pub(crate) fn from_parts(
+        kind: Kind,
+        message: Option<Box<str>>,
+        status: Option<StatusCode>,
+        api_code: Option<i64>,
+        wait: Option<WaitReport>,
+    ) -> Self {
+        let mut err = Error::new(kind);
+        err.inner.message = message;
+        err.inner.status = status;
+        err.inner.api_code = api_code;
+        err.inner.wait = wait;
+        err
+    }
+
+    pub(crate) fn kind(&self) -> Kind {
+        self.inner.kind
+    }
+
+    pub(crate) fn message(&self) -> Option<&str> {
+        self.inner.message.as_deref()
+    }
+
+    pub(crate) fn wait_report(&self) -> Option<&WaitReport> {
+        self.inner.wait.as_ref()
+    }
+
     pub(crate) fn wait_ended(kind: Kind, report: WaitReport) -> Self {
         debug_assert!(matches!(kind, Kind::Deadline | Kind::Stall));
         let mut err = Error::new(kind);
@@ -240,6 +280,13 @@ impl Error {
         self.inner.kind == Kind::Closed
     }
 
+    /// A tracking store failed: unreachable, refused, or holding a schema
+    /// newer than this crate knows. Its message never carries a password or
+    /// a connection string.
+    pub fn is_store(&self) -> bool {
+        matches!(self.inner.kind, Kind::Store | Kind::StoreSchema)
+    }
+
     /// The retry loop stopped although the error was transient, because the
     /// shared retry budget ran out.
     pub fn is_budget_exhausted(&self) -> bool {
@@ -265,7 +312,9 @@ impl Error {
             | Kind::BodyTooLarge
             | Kind::Deadline
             | Kind::Stall
-            | Kind::Closed => false,
+            | Kind::Closed
+            | Kind::Store
+            | Kind::StoreSchema => false,
         }
     }
 
@@ -393,6 +442,7 @@ impl fmt::Display for Error {
                 }
             }
             Kind::Closed => {}
+            Kind::Store | Kind::StoreSchema => f.write_str("store error")?,
         }
         let mut sep = if matches!(
             inner.kind,

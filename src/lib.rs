@@ -46,6 +46,7 @@
 //!
 //! - `rustls` (default): HTTPS for [`HyperTransport`].
 //! - `fake`: [`fake`], a fake GoEnhance server on loopback for tests.
+//! - `sqlite`: [`track::SqliteStore`], durable tracking in an embedded SQLite file.
 //! - `cli`: the `goenhance-jobs` command-line tool.
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
@@ -60,6 +61,7 @@ pub mod poll;
 pub mod retry;
 pub mod service;
 pub mod timeout;
+pub mod track;
 pub mod transport;
 
 #[cfg(feature = "fake")]

@@ -87,6 +87,8 @@ pub(crate) struct Hub {
 
 enum Command {
     One(JobQuery, oneshot::Sender<Answer>),
+    /// A wait that began at `.1` and ends at `.2` (a tracked job resumed).
+    Until(JobQuery, Instant, Instant, oneshot::Sender<Answer>),
     Many {
         /// Whether every status change is sent too, not only the end.
         changes: bool,
@@ -165,6 +167,20 @@ impl Hub {
     pub(crate) async fn wait(&self, query: JobQuery) -> Answer {
         let (tx, rx) = oneshot::channel();
         self.send(Command::One(query, tx))?;
+        rx.await.unwrap_or_else(|_| Err(Error::closed()))
+    }
+
+    /// A wait that began at `started` (its history and schedule count from
+    /// there) and ends at `deadline`, for a tracked job resumed after a
+    /// restart.
+    pub(crate) async fn wait_until(
+        &self,
+        query: JobQuery,
+        started: Instant,
+        deadline: Instant,
+    ) -> Answer {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Until(query, started, deadline, tx))?;
         rx.await.unwrap_or_else(|_| Err(Error::closed()))
     }
 
@@ -546,6 +562,14 @@ impl Driver {
                 },
                 now,
             ),
+            Command::Until(query, started, deadline, tx) => self.add(
+                query.img_uuid(),
+                Waiter {
+                    deadline,
+                    sink: Sink::One(tx),
+                },
+                started.min(now),
+            ),
             Command::Many {
                 changes,
                 ids,
@@ -583,8 +607,10 @@ impl Driver {
             job.waiters.push(waiter);
             return;
         }
+        let mut state = WaitState::new(&self.policy, now);
+        state.set_deadline(waiter.deadline);
         let key = self.jobs.insert(Job {
-            state: WaitState::new(&self.policy, now),
+            state,
             id: JobId::new(id),
             waiters: Waiters::One(waiter),
             generation: 0,

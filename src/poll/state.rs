@@ -89,6 +89,11 @@ impl WaitState {
         self.at(self.deadline_ms)
     }
 
+    /// Sets the deadline (a wait that began before this process did).
+    pub(crate) fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline_ms = ms(deadline.saturating_duration_since(self.started));
+    }
+
     /// Moves the deadline later (a new waiter joined a job already followed).
     pub(crate) fn extend_deadline(&mut self, deadline: Instant) {
         self.deadline_ms = self
