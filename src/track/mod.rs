@@ -65,8 +65,8 @@
 //! - What the adaptive schedule learned per job type is saved in the
 //!   store and taken in again when a run starts.
 //!
-//! Wall-clock instants are read as the system clock when the tracker was
-//! built plus tokio's clock since, so that tests on a paused clock see
+//! Wall-clock instants are read as the system clock when the process built
+//! its first tracker plus tokio's clock since, so that tests on a paused clock see
 //! deadlines move with it.
 
 mod memory;
@@ -120,6 +120,12 @@ struct Clock {
 }
 
 impl Clock {
+    /// One clock per process, so that every tracker in it agrees.
+    fn shared() -> Clock {
+        static CLOCK: std::sync::OnceLock<Clock> = std::sync::OnceLock::new();
+        *CLOCK.get_or_init(Clock::new)
+    }
+
     fn new() -> Clock {
         let wall0 = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -383,7 +389,7 @@ impl TrackerBuilder {
                 claim_interval: self.claim_interval,
                 retry_base: self.retry_base,
                 retry_max: self.retry_max,
-                clock: Clock::new(),
+                clock: Clock::shared(),
                 wake: Notify::new(),
             }),
         }
