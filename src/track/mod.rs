@@ -187,7 +187,9 @@ impl Completion {
     }
 
     /// Which delivery this is: 1 the first time, more after a handler
-    /// error or a crash before the delivery was recorded.
+    /// error or a crash before the delivery was recorded. It is counted
+    /// when the outcome is stored, so a crash between storing it and
+    /// calling the handler counts too.
     pub fn deliveries(&self) -> u32 {
         self.deliveries
     }
