@@ -226,6 +226,19 @@ impl TrackStore for MemoryStore {
         self.with(|s| s.rows.values().filter(|r| r.state != DELIVERED).count() as u64)
     }
 
+    fn delivered(&self) -> StoreFuture<'_, Vec<(String, String)>> {
+        self.with(|s| {
+            let mut rows: Vec<_> = s
+                .rows
+                .iter()
+                .filter(|(_, r)| r.state == DELIVERED)
+                .map(|(id, r)| (r.job.tracked_at, id.clone(), r.outcome.clone().unwrap_or_default()))
+                .collect();
+            rows.sort();
+            rows.into_iter().map(|(_, id, o)| (id, o)).collect()
+        })
+    }
+
     fn load_learned(&self) -> StoreFuture<'_, Vec<Learned>> {
         self.with(|s| s.learned.values().cloned().collect())
     }

@@ -303,6 +303,24 @@ impl Tracker {
         self.inner.store.pending().await
     }
 
+    /// Jobs already delivered, with their stored outcomes (deliveries as
+    /// last counted), in the order they were tracked; nothing is polled.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::is_store`] when the store could not be read or cannot list
+    /// delivered jobs.
+    pub async fn delivered(&self) -> Result<Vec<(JobQuery, Result<JobDetail, Error>)>, Error> {
+        let rows = self.inner.store.delivered().await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, text)| {
+                let query = JobQuery::from_shared_id(Arc::from(id.as_str()));
+                (query, outcome::decode(&text))
+            })
+            .collect())
+    }
+
     /// Claims jobs, waits on them through the client's scheduler and calls
     /// `handler` for each finished one; runs until the future is dropped.
     ///

@@ -357,6 +357,24 @@ impl TrackStore for SqliteStore {
         })
     }
 
+    fn delivered(&self) -> StoreFuture<'_, Vec<(String, String)>> {
+        self.run(|conn, count| {
+            count.fetch_add(1, Ordering::Relaxed);
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, outcome FROM goenhance_jobs WHERE state = 2 \
+                     ORDER BY tracked_at, rowid",
+                )
+                .map_err(sql_err)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((r.get(0)?, r.get::<_, Option<String>>(1)?.unwrap_or_default()))
+                })
+                .map_err(sql_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(sql_err)
+        })
+    }
+
     fn load_learned(&self) -> StoreFuture<'_, Vec<Learned>> {
         self.run(|conn, count| {
             count.fetch_add(1, Ordering::Relaxed);

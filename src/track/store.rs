@@ -125,6 +125,15 @@ pub trait TrackStore: fmt::Debug + Send + Sync + 'static {
     /// Jobs tracked and not yet delivered.
     fn pending(&self) -> StoreFuture<'_, u64>;
 
+    /// The delivered jobs and their stored outcomes, `(id, outcome)`, in
+    /// the order they were tracked: for a tool that shows every result
+    /// again. Stores that cannot list them answer with an error.
+    fn delivered(&self) -> StoreFuture<'_, Vec<(String, String)>> {
+        Box::pin(std::future::ready(Err(Error::store(
+            "this store cannot list delivered jobs",
+        ))))
+    }
+
     /// What the poll schedule learned, as last saved.
     fn load_learned(&self) -> StoreFuture<'_, Vec<Learned>>;
 

@@ -4,6 +4,7 @@
 //! ```text
 //! goenhance-jobs get <ID> [--output text|json]
 //! goenhance-jobs wait <ID>... [--stdin] [--timeout 30m] [--output text|json]
+//! goenhance-jobs wait --state FILE [ID]...
 //! goenhance-jobs demo
 //! ```
 //!
@@ -15,6 +16,7 @@ mod args;
 mod demo;
 mod live;
 mod report;
+mod state;
 
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::pin::pin;
@@ -78,7 +80,7 @@ async fn wait(args: WaitArgs) -> u8 {
             }
         }
     }
-    if ids.is_empty() {
+    if ids.is_empty() && args.state.is_none() {
         complain("no job ids given");
         return code::USAGE;
     }
@@ -102,6 +104,9 @@ async fn wait(args: WaitArgs) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Some(path) = &args.state {
+        return state::wait(path, client, queries, args.out.output).await;
+    }
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
     let live = live_display(args.out.output).then(|| Live::new(&ids));
     run_waits(&client, queries, args.out.output, live)
