@@ -33,8 +33,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                  [--handler-ms N] [--timeout-ms N] [--worker-id NAME]";
     let store_path = args.next().ok_or(usage)?;
     let base = args.next().ok_or(usage)?;
-    let (mut track, mut poll_ms, mut handler_ms, mut timeout_ms, mut worker) =
-        (Vec::new(), 200u64, 20u64, 30 * 60 * 1000u64, "worker".to_owned());
+    let (mut track, mut poll_ms, mut handler_ms, mut timeout_ms, mut worker) = (
+        Vec::new(),
+        200u64,
+        20u64,
+        30 * 60 * 1000u64,
+        "worker".to_owned(),
+    );
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(usage)?;
         match flag.as_str() {

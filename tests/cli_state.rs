@@ -56,14 +56,33 @@ async fn interrupted_and_run_again_every_job_is_printed_once_with_its_end() {
     let quick = |kind| Timeline::new(kind).pending(ms(100)).processing(ms(100));
     let server = FakeServer::builder()
         .api_key(KEY)
-        .job("q1", quick("mx-v2v").succeed("video", "https://cdn.example/q1.mp4"))
+        .job(
+            "q1",
+            quick("mx-v2v").succeed("video", "https://cdn.example/q1.mp4"),
+        )
         .job("q2", quick("mx-v2v").fail())
-        .job("q3", quick("mx-v2v").succeed("video", "https://cdn.example/q3.mp4"))
+        .job(
+            "q3",
+            quick("mx-v2v").succeed("video", "https://cdn.example/q3.mp4"),
+        )
         // Still running when the first run is interrupted.
-        .job("s1", Timeline::new("mx-v2v").pending(Duration::from_secs(4)).succeed("video", "https://cdn.example/s1.mp4"))
-        .job("s2", Timeline::new("mx-v2v").processing(Duration::from_secs(4)).fail())
+        .job(
+            "s1",
+            Timeline::new("mx-v2v")
+                .pending(Duration::from_secs(4))
+                .succeed("video", "https://cdn.example/s1.mp4"),
+        )
+        .job(
+            "s2",
+            Timeline::new("mx-v2v")
+                .processing(Duration::from_secs(4))
+                .fail(),
+        )
         // Never ends: its deadline (6 s from the first run) ends it.
-        .job("h1", Timeline::new("mx-v2v").pending(Duration::from_secs(3600)))
+        .job(
+            "h1",
+            Timeline::new("mx-v2v").pending(Duration::from_secs(3600)),
+        )
         .start()
         .await
         .unwrap();
@@ -88,13 +107,28 @@ async fn interrupted_and_run_again_every_job_is_printed_once_with_its_end() {
         let (mut child, lines) = start(
             &b,
             &[
-                "wait", "--state", &f, "-o", "json", "--poll-interval", "100ms",
-                "--timeout", "6s", "q1", "q2", "q3", "s1", "s2", "h1",
+                "wait",
+                "--state",
+                &f,
+                "-o",
+                "json",
+                "--poll-interval",
+                "100ms",
+                "--timeout",
+                "6s",
+                "q1",
+                "q2",
+                "q3",
+                "s1",
+                "s2",
+                "h1",
             ],
         );
         let mut first = Vec::new();
         while first.len() < 3 {
-            let line = lines.recv_timeout(Duration::from_secs(30)).expect("quick jobs printed");
+            let line = lines
+                .recv_timeout(Duration::from_secs(30))
+                .expect("quick jobs printed");
             first.push(status_of(&line));
         }
         let kill = Command::new("kill")
@@ -121,7 +155,10 @@ async fn interrupted_and_run_again_every_job_is_printed_once_with_its_end() {
             ("q3".to_owned(), "succeeded".to_owned()),
         ]
     );
-    let quick_hits: Vec<u64> = ["q1", "q2", "q3"].iter().map(|id| server.hits(id)).collect();
+    let quick_hits: Vec<u64> = ["q1", "q2", "q3"]
+        .iter()
+        .map(|id| server.hits(id))
+        .collect();
 
     // Second run, no ids: prints the three known results without polling
     // them, goes on with the rest, exit code covers all six (a failed job).
@@ -137,7 +174,10 @@ async fn interrupted_and_run_again_every_job_is_printed_once_with_its_end() {
     assert_eq!(code, Some(3), "a deadline is the largest exit code here");
     let mut seen: HashMap<String, String> = HashMap::new();
     for (id, status) in &second {
-        assert!(seen.insert(id.clone(), status.clone()).is_none(), "{id} printed twice");
+        assert!(
+            seen.insert(id.clone(), status.clone()).is_none(),
+            "{id} printed twice"
+        );
     }
     assert_eq!(
         seen,
@@ -149,10 +189,17 @@ async fn interrupted_and_run_again_every_job_is_printed_once_with_its_end() {
     let mut head: Vec<_> = second[..3].iter().map(|(id, _)| id.as_str()).collect();
     head.sort();
     assert_eq!(head, ["q1", "q2", "q3"]);
-    let after: Vec<u64> = ["q1", "q2", "q3"].iter().map(|id| server.hits(id)).collect();
+    let after: Vec<u64> = ["q1", "q2", "q3"]
+        .iter()
+        .map(|id| server.hits(id))
+        .collect();
     assert_eq!(after, quick_hits, "known jobs polled again");
     for id in want.keys() {
-        assert_eq!(server.polls_after_terminal(id), 0, "{id} polled after its end");
+        assert_eq!(
+            server.polls_after_terminal(id),
+            0,
+            "{id} polled after its end"
+        );
     }
 
     // A third run polls nothing and prints the same.

@@ -99,9 +99,15 @@ async fn every_job_is_delivered_once_with_its_meta_then_acknowledged() {
     assert_eq!(
         got,
         HashMap::from([
-            ("a".to_owned(), (json!({"n": 1}), Ok(JobStatus::Succeeded), 1)),
+            (
+                "a".to_owned(),
+                (json!({"n": 1}), Ok(JobStatus::Succeeded), 1)
+            ),
             ("b".to_owned(), (json!({"n": 2}), Ok(JobStatus::Failed), 1)),
-            ("c".to_owned(), (json!({"n": 3}), Ok(JobStatus::Succeeded), 1)),
+            (
+                "c".to_owned(),
+                (json!({"n": 3}), Ok(JobStatus::Succeeded), 1)
+            ),
         ])
     );
     assert_eq!(tracker.pending().await.unwrap(), 0);
@@ -109,7 +115,11 @@ async fn every_job_is_delivered_once_with_its_meta_then_acknowledged() {
     // Polls: a twice, b twice, c once; nothing after the end.
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert_eq!(
-        (mock.count_for("a"), mock.count_for("b"), mock.count_for("c")),
+        (
+            mock.count_for("a"),
+            mock.count_for("b"),
+            mock.count_for("c")
+        ),
         (2, 2, 1)
     );
     assert!(rx.try_recv().is_err(), "delivered twice");
@@ -145,7 +155,10 @@ async fn the_outcome_is_stored_before_the_handler_runs_and_acked_after_ok() {
     });
     assert_eq!(rx.recv().await.unwrap(), (Some(1), false));
     settle().await;
-    assert!(!store.is_delivered("a"), "acked before the handler returned");
+    assert!(
+        !store.is_delivered("a"),
+        "acked before the handler returned"
+    );
     release_tx.send(()).unwrap();
     settle().await;
     assert!(store.is_delivered("a"));
@@ -205,7 +218,10 @@ async fn a_refused_key_is_delivered_as_an_error() {
     tracker.track(q("a"), json!(null)).await.unwrap();
     let (mut rx, run) = spawn_run(&tracker, 0);
     let s = rx.recv().await.unwrap();
-    assert_eq!(s.status, Err("http status 401 unauthorized: the api key was refused".to_owned()));
+    assert_eq!(
+        s.status,
+        Err("http status 401 unauthorized: the api key was refused".to_owned())
+    );
     assert_eq!(s.deliveries, 1);
     settle().await;
     assert!(store.is_delivered("a"));
@@ -234,8 +250,14 @@ async fn a_failing_handler_is_retried_with_backoff_and_counts_deliveries() {
     // 1 s then 2 s, found by the next claim (every 100 ms).
     let gap1 = second.at - first.at;
     let gap2 = third.at - second.at;
-    assert!(gap1 >= Duration::from_secs(1) && gap1 <= Duration::from_millis(1100), "{gap1:?}");
-    assert!(gap2 >= Duration::from_secs(2) && gap2 <= Duration::from_millis(2100), "{gap2:?}");
+    assert!(
+        gap1 >= Duration::from_secs(1) && gap1 <= Duration::from_millis(1100),
+        "{gap1:?}"
+    );
+    assert!(
+        gap2 >= Duration::from_secs(2) && gap2 <= Duration::from_millis(2100),
+        "{gap2:?}"
+    );
     settle().await;
     assert!(store.is_delivered("a"));
     assert_eq!(store.deliveries("a"), Some(3));
@@ -288,7 +310,10 @@ async fn a_store_that_fails_between_outcome_and_handler_loses_nothing() {
     store.set_down(true);
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(mock.count_for("a"), 2);
-    assert!(rx.try_recv().is_err(), "handler ran before the outcome was stored");
+    assert!(
+        rx.try_recv().is_err(),
+        "handler ran before the outcome was stored"
+    );
     store.set_down(false);
     let s = rx.recv().await.unwrap();
     assert_eq!((s.status, s.deliveries), (Ok(JobStatus::Succeeded), 1));
@@ -334,7 +359,10 @@ async fn handlers_of_different_jobs_run_concurrently_up_to_the_cap() {
     assert_eq!(peak.load(Ordering::SeqCst), 4);
     // 12 handlers of 1 s, 4 at a time: 3 s.
     let took = Instant::now() - t0;
-    assert!(took >= Duration::from_secs(3) && took < Duration::from_millis(3100), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_millis(3100),
+        "{took:?}"
+    );
     run.abort();
 }
 
@@ -401,7 +429,11 @@ async fn a_dead_workers_jobs_are_taken_over_when_its_lease_lapses() {
     let s = rx.recv().await.unwrap();
     assert_eq!(s.status, Ok(JobStatus::Succeeded));
     // Not before the lease (taken at t=0 for 6 s) lapsed.
-    assert!(s.at - t_dead >= Duration::from_millis(4500), "{:?}", s.at - t_dead);
+    assert!(
+        s.at - t_dead >= Duration::from_millis(4500),
+        "{:?}",
+        s.at - t_dead
+    );
     run.abort();
 }
 
@@ -487,7 +519,9 @@ mod sqlite {
             seen.push((s.id, s.meta));
         }
         seen.sort_by_key(|(id, _)| id[1..].parse::<u32>().unwrap());
-        let want: Vec<_> = (0..20).map(|i| (format!("j{i}"), json!({ "i": i }))).collect();
+        let want: Vec<_> = (0..20)
+            .map(|i| (format!("j{i}"), json!({ "i": i })))
+            .collect();
         assert_eq!(seen, want);
         until_pending(&store, 0).await;
         run.abort();
@@ -528,7 +562,10 @@ mod sqlite {
         });
         assert_eq!(
             rx.recv().await.unwrap(),
-            (1, "http status 401 unauthorized: the api key was refused".to_owned())
+            (
+                1,
+                "http status 401 unauthorized: the api key was refused".to_owned()
+            )
         );
         run.abort();
         drop(tracker);
@@ -540,7 +577,10 @@ mod sqlite {
         let (mut rx, run) = spawn_run(&tracker, 0);
         let s = rx.recv().await.unwrap();
         assert_eq!(s.deliveries, 2);
-        assert_eq!(s.status, Err("http status 401 unauthorized: the api key was refused".to_owned()));
+        assert_eq!(
+            s.status,
+            Err("http status 401 unauthorized: the api key was refused".to_owned())
+        );
         // Not polled again: the outcome came from the file.
         assert_eq!(mock.count_for("a"), 1);
         until_pending(&store, 0).await;

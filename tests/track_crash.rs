@@ -184,7 +184,10 @@ async fn a_killed_worker_loses_nothing_and_redelivers_only_unrecorded_jobs() {
     })
     .await
     .unwrap();
-    assert!(first.len() < JOBS, "the kill came too late to test anything");
+    assert!(
+        first.len() < JOBS,
+        "the kill came too late to test anything"
+    );
     // Down for a while: the hanging jobs' deadline runs on.
     tokio::time::sleep(ms(1500)).await;
     let restarted_at = now_ms();
@@ -220,7 +223,11 @@ async fn a_killed_worker_loses_nothing_and_redelivers_only_unrecorded_jobs() {
     for (id, what) in &want {
         let d = last[id.as_str()];
         if *what == "error" {
-            assert!(d.what.starts_with("error:wait_deadline_reached"), "{id}: {}", d.what);
+            assert!(
+                d.what.starts_with("error:wait_deadline_reached"),
+                "{id}: {}",
+                d.what
+            );
         } else {
             assert_eq!(d.what, *what, "{id}");
         }
@@ -266,6 +273,9 @@ async fn a_killed_worker_loses_nothing_and_redelivers_only_unrecorded_jobs() {
         .keys()
         .filter(|id| server.polls_after_terminal(id) > 0)
         .count();
-    assert!(polled_again <= 20, "{polled_again} jobs polled after their end");
+    assert!(
+        polled_again <= 20,
+        "{polled_again} jobs polled after their end"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

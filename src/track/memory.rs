@@ -232,7 +232,13 @@ impl TrackStore for MemoryStore {
                 .rows
                 .iter()
                 .filter(|(_, r)| r.state == DELIVERED)
-                .map(|(id, r)| (r.job.tracked_at, id.clone(), r.outcome.clone().unwrap_or_default()))
+                .map(|(id, r)| {
+                    (
+                        r.job.tracked_at,
+                        id.clone(),
+                        r.outcome.clone().unwrap_or_default(),
+                    )
+                })
                 .collect();
             rows.sort();
             rows.into_iter().map(|(_, id, o)| (id, o)).collect()

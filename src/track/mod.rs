@@ -428,7 +428,8 @@ impl fmt::Debug for TrackerBuilder {
 }
 
 type Handler<F> = Arc<F>;
-type WaitFuture = futures_util::future::BoxFuture<'static, (String, Option<Result<JobDetail, Error>>)>;
+type WaitFuture =
+    futures_util::future::BoxFuture<'static, (String, Option<Result<JobDetail, Error>>)>;
 
 /// A job the run holds.
 struct Held {
@@ -558,15 +559,12 @@ where
     }
 
     fn on_wait(&mut self, id: String, answer: Option<Result<JobDetail, Error>>) {
-        match answer {
-            Some(answer) => {
-                if let Some(h) = self.held.get_mut(&id) {
-                    h.abort = None;
-                    self.finished.push((id, answer));
-                }
+        // `None`: aborted, the lease went to another worker.
+        if let Some(answer) = answer {
+            if let Some(h) = self.held.get_mut(&id) {
+                h.abort = None;
+                self.finished.push((id, answer));
             }
-            // Aborted: the lease went to another worker.
-            None => {}
         }
     }
 
@@ -657,7 +655,11 @@ where
     }
 
     async fn renew(&mut self, worker: &str) -> Result<(), Error> {
-        let until = self.inner.clock.now_ms().saturating_add(ms(self.inner.lease));
+        let until = self
+            .inner
+            .clock
+            .now_ms()
+            .saturating_add(ms(self.inner.lease));
         let still: std::collections::HashSet<String> = self
             .inner
             .store

@@ -98,7 +98,11 @@ pub(crate) fn encode(answer: &Result<JobDetail, Error>) -> String {
             let message = match e.kind() {
                 Kind::Transport => {
                     let line = e.to_string();
-                    Some(line.strip_prefix("transport error: ").unwrap_or(&line).to_owned())
+                    Some(
+                        line.strip_prefix("transport error: ")
+                            .unwrap_or(&line)
+                            .to_owned(),
+                    )
                 }
                 _ => e.message().map(str::to_owned),
             };
@@ -179,7 +183,10 @@ mod tests {
         let d = JobDetail::new("job-1", JobStatus::Succeeded)
             .with_job_type("mx-v2v")
             .with_times(Some(start), Some(start + Duration::from_secs(27)))
-            .with_output(JobOutput::new(OutputKind::Video, "https://cdn.example/x.mp4"));
+            .with_output(JobOutput::new(
+                OutputKind::Video,
+                "https://cdn.example/x.mp4",
+            ));
         let back = decode(&encode(&Ok(d.clone()))).unwrap();
         assert_eq!(back, d);
     }

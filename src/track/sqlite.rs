@@ -125,7 +125,8 @@ impl SqliteStore {
 
 fn open_conn(path: &Path) -> Result<Connection, Error> {
     let mut conn = Connection::open(path).map_err(sql_err)?;
-    conn.busy_timeout(Duration::from_secs(10)).map_err(sql_err)?;
+    conn.busy_timeout(Duration::from_secs(10))
+        .map_err(sql_err)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(sql_err)?;
     conn.pragma_update(None, "synchronous", "FULL")
@@ -368,7 +369,10 @@ impl TrackStore for SqliteStore {
                 .map_err(sql_err)?;
             let rows = stmt
                 .query_map([], |r| {
-                    Ok((r.get(0)?, r.get::<_, Option<String>>(1)?.unwrap_or_default()))
+                    Ok((
+                        r.get(0)?,
+                        r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                    ))
                 })
                 .map_err(sql_err)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(sql_err)

@@ -32,11 +32,19 @@ fn count(tally: &mut Tally, outcome: &Outcome) {
 
 /// Records `queries` in the file at `path`, prints what is known, waits on
 /// the rest. Returns the exit code.
-pub(crate) async fn wait(path: &Path, client: Client, queries: Vec<JobQuery>, format: Format) -> u8 {
+pub(crate) async fn wait(
+    path: &Path,
+    client: Client,
+    queries: Vec<JobQuery>,
+    format: Format,
+) -> u8 {
     let store = match SqliteStore::open(path).await {
         Ok(s) => s,
         Err(e) => {
-            complain(format_args!("cannot open the state file {}: {e}", path.display()));
+            complain(format_args!(
+                "cannot open the state file {}: {e}",
+                path.display()
+            ));
             return code::ERROR;
         }
     };
