@@ -4,10 +4,11 @@
 //!
 //! ```text
 //! track_worker STORE BASE_URL [--track ID]... [--poll-ms N] [--handler-ms N]
-//!     [--timeout-ms N] [--worker-id NAME]
+//!     [--timeout-ms N] [--worker-id NAME] [--lease-ms N]
 //! ```
 //!
-//! `STORE` is a SQLite file path (feature `sqlite`). `BASE_URL` is the API
+//! `STORE` is a SQLite file path (feature `sqlite`), or a PostgreSQL URL
+//! `postgres://…` (feature `postgres`) that several workers share. `BASE_URL` is the API
 //! (the crate's fake server in tests); the key comes from
 //! `GOENHANCE_API_KEY` (default `fake-key`). `--track` adds jobs before
 //! running. Output, one line each:
@@ -23,14 +24,14 @@
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use goenhance_jobs::track::{SqliteStore, Tracker};
+use goenhance_jobs::track::{SqliteStore, TrackStore, Tracker};
 use goenhance_jobs::{Client, JobQuery, PollPolicy};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let usage = "usage: track_worker STORE BASE_URL [--track ID]... [--poll-ms N] \
-                 [--handler-ms N] [--timeout-ms N] [--worker-id NAME]";
+                 [--handler-ms N] [--timeout-ms N] [--worker-id NAME] [--lease-ms N]";
     let store_path = args.next().ok_or(usage)?;
     let base = args.next().ok_or(usage)?;
     let (mut track, mut poll_ms, mut handler_ms, mut timeout_ms, mut worker) = (
@@ -40,6 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         30 * 60 * 1000u64,
         "worker".to_owned(),
     );
+    let mut lease_ms = 30_000u64;
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(usage)?;
         match flag.as_str() {
@@ -48,6 +50,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--handler-ms" => handler_ms = value.parse()?,
             "--timeout-ms" => timeout_ms = value.parse()?,
             "--worker-id" => worker = value,
+            "--lease-ms" => lease_ms = value.parse()?,
             _ => return Err(usage.into()),
         }
     }
@@ -58,11 +61,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .poll_policy(PollPolicy::fixed(Duration::from_millis(poll_ms)))
         .wait_timeout(Duration::from_millis(timeout_ms))
         .build()?;
-    let store = SqliteStore::open(&store_path).await?;
-    let tracker = Tracker::builder(client, store)
-        .worker_id(worker)
-        .claim_interval(Duration::from_millis(100))
-        .build();
+    let tracker = if store_path.starts_with("postgres://") || store_path.starts_with("postgresql://") {
+        builder(client, postgres(&store_path).await?, lease_ms)
+    } else {
+        builder(client, SqliteStore::open(&store_path).await?, lease_ms)
+    }
+    .worker_id(worker)
+    .claim_interval(Duration::from_millis(100))
+    .build();
     for id in &track {
         tracker
             .track(JobQuery::new(id)?, serde_json::json!({ "by": "worker" }))
@@ -92,4 +98,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .await?;
     Ok(())
+}
+
+fn builder(
+    client: Client,
+    store: impl TrackStore,
+    lease_ms: u64,
+) -> goenhance_jobs::track::TrackerBuilder {
+    Tracker::builder(client, store).lease(Duration::from_millis(lease_ms))
+}
+
+#[cfg(feature = "postgres")]
+async fn postgres(url: &str) -> Result<goenhance_jobs::track::PostgresStore, goenhance_jobs::Error> {
+    goenhance_jobs::track::PostgresStore::connect(url).await
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn postgres(_url: &str) -> Result<SqliteStore, Box<dyn std::error::Error>> {
+    Err("a postgres store needs the `postgres` feature".into())
 }

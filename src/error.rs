@@ -171,7 +171,7 @@ impl Error {
         Error::new(Kind::Store).with_message(message)
     }
 
-    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     pub(crate) fn store_schema(message: impl Into<Box<str>>) -> Self {
         Error::new(Kind::StoreSchema).with_message(message)
     }

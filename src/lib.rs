@@ -47,6 +47,7 @@
 //! - `rustls` (default): HTTPS for [`HyperTransport`].
 //! - `fake`: [`fake`], a fake GoEnhance server on loopback for tests.
 //! - `sqlite`: [`track::SqliteStore`], durable tracking in an embedded SQLite file.
+//! - `postgres`: [`track::PostgresStore`], a fleet of workers sharing tracked jobs.
 //! - `cli`: the `goenhance-jobs` command-line tool.
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
