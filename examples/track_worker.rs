@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! track_worker STORE BASE_URL [--track ID]... [--poll-ms N] [--handler-ms N]
-//!     [--timeout-ms N] [--worker-id NAME] [--lease-ms N]
+//!     [--timeout-ms N] [--worker-id NAME] [--lease-ms N] [--max-jobs N]
 //! ```
 //!
 //! `STORE` is a SQLite file path (feature `sqlite`), or a PostgreSQL URL
@@ -31,7 +31,7 @@ use goenhance_jobs::{Client, JobQuery, PollPolicy};
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let usage = "usage: track_worker STORE BASE_URL [--track ID]... [--poll-ms N] \
-                 [--handler-ms N] [--timeout-ms N] [--worker-id NAME] [--lease-ms N]";
+                 [--handler-ms N] [--timeout-ms N] [--worker-id NAME] [--lease-ms N] [--max-jobs N]";
     let store_path = args.next().ok_or(usage)?;
     let base = args.next().ok_or(usage)?;
     let (mut track, mut poll_ms, mut handler_ms, mut timeout_ms, mut worker) = (
@@ -42,6 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "worker".to_owned(),
     );
     let mut lease_ms = 30_000u64;
+    let mut max_jobs = 10_000usize;
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(usage)?;
         match flag.as_str() {
@@ -51,6 +52,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--timeout-ms" => timeout_ms = value.parse()?,
             "--worker-id" => worker = value,
             "--lease-ms" => lease_ms = value.parse()?,
+            "--max-jobs" => max_jobs = value.parse()?,
             _ => return Err(usage.into()),
         }
     }
@@ -67,6 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         builder(client, SqliteStore::open(&store_path).await?, lease_ms)
     }
     .worker_id(worker)
+    .max_jobs(max_jobs)
     .claim_interval(Duration::from_millis(100))
     .build();
     for id in &track {
