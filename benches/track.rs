@@ -1,15 +1,20 @@
 //! Durable tracking against the fake server on loopback: 10,000 quick jobs
 //! (each succeeds on its second poll) through in-memory `wait_all` (the
-//! baseline), through `Tracker` on a SQLite file, and the SQLite store's
+//! baseline), through `Tracker` on a SQLite file, and through `Tracker` on
+//! PostgreSQL (a throwaway cluster the benchmark starts), with each store's
 //! statements per job. Same process, same timelines.
 //!
-//! Run: `cargo bench --bench track --features sqlite,fake` (`-- --jobs N`).
+//! Run: `cargo bench --bench track --features sqlite,postgres,fake`
+//! (`-- --jobs N`).
 
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use goenhance_jobs::fake::{FakeServer, Timeline};
-use goenhance_jobs::track::{SqliteStore, Tracker};
+use goenhance_jobs::track::{PostgresStore, SqliteStore, TrackStore, Tracker};
+
+#[path = "../tests/support/pg.rs"]
+mod pg;
 use goenhance_jobs::{Client, JobQuery, PollPolicy};
 
 const POLL: Duration = Duration::from_millis(100);
@@ -57,12 +62,46 @@ async fn main() {
     let mem_polls = s.total_requests();
     drop(s);
 
-    // Tracker on SQLite: track all (concurrently), run until delivered.
+    // Tracker on SQLite, then on PostgreSQL: track all (concurrently), run
+    // until every job is delivered and recorded.
     let dir = std::env::temp_dir().join(format!("goenhance-bench-track-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let s = server("sql", n).await;
-    let store = SqliteStore::open(dir.join("jobs.db")).await.unwrap();
+    let sqlite = SqliteStore::open(dir.join("jobs.db")).await.unwrap();
+    let (sql, sql_polls) = tracked(sqlite.clone(), "sql", n).await;
+    let sql_statements = sqlite.statements();
+
+    let cluster = pg::Cluster::start("bench");
+    let postgres = PostgresStore::connect(&cluster.url()).await.unwrap();
+    let (pgt, pg_polls) = tracked(postgres.clone(), "pg", n).await;
+    let pg_statements = postgres.statements();
+
+    println!("jobs: {n}, poll interval {POLL:?}");
+    println!(
+        "in-memory wait_all: {:.2} s, {:.0} jobs/s, {mem_polls} polls",
+        mem.as_secs_f64(),
+        n as f64 / mem.as_secs_f64()
+    );
+    for (name, took, polls, statements) in [
+        ("sqlite", sql, sql_polls, sql_statements),
+        ("postgres", pgt, pg_polls, pg_statements),
+    ] {
+        println!(
+            "tracker on {name}: {:.2} s, {:.0} jobs/s, {polls} polls, throughput {:.2}x of in-memory, \
+             {statements} statements ({:.2} per job)",
+            took.as_secs_f64(),
+            n as f64 / took.as_secs_f64(),
+            mem.as_secs_f64() / took.as_secs_f64(),
+            statements as f64 / n as f64
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Tracks `n` jobs in `store` and runs a tracker until all are delivered:
+/// the time taken and the polls the server saw.
+async fn tracked<S: TrackStore + Clone>(store: S, prefix: &str, n: usize) -> (Duration, u64) {
+    let s = server(prefix, n).await;
     let tracker = Tracker::builder(client(s.base_url()), store.clone())
         .max_handlers(256)
         .claim_interval(Duration::from_millis(20))
@@ -71,13 +110,20 @@ async fn main() {
     let tracks = (0..n).map(|i| {
         let t = tracker.clone();
         async move {
-            t.track(JobQuery::new(format!("sql-{i:05}")).unwrap(), serde_json::Value::Null)
-                .await
+            t.track(
+                JobQuery::new(format!("{prefix}-{i:05}")).unwrap(),
+                serde_json::Value::Null,
+            )
+            .await
         }
     });
     for r in futures_util::future::join_all(tracks).await {
         r.unwrap();
     }
+    println!(
+        "  {prefix}: {n} tracked in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let run = tokio::spawn({
         let tracker = tracker.clone();
@@ -96,29 +142,18 @@ async fn main() {
     for _ in 0..n {
         rx.recv().await.unwrap();
     }
-    while tracker.pending().await.unwrap() > 0 {
+    while store.pending().await.unwrap() > 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let sql = t.elapsed();
+    let took = t.elapsed();
     run.abort();
-    let statements = store.statements();
-    let sql_polls = s.total_requests();
-
-    println!("jobs: {n}, poll interval {POLL:?}");
+    let t = Instant::now();
+    for _ in 0..100 {
+        store.pending().await.unwrap();
+    }
     println!(
-        "in-memory wait_all: {:.2} s, {:.0} jobs/s, {mem_polls} polls",
-        mem.as_secs_f64(),
-        n as f64 / mem.as_secs_f64()
+        "  {prefix}: one pending() takes {:.2} ms",
+        t.elapsed().as_secs_f64() * 10.0
     );
-    println!(
-        "tracker on sqlite: {:.2} s, {:.0} jobs/s, {sql_polls} polls, ratio {:.2}x of in-memory",
-        sql.as_secs_f64(),
-        n as f64 / sql.as_secs_f64(),
-        mem.as_secs_f64() / sql.as_secs_f64()
-    );
-    println!(
-        "sqlite statements: {statements} ({:.2} per job, transaction control included)",
-        statements as f64 / n as f64
-    );
-    let _ = std::fs::remove_dir_all(&dir);
+    (took, s.total_requests())
 }

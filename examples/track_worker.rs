@@ -63,15 +63,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .poll_policy(PollPolicy::fixed(Duration::from_millis(poll_ms)))
         .wait_timeout(Duration::from_millis(timeout_ms))
         .build()?;
-    let tracker = if store_path.starts_with("postgres://") || store_path.starts_with("postgresql://") {
-        builder(client, postgres(&store_path).await?, lease_ms)
-    } else {
-        builder(client, SqliteStore::open(&store_path).await?, lease_ms)
-    }
-    .worker_id(worker)
-    .max_jobs(max_jobs)
-    .claim_interval(Duration::from_millis(100))
-    .build();
+    let tracker =
+        if store_path.starts_with("postgres://") || store_path.starts_with("postgresql://") {
+            builder(client, postgres(&store_path).await?, lease_ms)
+        } else {
+            builder(client, SqliteStore::open(&store_path).await?, lease_ms)
+        }
+        .worker_id(worker)
+        .max_jobs(max_jobs)
+        .claim_interval(Duration::from_millis(100))
+        .build();
     for id in &track {
         tracker
             .track(JobQuery::new(id)?, serde_json::json!({ "by": "worker" }))
@@ -112,7 +113,9 @@ fn builder(
 }
 
 #[cfg(feature = "postgres")]
-async fn postgres(url: &str) -> Result<goenhance_jobs::track::PostgresStore, goenhance_jobs::Error> {
+async fn postgres(
+    url: &str,
+) -> Result<goenhance_jobs::track::PostgresStore, goenhance_jobs::Error> {
     goenhance_jobs::track::PostgresStore::connect(url).await
 }
 

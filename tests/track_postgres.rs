@@ -17,122 +17,23 @@ use goenhance_jobs::fake::{FakeServer, Timeline};
 use goenhance_jobs::track::{PostgresStore, TrackStore, Tracker};
 use goenhance_jobs::{Client, JobQuery, JobStatus, PollPolicy};
 
-const INSTALL: &str = "PostgreSQL server binaries (initdb, pg_ctl) were not found on PATH \
-                       nor in `pg_config --bindir`: install them, e.g. `apt-get install postgresql`";
-
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-/// A throwaway cluster, stopped (immediately) when dropped.
-struct Cluster {
-    bin: PathBuf,
-    dir: PathBuf,
-    port: u16,
-    as_postgres: bool,
-}
-
-fn find_bin() -> Option<PathBuf> {
-    let from_config = Command::new("pg_config")
-        .arg("--bindir")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    if let Some(dir) = from_config.filter(|d| d.join("initdb").exists() && d.join("pg_ctl").exists()) {
-        return Some(dir);
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).find(|d| d.join("initdb").exists() && d.join("pg_ctl").exists())
-    })
-}
-
-impl Cluster {
-    fn start(name: &str) -> Cluster {
-        let bin = find_bin().unwrap_or_else(|| panic!("{INSTALL}"));
-        let uid = Command::new("id").arg("-u").output().unwrap();
-        let as_postgres = String::from_utf8_lossy(&uid.stdout).trim() == "0";
-        let dir = std::env::temp_dir().join(format!("goenhance-pg-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let cluster = Cluster {
-            bin,
-            dir,
-            port,
-            as_postgres,
-        };
-        if as_postgres {
-            let ok = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&cluster.dir)
-                .status()
-                .unwrap();
-            assert!(ok.success(), "chown of the cluster folder failed");
-        }
-        let data = cluster.dir.join("data");
-        cluster.run("initdb", &["-D", data.to_str().unwrap(), "-A", "trust", "-U", "postgres"]);
-        cluster.pg_ctl(&["start"]);
-        cluster
-    }
-
-    fn command(&self, tool: &str) -> Command {
-        let path = self.bin.join(tool);
-        if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(path);
-            c
-        } else {
-            Command::new(path)
-        }
-    }
-
-    fn run(&self, tool: &str, args: &[&str]) {
-        let out = self.command(tool).args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{tool} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn pg_ctl(&self, action: &[&str]) {
-        let data = self.dir.join("data");
-        let log = self.dir.join("log");
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            self.port,
-            self.dir.display()
-        );
-        let mut args = vec!["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-o", &opts, "-w"];
-        args.extend_from_slice(action);
-        self.run("pg_ctl", &args);
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let data = self.dir.join("data");
-        let _ = self
-            .command("pg_ctl")
-            .args(["-D", data.to_str().unwrap(), "-m", "immediate", "stop"])
-            .output();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+#[path = "support/pg.rs"]
+mod pg;
+use pg::Cluster;
 
 fn worker_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("examples").join("track_worker");
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join("track_worker");
     assert!(
         bin.exists(),
         "{} is missing: build it with `cargo build --examples --all-features` (cargo test builds it)",
@@ -145,7 +46,14 @@ fn worker_binary() -> PathBuf {
 fn spawn_worker(n: usize, url: &str, base: &str, tx: mpsc::Sender<(usize, String)>) -> Child {
     let mut child = Command::new(worker_binary())
         .args([url, base])
-        .args(["--poll-ms", "200", "--handler-ms", "20", "--lease-ms", "2000"])
+        .args([
+            "--poll-ms",
+            "200",
+            "--handler-ms",
+            "20",
+            "--lease-ms",
+            "2000",
+        ])
         .args(["--max-jobs", "400"])
         .args(["--worker-id", &format!("w{n}")])
         .stdout(Stdio::piped())
@@ -179,7 +87,9 @@ fn timelines(prefix: &str, n: usize) -> Vec<(String, Timeline)> {
 
 async fn serve(jobs: &[(String, Timeline)]) -> FakeServer {
     jobs.iter()
-        .fold(FakeServer::builder(), |b, (id, t)| b.job(id.clone(), t.clone()))
+        .fold(FakeServer::builder(), |b, (id, t)| {
+            b.job(id.clone(), t.clone())
+        })
         .start()
         .await
         .unwrap()
@@ -212,7 +122,10 @@ async fn three_workers_one_killed_deliver_every_job_polling_each_once_at_a_time(
     // The baseline: one in-memory wait_all over the same timelines.
     let alone = serve(&jobs).await;
     let c = client(alone.base_url(), ms(200));
-    let queries: Vec<_> = jobs.iter().map(|(id, _)| JobQuery::new(id).unwrap()).collect();
+    let queries: Vec<_> = jobs
+        .iter()
+        .map(|(id, _)| JobQuery::new(id).unwrap())
+        .collect();
     assert_eq!(c.wait_all(queries).count().await, N);
     let baseline = alone.total_requests();
     drop(alone);
@@ -232,7 +145,9 @@ async fn three_workers_one_killed_deliver_every_job_polling_each_once_at_a_time(
 
     let (url, base) = (cluster.url(), server.base_url().to_owned());
     let (tx, rx) = mpsc::channel();
-    let mut workers: Vec<Child> = (0..3).map(|n| spawn_worker(n, &url, &base, tx.clone())).collect();
+    let mut workers: Vec<Child> = (0..3)
+        .map(|n| spawn_worker(n, &url, &base, tx.clone()))
+        .collect();
     drop(tx);
     // Deliveries as (worker, id, deliveries, what).
     let lines = tokio::task::spawn_blocking(move || {
@@ -240,13 +155,20 @@ async fn three_workers_one_killed_deliver_every_job_polling_each_once_at_a_time(
         let mut killed = false;
         let mut seen = HashSet::new();
         while seen.len() < N {
-            let (w, line) = rx.recv_timeout(Duration::from_secs(60)).expect("workers went silent");
+            let (w, line) = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("workers went silent");
             let parts: Vec<&str> = line.split(' ').collect();
             if parts[0] != "deliver" {
                 continue;
             }
             seen.insert(parts[1].to_owned());
-            got.push((w, parts[1].to_owned(), parts[2].parse().unwrap(), parts[3].to_owned()));
+            got.push((
+                w,
+                parts[1].to_owned(),
+                parts[2].parse().unwrap(),
+                parts[3].to_owned(),
+            ));
             if !killed && got.len() >= N / 2 {
                 workers[0].kill().unwrap();
                 workers[0].wait().unwrap();
@@ -266,7 +188,12 @@ async fn three_workers_one_killed_deliver_every_job_polling_each_once_at_a_time(
     let want: HashMap<&str, &str> = jobs
         .iter()
         .enumerate()
-        .map(|(i, (id, _))| (id.as_str(), if i % 10 == 3 { "failed" } else { "succeeded" }))
+        .map(|(i, (id, _))| {
+            (
+                id.as_str(),
+                if i % 10 == 3 { "failed" } else { "succeeded" },
+            )
+        })
         .collect();
     let mut by_id: HashMap<&str, Vec<&(usize, String, u32, String)>> = HashMap::new();
     for d in &got {
@@ -279,8 +206,16 @@ async fn three_workers_one_killed_deliver_every_job_polling_each_once_at_a_time(
         }
     }
     // Delivered twice: only jobs the killed worker was delivering.
-    let killed: HashSet<&str> = got.iter().filter(|d| d.0 == 0).map(|d| d.1.as_str()).collect();
-    let twice: Vec<&str> = by_id.iter().filter(|(_, ds)| ds.len() > 1).map(|(id, _)| *id).collect();
+    let killed: HashSet<&str> = got
+        .iter()
+        .filter(|d| d.0 == 0)
+        .map(|d| d.1.as_str())
+        .collect();
+    let twice: Vec<&str> = by_id
+        .iter()
+        .filter(|(_, ds)| ds.len() > 1)
+        .map(|(id, _)| *id)
+        .collect();
     for id in &twice {
         assert!(killed.contains(id), "{id} delivered twice by live workers");
     }
@@ -289,7 +224,10 @@ async fn three_workers_one_killed_deliver_every_job_polling_each_once_at_a_time(
     for w in 0..3 {
         assert!(got.iter().any(|d| d.0 == w), "worker {w} delivered nothing");
     }
-    assert!(late.iter().all(|(_, l)| !l.starts_with("deliver")), "{late:?}");
+    assert!(
+        late.iter().all(|(_, l)| !l.starts_with("deliver")),
+        "{late:?}"
+    );
     // Each job polled by one worker at a time, and no more polls than one
     // process waiting on them all (a tenth more at most).
     assert_eq!(server.overlapping_polls(), 0);
@@ -297,13 +235,18 @@ async fn three_workers_one_killed_deliver_every_job_polling_each_once_at_a_time(
     eprintln!(
         "fleet: {total} polls against {baseline} in memory, {} delivered twice, per worker {:?}",
         twice.len(),
-        (0..3).map(|w| got.iter().filter(|d| d.0 == w).count()).collect::<Vec<_>>()
+        (0..3)
+            .map(|w| got.iter().filter(|d| d.0 == w).count())
+            .collect::<Vec<_>>()
     );
     assert!(
         total as f64 <= baseline as f64 * 1.1,
         "{total} polls against {baseline} in memory"
     );
-    let after_end: u64 = jobs.iter().map(|(id, _)| server.polls_after_terminal(id)).sum();
+    let after_end: u64 = jobs
+        .iter()
+        .map(|(id, _)| server.polls_after_terminal(id))
+        .sum();
     assert!(after_end <= 32, "{after_end} polls after a job's end");
 }
 
@@ -333,7 +276,9 @@ async fn workers_ride_out_a_server_restart_and_lose_nothing() {
         .claim_interval(ms(100))
         .build();
     for (id, _) in &jobs {
-        a.track(JobQuery::new(id).unwrap(), serde_json::Value::Null).await.unwrap();
+        a.track(JobQuery::new(id).unwrap(), serde_json::Value::Null)
+            .await
+            .unwrap();
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut runs = Vec::new();
@@ -406,8 +351,17 @@ async fn a_schema_newer_than_the_crate_is_refused_without_the_password() {
         .await
         .unwrap_err();
     assert!(err.is_store());
-    assert!(err.to_string().starts_with("store error: postgres at 127.0.0.1:1/postgres: "), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("store error: postgres at 127.0.0.1:1/postgres: "),
+        "{err}"
+    );
     assert!(!format!("{err} {err:?}").contains("hunter2"));
-    let err = PostgresStore::connect("postgres://postgres:hunter2@[bad").await.unwrap_err();
-    assert_eq!(err.to_string(), "store error: postgres: invalid connection string");
+    let err = PostgresStore::connect("postgres://postgres:hunter2@[bad")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "store error: postgres: invalid connection string"
+    );
 }

@@ -130,9 +130,7 @@ impl TrackStore for MemoryStore {
                 .iter()
                 .filter(|(_, r)| {
                     r.state != DELIVERED
-                        && r.due_at <= now
-                        && (r.lease_owner.is_none()
-                            || r.lease_until <= now
+                        && (r.due_at <= now
                             || (take_own && r.lease_owner.as_deref() == Some(worker)))
                 })
                 .map(|(id, r)| (r.due_at, id.clone()))
@@ -144,6 +142,7 @@ impl TrackStore for MemoryStore {
                     let r = s.rows.get_mut(&id).expect("row listed above");
                     r.lease_owner = Some(worker.to_owned());
                     r.lease_until = lease_until;
+                    r.due_at = lease_until;
                     if r.state == FINISHED {
                         r.deliveries += 1;
                     }
@@ -167,6 +166,7 @@ impl TrackStore for MemoryStore {
                 .filter(|(_, r)| r.state != DELIVERED && r.lease_owner.as_deref() == Some(worker))
                 .map(|(id, r)| {
                     r.lease_until = lease_until;
+                    r.due_at = lease_until;
                     id.clone()
                 })
                 .collect()

@@ -99,10 +99,7 @@ impl PostgresStore {
         *inner.client.lock().await = Some(Arc::new(client));
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(insert_loop(Arc::clone(&inner), rx));
-        Ok(PostgresStore {
-            inner,
-            inserts: tx,
-        })
+        Ok(PostgresStore { inner, inserts: tx })
     }
 
     /// SQL statements sent so far.
@@ -251,10 +248,9 @@ impl TrackStore for PostgresStore {
                 .query(
                     "WITH due AS ( \
                        SELECT id FROM goenhance_jobs \
-                       WHERE state < 2 AND due_at <= $3 \
-                         AND (lease_owner IS NULL OR lease_until <= $3 OR ($5 AND lease_owner = $1)) \
+                       WHERE state < 2 AND (due_at <= $3 OR ($5 AND lease_owner = $1)) \
                        ORDER BY due_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
-                     UPDATE goenhance_jobs j SET lease_owner = $1, lease_until = $2, \
+                     UPDATE goenhance_jobs j SET lease_owner = $1, lease_until = $2, due_at = $2, \
                        deliveries = j.deliveries + CASE WHEN j.state = 1 THEN 1 ELSE 0 END \
                      FROM due WHERE j.id = due.id \
                      RETURNING j.id, j.meta, j.tracked_at, j.deadline, j.outcome, j.deliveries",
@@ -283,7 +279,7 @@ impl TrackStore for PostgresStore {
             inner.count(1);
             let rows = client
                 .query(
-                    "UPDATE goenhance_jobs SET lease_until = $2 \
+                    "UPDATE goenhance_jobs SET lease_until = $2, due_at = $2 \
                      WHERE lease_owner = $1 AND state < 2 RETURNING id",
                     &[&worker, &lease_until],
                 )
@@ -310,7 +306,7 @@ impl TrackStore for PostgresStore {
                     "UPDATE goenhance_jobs j SET state = 1, outcome = f.outcome, finished_at = $3, \
                        deliveries = j.deliveries + 1 \
                      FROM unnest($1::text[], $2::text[]) AS f(id, outcome) \
-                     WHERE j.id = f.id AND j.state = 0 AND j.lease_owner = $4 \
+                     WHERE j.id = ANY($1) AND j.id = f.id AND j.state = 0 AND j.lease_owner = $4 \
                      RETURNING j.id, j.deliveries",
                     &[&ids, &outcomes, &now, &worker],
                 )
@@ -351,7 +347,7 @@ impl TrackStore for PostgresStore {
                 .execute(
                     "UPDATE goenhance_jobs j SET due_at = f.at, lease_owner = NULL, lease_until = 0 \
                      FROM unnest($1::text[], $2::int8[]) AS f(id, at) \
-                     WHERE j.id = f.id AND j.state = 1 AND j.lease_owner = $3",
+                     WHERE j.id = ANY($1) AND j.id = f.id AND j.state = 1 AND j.lease_owner = $3",
                     &[&ids, &ats, &worker],
                 )
                 .await

@@ -229,11 +229,10 @@ impl TrackStore for SqliteStore {
             count.fetch_add(1, Ordering::Relaxed);
             let mut stmt = conn
                 .prepare_cached(
-                    "UPDATE goenhance_jobs SET lease_owner = ?1, lease_until = ?2, \
+                    "UPDATE goenhance_jobs SET lease_owner = ?1, lease_until = ?2, due_at = ?2, \
                        deliveries = deliveries + (state = 1) \
                      WHERE id IN (SELECT id FROM goenhance_jobs \
-                       WHERE state < 2 AND due_at <= ?3 \
-                         AND (lease_owner IS NULL OR lease_until <= ?3 OR (?5 AND lease_owner = ?1)) \
+                       WHERE state < 2 AND (due_at <= ?3 OR (?5 AND lease_owner = ?1)) \
                        ORDER BY due_at LIMIT ?4) \
                      RETURNING id, meta, tracked_at, deadline, outcome, deliveries",
                 )
@@ -263,7 +262,7 @@ impl TrackStore for SqliteStore {
             count.fetch_add(1, Ordering::Relaxed);
             let mut stmt = conn
                 .prepare_cached(
-                    "UPDATE goenhance_jobs SET lease_until = ?2 \
+                    "UPDATE goenhance_jobs SET lease_until = ?2, due_at = ?2 \
                      WHERE lease_owner = ?1 AND state < 2 RETURNING id",
                 )
                 .map_err(sql_err)?;

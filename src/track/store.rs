@@ -85,9 +85,10 @@ pub trait TrackStore: fmt::Debug + Send + Sync + 'static {
     fn insert(&self, jobs: Vec<NewJob>) -> StoreFuture<'_, ()>;
 
     /// Leases to `worker` until `lease_until` at most `limit` jobs that
-    /// are waiting or finished-but-undelivered, due by `now` (a finished
-    /// job's next delivery may be set later by [`retry`](Self::retry)),
-    /// and not leased to someone else (or whose lease ended by `now`).
+    /// are waiting or finished-but-undelivered and due by `now`, oldest due
+    /// first. A job is due when tracked, when its lease ends (a claim or a
+    /// renewal makes it due again at `lease_until`), and when
+    /// [`retry`](Self::retry) says.
     /// With `take_own`, jobs already leased to `worker` are taken again
     /// (a restarted worker of the same name). A finished job's delivery
     /// count goes up by one as it is claimed.
