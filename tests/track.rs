@@ -210,6 +210,62 @@ async fn the_deadline_counts_time_before_the_run_started() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_resumed_wait_counts_a_stall_from_the_last_change_before_the_crash() {
+    // Pending for 5 polls (1 s apart), then processing for ever; a stall is
+    // 10 s without a change. The worker dies at 8.5 s, another takes over
+    // at once: the stall comes 10 s after the change at 5 s, not 10 s
+    // after the restart.
+    let mock = MockTransport::new();
+    mock.timeline(
+        "s",
+        &[
+            "pending",
+            "pending",
+            "pending",
+            "pending",
+            "pending",
+            "processing",
+        ],
+    );
+    // A client each, as two processes have: nothing shared but the store.
+    let client = || {
+        Client::builder()
+            .api_key("k")
+            .transport(mock.clone())
+            .poll_policy(
+                PollPolicy::fixed(Duration::from_secs(1)).stall_after(Duration::from_secs(10)),
+            )
+            .wait_timeout(Duration::from_secs(600))
+            .build()
+            .unwrap()
+    };
+    let store = MemoryStore::new();
+    let first = Tracker::builder(client(), store.clone())
+        .worker_id("w")
+        .lease(Duration::from_secs(3))
+        .build();
+    let t0 = Instant::now();
+    first.track(q("s"), json!(null)).await.unwrap();
+    let (_rx, run) = spawn_run(&first, 0);
+    tokio::time::sleep(Duration::from_millis(8500)).await;
+    run.abort();
+    assert_eq!(mock.count_for("s"), 9);
+    let second = Tracker::builder(client(), store.clone())
+        .worker_id("w")
+        .lease(Duration::from_secs(3))
+        .build();
+    let (mut rx, run) = spawn_run(&second, 0);
+    let s = rx.recv().await.unwrap();
+    assert_eq!(s.at - t0, Duration::from_secs(15));
+    let err = s.status.unwrap_err();
+    assert!(
+        err.starts_with("job stalled: status processing unchanged for 10s"),
+        "{err}"
+    );
+    run.abort();
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_refused_key_is_delivered_as_an_error() {
     let mock = MockTransport::new();
     mock.script("a", [MockResponse::status(401)]);

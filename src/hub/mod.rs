@@ -52,7 +52,7 @@ use tower::ServiceExt;
 pub use self::rate::{PerSecond, RateLimit};
 use crate::client::Stack;
 use crate::error::Error;
-use crate::model::{JobDetail, JobQuery};
+use crate::model::{JobDetail, JobQuery, JobStatus};
 use crate::poll::state::{Step, WaitState};
 use crate::poll::PollPolicy;
 
@@ -87,8 +87,17 @@ pub(crate) struct Hub {
 
 enum Command {
     One(JobQuery, oneshot::Sender<Answer>),
-    /// A wait that began at `.1` and ends at `.2` (a tracked job resumed).
-    Until(JobQuery, Instant, Instant, oneshot::Sender<Answer>),
+    /// A tracked job's wait: it began at `started`, ends at `deadline`,
+    /// resumes from `seed` (the last status seen and when it came), and
+    /// tells `progress` of each status change.
+    Until {
+        query: JobQuery,
+        started: Instant,
+        deadline: Instant,
+        seed: Option<(JobStatus, Instant)>,
+        tx: oneshot::Sender<Answer>,
+        progress: Progress,
+    },
     Many {
         /// Whether every status change is sent too, not only the end.
         changes: bool,
@@ -178,9 +187,18 @@ impl Hub {
         query: JobQuery,
         started: Instant,
         deadline: Instant,
+        seed: Option<(JobStatus, Instant)>,
+        progress: Progress,
     ) -> Answer {
         let (tx, rx) = oneshot::channel();
-        self.send(Command::Until(query, started, deadline, tx))?;
+        self.send(Command::Until {
+            query,
+            started,
+            deadline,
+            seed,
+            tx,
+            progress,
+        })?;
         rx.await.unwrap_or_else(|_| Err(Error::closed()))
     }
 
@@ -271,8 +289,13 @@ impl fmt::Debug for Hub {
     }
 }
 
+/// Where a tracked job's status changes go.
+pub(crate) type Progress = mpsc::UnboundedSender<(JobQuery, JobStatus)>;
+
 enum Sink {
     One(oneshot::Sender<Answer>),
+    /// A tracked job: its end, and its status changes for the store.
+    Tracked(oneshot::Sender<Answer>, Progress),
     Many(mpsc::UnboundedSender<(JobQuery, Answer)>),
     /// Also told of every status change.
     Watch(mpsc::UnboundedSender<(JobQuery, Answer)>),
@@ -286,20 +309,26 @@ struct Waiter {
 impl Waiter {
     fn is_gone(&self) -> bool {
         match &self.sink {
-            Sink::One(tx) => tx.is_closed(),
+            Sink::One(tx) | Sink::Tracked(tx, _) => tx.is_closed(),
             Sink::Many(tx) | Sink::Watch(tx) => tx.is_closed(),
         }
     }
 
     fn tell_change(&self, query: &JobQuery, detail: &JobDetail) {
-        if let Sink::Watch(tx) = &self.sink {
-            let _ = tx.send((query.clone(), Ok(detail.clone())));
+        match &self.sink {
+            Sink::Watch(tx) => {
+                let _ = tx.send((query.clone(), Ok(detail.clone())));
+            }
+            Sink::Tracked(_, progress) => {
+                let _ = progress.send((query.clone(), detail.status().clone()));
+            }
+            _ => {}
         }
     }
 
     fn deliver(self, query: &JobQuery, answer: Answer) {
         match self.sink {
-            Sink::One(tx) => {
+            Sink::One(tx) | Sink::Tracked(tx, _) => {
                 let _ = tx.send(answer);
             }
             Sink::Many(tx) | Sink::Watch(tx) => {
@@ -554,22 +583,36 @@ impl Driver {
         let now = Instant::now();
         let deadline = now + self.policy.timeout;
         match command {
-            Command::One(query, tx) => self.add(
-                query.img_uuid(),
-                Waiter {
-                    deadline,
-                    sink: Sink::One(tx),
-                },
-                now,
-            ),
-            Command::Until(query, started, deadline, tx) => self.add(
-                query.img_uuid(),
-                Waiter {
-                    deadline,
-                    sink: Sink::One(tx),
-                },
-                started.min(now),
-            ),
+            Command::One(query, tx) => {
+                self.add(
+                    query.img_uuid(),
+                    Waiter {
+                        deadline,
+                        sink: Sink::One(tx),
+                    },
+                    now,
+                );
+            }
+            Command::Until {
+                query,
+                started,
+                deadline,
+                seed,
+                tx,
+                progress,
+            } => {
+                let key = self.add(
+                    query.img_uuid(),
+                    Waiter {
+                        deadline,
+                        sink: Sink::Tracked(tx, progress),
+                    },
+                    started.min(now),
+                );
+                if let Some((status, at)) = seed {
+                    self.jobs[key].state.resume(&status, at);
+                }
+            }
             Command::Many {
                 changes,
                 ids,
@@ -595,7 +638,8 @@ impl Driver {
         }
     }
 
-    fn add(&mut self, id: &str, waiter: Waiter, now: Instant) {
+    /// Adds a waiter; returns the job's key.
+    fn add(&mut self, id: &str, waiter: Waiter, now: Instant) -> usize {
         let hash = self.hasher.hash_one(id);
         let jobs = &self.jobs;
         if let Some(&key) = self
@@ -605,7 +649,7 @@ impl Driver {
             let job = &mut self.jobs[key as usize];
             job.state.extend_deadline(waiter.deadline);
             job.waiters.push(waiter);
-            return;
+            return key as usize;
         }
         let mut state = WaitState::new(&self.policy, now);
         state.set_deadline(waiter.deadline);
@@ -621,6 +665,7 @@ impl Driver {
             hasher.hash_one(jobs[k as usize].id.as_str())
         });
         self.ready.push_back((key as u32, 0));
+        key
     }
 
     fn remove(&mut self, key: usize) -> Job {

@@ -94,6 +94,17 @@ impl WaitState {
         self.deadline_ms = ms(deadline.saturating_duration_since(self.started));
     }
 
+    /// Takes up a wait from before a restart: the last status seen and
+    /// when it came, so that changes and stalls count from then. Only
+    /// before the first poll, and only for a known status.
+    pub(crate) fn resume(&mut self, status: &JobStatus, changed: Instant) {
+        let code = code_of(status);
+        if self.polls == 0 && code < FIRST_UNKNOWN {
+            self.last.code = code;
+            self.last_change_ms = ms(changed.saturating_duration_since(self.started));
+        }
+    }
+
     /// Moves the deadline later (a new waiter joined a job already followed).
     pub(crate) fn extend_deadline(&mut self, deadline: Instant) {
         self.deadline_ms = self

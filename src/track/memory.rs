@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::store::{ClaimedJob, Finished, Learned, NewJob, StoreFuture, TrackStore};
+use super::store::{ClaimedJob, Finished, Learned, NewJob, StatusChange, StoreFuture, TrackStore};
 use crate::error::Error;
 
 const WAITING: u8 = 0;
@@ -20,6 +20,7 @@ struct Row {
     deliveries: u32,
     lease_owner: Option<String>,
     lease_until: i64,
+    last: Option<(String, i64)>,
 }
 
 #[derive(Debug, Default)]
@@ -111,6 +112,7 @@ impl TrackStore for MemoryStore {
                     deliveries: 0,
                     lease_owner: None,
                     lease_until: 0,
+                    last: None,
                 });
             }
         })
@@ -153,6 +155,8 @@ impl TrackStore for MemoryStore {
                         deadline: r.job.deadline,
                         outcome: r.outcome.clone(),
                         deliveries: r.deliveries,
+                        last_status: r.last.as_ref().map(|l| l.0.clone()),
+                        last_change: r.last.as_ref().map(|l| l.1),
                     }
                 })
                 .collect()
@@ -192,6 +196,18 @@ impl TrackStore for MemoryStore {
                 }
             }
             held
+        })
+    }
+
+    fn save_status<'a>(&'a self, worker: &'a str, jobs: Vec<StatusChange>) -> StoreFuture<'a, ()> {
+        self.with(move |s| {
+            for c in jobs {
+                if let Some(r) = s.rows.get_mut(&c.id) {
+                    if r.state == WAITING && r.lease_owner.as_deref() == Some(worker) {
+                        r.last = Some((c.status, c.at));
+                    }
+                }
+            }
         })
     }
 

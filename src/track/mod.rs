@@ -63,7 +63,10 @@
 //! - A store that is down only delays the run; `run` returns only for an
 //!   error it cannot outlive (a schema newer than this crate).
 //! - What the adaptive schedule learned per job type is saved in the
-//!   store and taken in again when a run starts.
+//!   store and taken in again when a run starts; the last status of each
+//!   waiting job and when it changed are saved with the lease renewals, so
+//!   a wait taken up after a restart counts stalls from that change, and
+//!   its schedule from the `track`.
 //!
 //! Wall-clock instants are read as the system clock when the process built
 //! its first tracker plus tokio's clock since, so that tests on a paused clock see
@@ -100,10 +103,12 @@ pub use self::postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use self::sqlite::SqliteStore;
-pub use self::store::{ClaimedJob, Finished, Learned, NewJob, StoreFuture, TrackStore};
+pub use self::store::{
+    ClaimedJob, Finished, Learned, NewJob, StatusChange, StoreFuture, TrackStore,
+};
 use crate::client::Client;
 use crate::error::{BoxError, Error, Kind};
-use crate::model::{JobDetail, JobQuery};
+use crate::model::{JobDetail, JobQuery, JobStatus};
 
 /// The default lease on a claimed job.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
@@ -461,6 +466,10 @@ struct Run<F> {
     store_pause: Option<Instant>,
     store_failures: u32,
     learned_saved: Vec<Learned>,
+    /// Status changes of waiting jobs, from the hub; saved with renewals.
+    progress_tx: tokio::sync::mpsc::UnboundedSender<(JobQuery, JobStatus)>,
+    progress_rx: tokio::sync::mpsc::UnboundedReceiver<(JobQuery, JobStatus)>,
+    changes: HashMap<String, StatusChange>,
 }
 
 impl<F, Fut> Run<F>
@@ -470,7 +479,11 @@ where
 {
     fn new(inner: Arc<Inner>, handler: Handler<F>) -> Self {
         let now = Instant::now();
+        let (progress_tx, progress_rx) = tokio::sync::mpsc::unbounded_channel();
         Run {
+            progress_tx,
+            progress_rx,
+            changes: HashMap::new(),
             next_renew: now + inner.lease / 3,
             next_claim: now,
             inner,
@@ -528,6 +541,9 @@ where
                 Some(joined) = self.handlers.join_next(), if !self.handlers.is_empty() => {
                     self.on_handler(joined);
                 }
+                Some((query, status)) = self.progress_rx.recv() => {
+                    self.on_change(query, status);
+                }
                 () = self.inner.wake.notified() => self.claim_due = true,
                 () = sleep_until(wake_at) => {}
             }
@@ -539,6 +555,21 @@ where
             while let Some(joined) = self.handlers.try_join_next() {
                 self.on_handler(joined);
             }
+            while let Ok((query, status)) = self.progress_rx.try_recv() {
+                self.on_change(query, status);
+            }
+        }
+    }
+
+    fn on_change(&mut self, query: JobQuery, status: JobStatus) {
+        let id = query.img_uuid().to_owned();
+        if self.held.contains_key(&id) {
+            let change = StatusChange {
+                id: id.clone(),
+                status: status.as_str().to_owned(),
+                at: self.inner.clock.now_ms(),
+            };
+            self.changes.insert(id, change);
         }
     }
 
@@ -649,6 +680,21 @@ where
             // Due again later: the periodic claim finds them.
         }
         if now >= self.next_renew {
+            if !self.changes.is_empty() {
+                let held = &self.held;
+                let changes: Vec<StatusChange> = self
+                    .changes
+                    .drain()
+                    .map(|(_, c)| c)
+                    .filter(|c| held.get(&c.id).is_some_and(|h| h.abort.is_some()))
+                    .collect();
+                if let Err(e) = store.save_status(&worker, changes.clone()).await {
+                    for c in changes {
+                        self.changes.entry(c.id.clone()).or_insert(c);
+                    }
+                    return Err(e);
+                }
+            }
             self.renew(&worker).await?;
             self.next_renew = now + self.inner.lease / 3;
         }
@@ -762,11 +808,21 @@ where
                     let clock = self.inner.clock;
                     let started = clock.instant(job.tracked_at);
                     let deadline = clock.instant(job.deadline);
+                    let seed = job
+                        .last_status
+                        .zip(job.last_change)
+                        .map(|(s, at)| (JobStatus::from_raw(&s), clock.instant(at)));
+                    let progress = self.progress_tx.clone();
                     let client = self.inner.client.clone();
                     let (abort, reg) = AbortHandle::new_pair();
                     let id = job.id.clone();
                     let wait = Abortable::new(
-                        async move { client.hub().wait_until(query, started, deadline).await },
+                        async move {
+                            client
+                                .hub()
+                                .wait_until(query, started, deadline, seed, progress)
+                                .await
+                        },
                         reg,
                     );
                     self.waits

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_postgres::{Client, Config, NoTls};
 
-use super::store::{ClaimedJob, Finished, Learned, NewJob, StoreFuture, TrackStore};
+use super::store::{ClaimedJob, Finished, Learned, NewJob, StatusChange, StoreFuture, TrackStore};
 use crate::error::Error;
 
 mod embedded {
@@ -253,7 +253,8 @@ impl TrackStore for PostgresStore {
                      UPDATE goenhance_jobs j SET lease_owner = $1, lease_until = $2, due_at = $2, \
                        deliveries = j.deliveries + CASE WHEN j.state = 1 THEN 1 ELSE 0 END \
                      FROM due WHERE j.id = due.id \
-                     RETURNING j.id, j.meta, j.tracked_at, j.deadline, j.outcome, j.deliveries",
+                     RETURNING j.id, j.meta, j.tracked_at, j.deadline, j.outcome, j.deliveries, \
+                       j.last_status, j.last_change",
                     &[&worker, &lease_until, &now, &limit, &take_own],
                 )
                 .await
@@ -267,6 +268,8 @@ impl TrackStore for PostgresStore {
                     deadline: r.get(3),
                     outcome: r.get(4),
                     deliveries: u32::try_from(r.get::<_, i32>(5)).unwrap_or(0),
+                    last_status: r.get(6),
+                    last_change: r.get(7),
                 })
                 .collect())
         })
@@ -316,6 +319,27 @@ impl TrackStore for PostgresStore {
                 .into_iter()
                 .map(|r| (r.get(0), u32::try_from(r.get::<_, i32>(1)).unwrap_or(0)))
                 .collect())
+        })
+    }
+
+    fn save_status<'a>(&'a self, worker: &'a str, jobs: Vec<StatusChange>) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let ids: Vec<&str> = jobs.iter().map(|c| c.id.as_str()).collect();
+            let statuses: Vec<&str> = jobs.iter().map(|c| c.status.as_str()).collect();
+            let ats: Vec<i64> = jobs.iter().map(|c| c.at).collect();
+            let client = inner.client().await?;
+            inner.count(1);
+            client
+                .execute(
+                    "UPDATE goenhance_jobs j SET last_status = f.status, last_change = f.at \
+                     FROM unnest($1::text[], $2::text[], $3::int8[]) AS f(id, status, at) \
+                     WHERE j.id = ANY($1) AND j.id = f.id AND j.state = 0 AND j.lease_owner = $4",
+                    &[&ids, &statuses, &ats, &worker],
+                )
+                .await
+                .map_err(|e| inner.err(e))?;
+            Ok(())
         })
     }
 

@@ -10,11 +10,14 @@ use rusqlite::{params, Connection, OptionalExtension};
 use rusqlite_migration::{MigrationDefinitionError, Migrations, M};
 use tokio::sync::oneshot;
 
-use super::store::{ClaimedJob, Finished, Learned, NewJob, StoreFuture, TrackStore};
+use super::store::{ClaimedJob, Finished, Learned, NewJob, StatusChange, StoreFuture, TrackStore};
 use crate::error::Error;
 
 /// The schema, one migration a version; applied in order by `open`.
-const MIGRATIONS: &[M<'static>] = &[M::up(include_str!("migrations/sqlite/V1__jobs.sql"))];
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(include_str!("migrations/sqlite/V1__jobs.sql")),
+    M::up(include_str!("migrations/sqlite/V2__status.sql")),
+];
 
 type Work = Box<dyn FnOnce(&mut Connection, &AtomicU64) + Send>;
 
@@ -234,7 +237,8 @@ impl TrackStore for SqliteStore {
                      WHERE id IN (SELECT id FROM goenhance_jobs \
                        WHERE state < 2 AND (due_at <= ?3 OR (?5 AND lease_owner = ?1)) \
                        ORDER BY due_at LIMIT ?4) \
-                     RETURNING id, meta, tracked_at, deadline, outcome, deliveries",
+                     RETURNING id, meta, tracked_at, deadline, outcome, deliveries, \
+                       last_status, last_change",
                 )
                 .map_err(sql_err)?;
             let rows = stmt
@@ -248,6 +252,8 @@ impl TrackStore for SqliteStore {
                             deadline: r.get(3)?,
                             outcome: r.get(4)?,
                             deliveries: ms_u32(r.get(5)?),
+                            last_status: r.get(6)?,
+                            last_change: r.get(7)?,
                         })
                     },
                 )
@@ -304,6 +310,28 @@ impl TrackStore for SqliteStore {
             tx.commit().map_err(sql_err)?;
             count.fetch_add(jobs.len() as u64 + 2, Ordering::Relaxed);
             Ok(held)
+        })
+    }
+
+    fn save_status<'a>(&'a self, worker: &'a str, jobs: Vec<StatusChange>) -> StoreFuture<'a, ()> {
+        let worker = worker.to_owned();
+        self.run(move |conn, count| {
+            let tx = conn.transaction().map_err(sql_err)?;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "UPDATE goenhance_jobs SET last_status = ?2, last_change = ?3 \
+                         WHERE id = ?1 AND state = 0 AND lease_owner = ?4",
+                    )
+                    .map_err(sql_err)?;
+                for c in &jobs {
+                    stmt.execute(params![c.id, c.status, c.at, worker])
+                        .map_err(sql_err)?;
+                }
+            }
+            tx.commit().map_err(sql_err)?;
+            count.fetch_add(jobs.len() as u64 + 2, Ordering::Relaxed);
+            Ok(())
         })
     }
 

@@ -40,6 +40,22 @@ pub struct ClaimedJob {
     /// Deliveries started so far, this claim's included when `outcome` is
     /// set.
     pub deliveries: u32,
+    /// The last status a wait on it saw, as saved by
+    /// [`TrackStore::save_status`].
+    pub last_status: Option<String>,
+    /// When that status was first seen (ms since the Unix epoch).
+    pub last_change: Option<i64>,
+}
+
+/// A status change seen while waiting, for [`TrackStore::save_status`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusChange {
+    /// The job id.
+    pub id: String,
+    /// The status, as the API names it (`pending`, `processing`, …).
+    pub status: String,
+    /// When it was first seen (ms since the Unix epoch).
+    pub at: i64,
 }
 
 /// The end of a wait, for [`TrackStore::complete`].
@@ -114,6 +130,15 @@ pub trait TrackStore: fmt::Debug + Send + Sync + 'static {
         now: i64,
         jobs: Vec<Finished>,
     ) -> StoreFuture<'a, Vec<(String, u32)>>;
+
+    /// Saves the last status seen of waiting jobs that `worker` holds, so
+    /// that a wait taken up after a restart goes on from there (stall
+    /// detection counts from the last change). Stores that keep no such
+    /// state may ignore it.
+    fn save_status<'a>(&'a self, worker: &'a str, jobs: Vec<StatusChange>) -> StoreFuture<'a, ()> {
+        let _ = (worker, jobs);
+        Box::pin(std::future::ready(Ok(())))
+    }
 
     /// Records that the handler took these finished jobs: they are
     /// delivered and never handed out again.
