@@ -549,7 +549,19 @@ where
             }
             // Take in whatever else is ready, so the store sees it in one
             // batch.
-            while let Some(Some((id, answer))) = self.waits.next().now_or_never() {
+            // (Outside tokio's cooperative budget, which would cut a batch
+            // at 128 answers.)
+            let waits = &mut self.waits;
+            let ready = tokio::task::unconstrained(async move {
+                let mut ready = Vec::new();
+                while let Some(Some(item)) = waits.next().now_or_never() {
+                    ready.push(item);
+                }
+                ready
+            })
+            .now_or_never()
+            .unwrap_or_default();
+            for (id, answer) in ready {
                 self.on_wait(id, answer);
             }
             while let Some(joined) = self.handlers.try_join_next() {

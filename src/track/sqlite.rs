@@ -30,9 +30,12 @@ enum Op {
 /// Tracked jobs in a SQLite file: the embedded default for one process
 /// (or several on one machine).
 ///
-/// The file is opened in WAL mode with `synchronous = FULL`, so a job is on
-/// disk when [`Tracker::track`](super::Tracker::track) returns, and
-/// concurrent `track` calls share one transaction. One thread owns the
+/// The file is opened in WAL mode. Inserts are written with
+/// `synchronous = FULL`, so a job is on disk when
+/// [`Tracker::track`](super::Tracker::track) returns, and concurrent `track`
+/// calls share one transaction; everything else with `NORMAL`, which a
+/// process crash cannot undo and a power cut can only make repeat (a poll,
+/// a delivery). One thread owns the
 /// connection; the schema is created and migrated by [`open`](Self::open).
 ///
 /// ```
@@ -132,7 +135,10 @@ fn open_conn(path: &Path) -> Result<Connection, Error> {
         .map_err(sql_err)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(sql_err)?;
-    conn.pragma_update(None, "synchronous", "FULL")
+    // Completions, acknowledgements and leases lost to a power cut only
+    // repeat work (a poll, a delivery); inserts are made durable one by one
+    // below, since `track` has promised them.
+    conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(sql_err)?;
     Migrations::from_slice(MIGRATIONS)
         .to_latest(&mut conn)
@@ -182,6 +188,20 @@ fn serve(conn: &mut Connection, rx: &mpsc::Receiver<Op>, count: &AtomicU64) {
 }
 
 fn insert<'a>(
+    conn: &mut Connection,
+    count: &AtomicU64,
+    jobs: impl Iterator<Item = &'a NewJob>,
+) -> Result<(), Error> {
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(sql_err)?;
+    let result = insert_tx(conn, count, jobs);
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(sql_err)?;
+    count.fetch_add(2, Ordering::Relaxed);
+    result
+}
+
+fn insert_tx<'a>(
     conn: &mut Connection,
     count: &AtomicU64,
     jobs: impl Iterator<Item = &'a NewJob>,
