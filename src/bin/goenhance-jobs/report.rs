@@ -66,6 +66,8 @@ pub(crate) fn error_kind(e: &Error) -> &'static str {
         "invalid_input"
     } else if e.is_body_too_large() {
         "body_too_large"
+    } else if e.is_store() {
+        "store"
     } else {
         "other"
     }
