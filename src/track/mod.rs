@@ -334,6 +334,10 @@ impl Tracker {
     /// Claims jobs, waits on them through the client's scheduler and calls
     /// `handler` for each finished one; runs until the future is dropped.
     ///
+    /// Run one `run` per worker id at a time: a run starts by taking back
+    /// the jobs leased under its id (those of a run of the same worker that
+    /// died), so two at once would follow the same jobs.
+    ///
     /// # Errors
     ///
     /// Only an error it cannot outlive: a store schema newer than this
@@ -607,12 +611,20 @@ where
     }
 
     fn on_wait(&mut self, id: String, answer: Option<Result<JobDetail, Error>>) {
-        // `None`: aborted, the lease went to another worker.
-        if let Some(answer) = answer {
-            if let Some(h) = self.held.get_mut(&id) {
-                h.abort = None;
-                self.finished.push((id, answer));
+        match answer {
+            // The scheduler stopped (its runtime is going away): not an
+            // end of the job to store. Another claim takes it up.
+            Some(Err(e)) if e.is_closed() => {
+                self.held.remove(&id);
             }
+            Some(answer) => {
+                if let Some(h) = self.held.get_mut(&id) {
+                    h.abort = None;
+                    self.finished.push((id, answer));
+                }
+            }
+            // Aborted: the lease went to another worker.
+            None => {}
         }
     }
 
