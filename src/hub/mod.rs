@@ -88,13 +88,14 @@ pub(crate) struct Hub {
 enum Command {
     One(JobQuery, oneshot::Sender<Answer>),
     /// A tracked job's wait: it began at `started`, ends at `deadline`,
-    /// resumes from `seed` (the last status seen and when it came), and
+    /// resumes from `seed` (the last status seen, when it came, and the
+    /// polls made until then), and
     /// tells `progress` of each status change.
     Until {
         query: JobQuery,
         started: Instant,
         deadline: Instant,
-        seed: Option<(JobStatus, Instant)>,
+        seed: Option<(JobStatus, Instant, u32)>,
         tx: oneshot::Sender<Answer>,
         progress: Progress,
     },
@@ -187,7 +188,7 @@ impl Hub {
         query: JobQuery,
         started: Instant,
         deadline: Instant,
-        seed: Option<(JobStatus, Instant)>,
+        seed: Option<(JobStatus, Instant, u32)>,
         progress: Progress,
     ) -> Answer {
         let (tx, rx) = oneshot::channel();
@@ -289,8 +290,8 @@ impl fmt::Debug for Hub {
     }
 }
 
-/// Where a tracked job's status changes go.
-pub(crate) type Progress = mpsc::UnboundedSender<(JobQuery, JobStatus)>;
+/// Where a tracked job's status changes go, with its polls so far.
+pub(crate) type Progress = mpsc::UnboundedSender<(JobQuery, JobStatus, u32)>;
 
 enum Sink {
     One(oneshot::Sender<Answer>),
@@ -314,13 +315,13 @@ impl Waiter {
         }
     }
 
-    fn tell_change(&self, query: &JobQuery, detail: &JobDetail) {
+    fn tell_change(&self, query: &JobQuery, detail: &JobDetail, polls: u32) {
         match &self.sink {
             Sink::Watch(tx) => {
                 let _ = tx.send((query.clone(), Ok(detail.clone())));
             }
             Sink::Tracked(_, progress) => {
-                let _ = progress.send((query.clone(), detail.status().clone()));
+                let _ = progress.send((query.clone(), detail.status().clone(), polls));
             }
             _ => {}
         }
@@ -609,8 +610,8 @@ impl Driver {
                     },
                     started.min(now),
                 );
-                if let Some((status, at)) = seed {
-                    self.jobs[key].state.resume(&status, at);
+                if let Some((status, at, polls)) = seed {
+                    self.jobs[key].state.resume(&status, at, polls);
                 }
             }
             Command::Many {
@@ -761,7 +762,7 @@ impl Driver {
                 if let Some(detail) = changed {
                     let query = job.id.query();
                     for w in job.waiters.as_slice() {
-                        w.tell_change(&query, &detail);
+                        w.tell_change(&query, &detail, job.state.polls());
                     }
                 }
                 // Waiters whose own deadline has come (they joined earlier

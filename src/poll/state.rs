@@ -94,15 +94,22 @@ impl WaitState {
         self.deadline_ms = ms(deadline.saturating_duration_since(self.started));
     }
 
-    /// Takes up a wait from before a restart: the last status seen and
-    /// when it came, so that changes and stalls count from then. Only
-    /// before the first poll, and only for a known status.
-    pub(crate) fn resume(&mut self, status: &JobStatus, changed: Instant) {
+    /// Takes up a wait from before a restart: the last status seen, when
+    /// it came and the polls made until then, so that changes and stalls
+    /// count from then and the schedule goes on from that poll. Only before
+    /// the first poll, and only for a known status.
+    pub(crate) fn resume(&mut self, status: &JobStatus, changed: Instant, polls: u32) {
         let code = code_of(status);
         if self.polls == 0 && code < FIRST_UNKNOWN {
             self.last.code = code;
             self.last_change_ms = ms(changed.saturating_duration_since(self.started));
+            self.polls = polls;
         }
+    }
+
+    /// Polls made so far.
+    pub(crate) fn polls(&self) -> u32 {
+        self.polls
     }
 
     /// Moves the deadline later (a new waiter joined a job already followed).

@@ -20,7 +20,7 @@ struct Row {
     deliveries: u32,
     lease_owner: Option<String>,
     lease_until: i64,
-    last: Option<(String, i64)>,
+    last: Option<(String, i64, u32)>,
 }
 
 #[derive(Debug, Default)]
@@ -157,6 +157,7 @@ impl TrackStore for MemoryStore {
                         deliveries: r.deliveries,
                         last_status: r.last.as_ref().map(|l| l.0.clone()),
                         last_change: r.last.as_ref().map(|l| l.1),
+                        last_polls: r.last.as_ref().map(|l| l.2),
                     }
                 })
                 .collect()
@@ -204,7 +205,7 @@ impl TrackStore for MemoryStore {
             for c in jobs {
                 if let Some(r) = s.rows.get_mut(&c.id) {
                     if r.state == WAITING && r.lease_owner.as_deref() == Some(worker) {
-                        r.last = Some((c.status, c.at));
+                        r.last = Some((c.status, c.at, c.polls));
                     }
                 }
             }

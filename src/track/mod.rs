@@ -64,9 +64,10 @@
 //!   error it cannot outlive (a schema newer than this crate).
 //! - What the adaptive schedule learned per job type is saved in the
 //!   store and taken in again when a run starts; the last status of each
-//!   waiting job and when it changed are saved with the lease renewals, so
-//!   a wait taken up after a restart counts stalls from that change, and
-//!   its schedule from the `track`.
+//!   waiting job, when it changed and the polls until then are saved with
+//!   the lease renewals, so a wait taken up after a restart counts stalls
+//!   from that change, its schedule from that poll (the adaptive one from
+//!   the `track`), and never polls a job whose end was stored.
 //!
 //! Wall-clock instants are read as the system clock when the process built
 //! its first tracker plus tokio's clock since, so that tests on a paused clock see
@@ -471,8 +472,8 @@ struct Run<F> {
     store_failures: u32,
     learned_saved: Vec<Learned>,
     /// Status changes of waiting jobs, from the hub; saved with renewals.
-    progress_tx: tokio::sync::mpsc::UnboundedSender<(JobQuery, JobStatus)>,
-    progress_rx: tokio::sync::mpsc::UnboundedReceiver<(JobQuery, JobStatus)>,
+    progress_tx: tokio::sync::mpsc::UnboundedSender<(JobQuery, JobStatus, u32)>,
+    progress_rx: tokio::sync::mpsc::UnboundedReceiver<(JobQuery, JobStatus, u32)>,
     changes: HashMap<String, StatusChange>,
 }
 
@@ -545,8 +546,8 @@ where
                 Some(joined) = self.handlers.join_next(), if !self.handlers.is_empty() => {
                     self.on_handler(joined);
                 }
-                Some((query, status)) = self.progress_rx.recv() => {
-                    self.on_change(query, status);
+                Some((query, status, polls)) = self.progress_rx.recv() => {
+                    self.on_change(query, status, polls);
                 }
                 () = self.inner.wake.notified() => self.claim_due = true,
                 () = sleep_until(wake_at) => {}
@@ -571,19 +572,20 @@ where
             while let Some(joined) = self.handlers.try_join_next() {
                 self.on_handler(joined);
             }
-            while let Ok((query, status)) = self.progress_rx.try_recv() {
-                self.on_change(query, status);
+            while let Ok((query, status, polls)) = self.progress_rx.try_recv() {
+                self.on_change(query, status, polls);
             }
         }
     }
 
-    fn on_change(&mut self, query: JobQuery, status: JobStatus) {
+    fn on_change(&mut self, query: JobQuery, status: JobStatus, polls: u32) {
         let id = query.img_uuid().to_owned();
         if self.held.contains_key(&id) {
             let change = StatusChange {
                 id: id.clone(),
                 status: status.as_str().to_owned(),
                 at: self.inner.clock.now_ms(),
+                polls,
             };
             self.changes.insert(id, change);
         }
@@ -832,10 +834,13 @@ where
                     let clock = self.inner.clock;
                     let started = clock.instant(job.tracked_at);
                     let deadline = clock.instant(job.deadline);
-                    let seed = job
-                        .last_status
-                        .zip(job.last_change)
-                        .map(|(s, at)| (JobStatus::from_raw(&s), clock.instant(at)));
+                    let seed = job.last_status.zip(job.last_change).map(|(s, at)| {
+                        (
+                            JobStatus::from_raw(&s),
+                            clock.instant(at),
+                            job.last_polls.unwrap_or(0),
+                        )
+                    });
                     let progress = self.progress_tx.clone();
                     let client = self.inner.client.clone();
                     let (abort, reg) = AbortHandle::new_pair();

@@ -254,7 +254,7 @@ impl TrackStore for PostgresStore {
                        deliveries = j.deliveries + CASE WHEN j.state = 1 THEN 1 ELSE 0 END \
                      FROM due WHERE j.id = due.id \
                      RETURNING j.id, j.meta, j.tracked_at, j.deadline, j.outcome, j.deliveries, \
-                       j.last_status, j.last_change",
+                       j.last_status, j.last_change, j.last_polls",
                     &[&worker, &lease_until, &now, &limit, &take_own],
                 )
                 .await
@@ -270,6 +270,9 @@ impl TrackStore for PostgresStore {
                     deliveries: u32::try_from(r.get::<_, i32>(5)).unwrap_or(0),
                     last_status: r.get(6),
                     last_change: r.get(7),
+                    last_polls: r
+                        .get::<_, Option<i32>>(8)
+                        .and_then(|p| u32::try_from(p).ok()),
                 })
                 .collect())
         })
@@ -328,14 +331,20 @@ impl TrackStore for PostgresStore {
             let ids: Vec<&str> = jobs.iter().map(|c| c.id.as_str()).collect();
             let statuses: Vec<&str> = jobs.iter().map(|c| c.status.as_str()).collect();
             let ats: Vec<i64> = jobs.iter().map(|c| c.at).collect();
+            let polls: Vec<i32> = jobs
+                .iter()
+                .map(|c| i32::try_from(c.polls).unwrap_or(i32::MAX))
+                .collect();
             let client = inner.client().await?;
             inner.count(1);
             client
                 .execute(
-                    "UPDATE goenhance_jobs j SET last_status = f.status, last_change = f.at \
-                     FROM unnest($1::text[], $2::text[], $3::int8[]) AS f(id, status, at) \
+                    "UPDATE goenhance_jobs j SET last_status = f.status, last_change = f.at, \
+                       last_polls = f.polls \
+                     FROM unnest($1::text[], $2::text[], $3::int8[], $5::int4[]) \
+                       AS f(id, status, at, polls) \
                      WHERE j.id = ANY($1) AND j.id = f.id AND j.state = 0 AND j.lease_owner = $4",
-                    &[&ids, &statuses, &ats, &worker],
+                    &[&ids, &statuses, &ats, &worker, &polls],
                 )
                 .await
                 .map_err(|e| inner.err(e))?;

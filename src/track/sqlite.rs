@@ -258,7 +258,7 @@ impl TrackStore for SqliteStore {
                        WHERE state < 2 AND (due_at <= ?3 OR (?5 AND lease_owner = ?1)) \
                        ORDER BY due_at LIMIT ?4) \
                      RETURNING id, meta, tracked_at, deadline, outcome, deliveries, \
-                       last_status, last_change",
+                       last_status, last_change, last_polls",
                 )
                 .map_err(sql_err)?;
             let rows = stmt
@@ -274,6 +274,7 @@ impl TrackStore for SqliteStore {
                             deliveries: ms_u32(r.get(5)?),
                             last_status: r.get(6)?,
                             last_change: r.get(7)?,
+                            last_polls: r.get::<_, Option<i64>>(8)?.map(ms_u32),
                         })
                     },
                 )
@@ -340,12 +341,13 @@ impl TrackStore for SqliteStore {
             {
                 let mut stmt = tx
                     .prepare_cached(
-                        "UPDATE goenhance_jobs SET last_status = ?2, last_change = ?3 \
+                        "UPDATE goenhance_jobs SET last_status = ?2, last_change = ?3, \
+                           last_polls = ?5 \
                          WHERE id = ?1 AND state = 0 AND lease_owner = ?4",
                     )
                     .map_err(sql_err)?;
                 for c in &jobs {
-                    stmt.execute(params![c.id, c.status, c.at, worker])
+                    stmt.execute(params![c.id, c.status, c.at, worker, c.polls])
                         .map_err(sql_err)?;
                 }
             }

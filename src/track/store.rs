@@ -45,6 +45,8 @@ pub struct ClaimedJob {
     pub last_status: Option<String>,
     /// When that status was first seen (ms since the Unix epoch).
     pub last_change: Option<i64>,
+    /// Polls made until then.
+    pub last_polls: Option<u32>,
 }
 
 /// A status change seen while waiting, for [`TrackStore::save_status`].
@@ -56,6 +58,8 @@ pub struct StatusChange {
     pub status: String,
     /// When it was first seen (ms since the Unix epoch).
     pub at: i64,
+    /// Polls made until then, that one included.
+    pub polls: u32,
 }
 
 /// The end of a wait, for [`TrackStore::complete`].
