@@ -67,6 +67,8 @@
 //! - `rustls` (default): HTTPS for [`HyperTransport`], trusting the web PKI
 //!   and the platform's roots ([`TlsRoots`]) and any extra CA.
 //! - `fake`: [`fake`], a fake GoEnhance server on loopback for tests.
+//! - `sqlite`: [`track::SqliteStore`], durable tracking in an embedded SQLite file.
+//! - `postgres`: [`track::PostgresStore`], a fleet of workers sharing tracked jobs.
 //! - `cli`: the `goenhance-jobs` command-line tool.
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
@@ -88,6 +90,7 @@ pub mod service;
 mod stack;
 mod text;
 pub mod timeout;
+pub mod track;
 pub mod transport;
 
 #[cfg(feature = "fake")]

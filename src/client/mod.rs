@@ -163,6 +163,11 @@ impl Client {
         self.inner.hub.wait_all(queries, true)
     }
 
+    /// The scheduler of waits, for durable tracking.
+    pub(crate) fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
     /// The base URL.
     pub fn base_url(&self) -> &BaseUrl {
         &self.inner.base

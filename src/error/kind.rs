@@ -47,13 +47,17 @@ pub enum ErrorKind {
     Expired,
     /// A local file could not be created, written or moved into place.
     Io,
+    /// A tracking store failed; it may come back.
+    Store,
+    /// A tracking store holds a schema newer than this crate knows.
+    StoreSchema,
 }
 
 impl ErrorKind {
     /// A stable snake-case name: `invalid_input`, `transport`,
     /// `certificate`, `timeout`,
     /// `http`, `api`, `decode`, `body_too_large`, `deadline`, `stall`,
-    /// `closed`, `expired`, `io`.
+    /// `closed`, `expired`, `io`, `store`, `store_schema`.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::InvalidInput => "invalid_input",
@@ -69,6 +73,8 @@ impl ErrorKind {
             ErrorKind::Closed => "closed",
             ErrorKind::Expired => "expired",
             ErrorKind::Io => "io",
+            ErrorKind::Store => "store",
+            ErrorKind::StoreSchema => "store_schema",
         }
     }
 }

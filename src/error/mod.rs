@@ -146,6 +146,39 @@ impl Error {
         Error::new(Kind::Closed).with_message("the wait scheduler has stopped")
     }
 
+    pub(crate) fn store(message: impl Into<Box<str>>) -> Self {
+        Error::new(Kind::Store).with_message(message)
+    }
+
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn store_schema(message: impl Into<Box<str>>) -> Self {
+        Error::new(Kind::StoreSchema).with_message(message)
+    }
+
+    /// Rebuilds an error from what a tracking store kept of it.
+    pub(crate) fn from_parts(
+        kind: Kind,
+        message: Option<Box<str>>,
+        status: Option<StatusCode>,
+        api_code: Option<i64>,
+        wait: Option<WaitReport>,
+    ) -> Self {
+        let mut err = Error::new(kind);
+        err.inner.message = message;
+        err.inner.status = status;
+        err.inner.api_code = api_code;
+        err.inner.wait = wait;
+        err
+    }
+
+    pub(crate) fn message(&self) -> Option<&str> {
+        self.inner.message.as_deref()
+    }
+
+    pub(crate) fn wait_report(&self) -> Option<&WaitReport> {
+        self.inner.wait.as_ref()
+    }
+
     pub(crate) fn expired(status: Option<StatusCode>, message: impl Into<Box<str>>) -> Self {
         let mut err = Error::new(Kind::Expired).with_message(message);
         err.inner.status = status;
@@ -298,6 +331,13 @@ impl Error {
         self.inner.kind == Kind::Io
     }
 
+    /// A tracking store failed: unreachable, refused, or holding a schema
+    /// newer than this crate knows. Its message never carries a password or
+    /// a connection string.
+    pub fn is_store(&self) -> bool {
+        matches!(self.inner.kind, Kind::Store | Kind::StoreSchema)
+    }
+
     /// The retry loop stopped although the error was transient, because the
     /// shared retry budget ran out.
     pub fn is_budget_exhausted(&self) -> bool {
@@ -328,6 +368,7 @@ impl Error {
             | Kind::Closed
             | Kind::Expired
             | Kind::Io => false,
+            Kind::Store | Kind::StoreSchema => false,
         }
     }
 
@@ -434,6 +475,7 @@ impl fmt::Display for Error {
             Kind::Closed => {}
             Kind::Expired => f.write_str("output url expired")?,
             Kind::Io => f.write_str("file error")?,
+            Kind::Store | Kind::StoreSchema => f.write_str("store error")?,
         }
         let sep = if matches!(
             inner.kind,

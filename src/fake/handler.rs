@@ -28,6 +28,44 @@ pub(super) struct Shared {
     pub(super) in_flight: AtomicU64,
     pub(super) max_in_flight: AtomicU64,
     request_ids: AtomicU64,
+    /// Requests in flight per job id, to count overlapping polls.
+    polls_in_flight: Mutex<HashMap<String, u32>>,
+    pub(super) overlapping_polls: AtomicU64,
+}
+
+/// Counts a poll of one id as in flight until dropped; a poll that starts
+/// while another of the same id is in flight is an overlapping one.
+struct PollInFlight<'a>(&'a Shared, &'a str);
+
+impl<'a> PollInFlight<'a> {
+    fn new(shared: &'a Shared, id: &'a str) -> Self {
+        let mut map = shared
+            .polls_in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(id.to_owned()).or_insert(0);
+        *n += 1;
+        if *n > 1 {
+            shared.overlapping_polls.fetch_add(1, Ordering::SeqCst);
+        }
+        Self(shared, id)
+    }
+}
+
+impl Drop for PollInFlight<'_> {
+    fn drop(&mut self) {
+        let mut map = self
+            .0
+            .polls_in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(self.1) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(self.1);
+            }
+        }
+    }
 }
 
 struct State {
@@ -99,6 +137,8 @@ impl Shared {
             connections: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
+            polls_in_flight: Mutex::new(HashMap::new()),
+            overlapping_polls: AtomicU64::new(0),
             request_ids: AtomicU64::new(0),
         }
     }
@@ -171,6 +211,7 @@ impl Shared {
             return Ok(envelope(StatusCode::BAD_REQUEST, 400, "missing img_uuid"));
         };
         drop(req);
+        let _poll = PollInFlight::new(&self, &id);
 
         let fault = {
             let mut state = self.state();

@@ -177,6 +177,13 @@ impl FakeServer {
         self.shared.max_in_flight.load(Ordering::SeqCst)
     }
 
+    /// Polls that arrived while another poll of the same id was still
+    /// being answered: a sign that two waiters (or two workers of a fleet)
+    /// followed one job at once.
+    pub fn overlapping_polls(&self) -> u64 {
+        self.shared.overlapping_polls.load(Ordering::SeqCst)
+    }
+
     /// The raw status the job's timeline shows at `at`, given the good
     /// answers served so far; `None` for an unknown id. Instants before
     /// the job was added give its first status.

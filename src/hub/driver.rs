@@ -183,14 +183,36 @@ impl Driver {
         let now = Instant::now();
         let deadline = crate::clock::after(now, self.policy.timeout);
         match command {
-            Command::One(query, tx) => self.add(
-                query.img_uuid(),
-                Waiter {
-                    deadline,
-                    sink: Sink::One(tx),
-                },
-                now,
-            ),
+            Command::One(query, tx) => {
+                self.add(
+                    query.img_uuid(),
+                    Waiter {
+                        deadline,
+                        sink: Sink::One(tx),
+                    },
+                    now,
+                );
+            }
+            Command::Until {
+                query,
+                started,
+                deadline,
+                seed,
+                tx,
+                progress,
+            } => {
+                let key = self.add(
+                    query.img_uuid(),
+                    Waiter {
+                        deadline,
+                        sink: Sink::Tracked(tx, progress),
+                    },
+                    started.min(now),
+                );
+                if let Some((status, at, polls)) = seed {
+                    self.jobs[key].state.resume(&status, at, polls);
+                }
+            }
             Command::Many {
                 changes,
                 ids,
@@ -299,7 +321,8 @@ impl Driver {
         }
     }
 
-    fn add(&mut self, id: &str, waiter: Waiter, now: Instant) {
+    /// Adds a waiter; returns the job's key.
+    fn add(&mut self, id: &str, waiter: Waiter, now: Instant) -> usize {
         let hash = self.hasher.hash_one(id);
         let jobs = &self.jobs;
         let deadline = self.to_ms(waiter.deadline);
@@ -311,10 +334,12 @@ impl Driver {
             job.state.extend_deadline(waiter.deadline);
             job.waiters.push(waiter);
             self.timers.push(Reverse((deadline, DEADLINE, key)));
-            return;
+            return key as usize;
         }
+        let mut state = WaitState::new(&self.policy, now);
+        state.set_deadline(waiter.deadline);
         let key = self.jobs.insert(Job {
-            state: WaitState::new(&self.policy, now),
+            state,
             id: JobId::new(id),
             waiters: Waiters::One(waiter),
             generation: 0,
@@ -326,6 +351,7 @@ impl Driver {
         });
         self.ready.push_back((key as u32, 0));
         self.timers.push(Reverse((deadline, DEADLINE, key as u32)));
+        key
     }
 
     /// Gives the waiters of job `key` whose deadline has come their
@@ -464,7 +490,7 @@ impl Driver {
                 if let Some(detail) = changed {
                     let query = job.id.query();
                     for w in job.waiters.as_slice() {
-                        w.tell_change(&query, &detail);
+                        w.tell_change(&query, &detail, job.state.polls());
                     }
                 }
                 // Waiters whose own deadline has come (they joined earlier

@@ -5,13 +5,15 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::Answer;
+use super::{Answer, Progress};
 use crate::model::JobDetail;
 use crate::poll::state::WaitState;
 use crate::query::JobQuery;
 
 pub(super) enum Sink {
     One(oneshot::Sender<Answer>),
+    /// A tracked job: its end, and its status changes for the store.
+    Tracked(oneshot::Sender<Answer>, Progress),
     Many(mpsc::UnboundedSender<(JobQuery, Answer)>),
     /// Also told of every status change.
     Watch(mpsc::UnboundedSender<(JobQuery, Answer)>),
@@ -25,20 +27,26 @@ pub(super) struct Waiter {
 impl Waiter {
     pub(super) fn is_gone(&self) -> bool {
         match &self.sink {
-            Sink::One(tx) => tx.is_closed(),
+            Sink::One(tx) | Sink::Tracked(tx, _) => tx.is_closed(),
             Sink::Many(tx) | Sink::Watch(tx) => tx.is_closed(),
         }
     }
 
-    pub(super) fn tell_change(&self, query: &JobQuery, detail: &JobDetail) {
-        if let Sink::Watch(tx) = &self.sink {
-            let _ = tx.send((query.clone(), Ok(detail.clone())));
+    pub(super) fn tell_change(&self, query: &JobQuery, detail: &JobDetail, polls: u32) {
+        match &self.sink {
+            Sink::Watch(tx) => {
+                let _ = tx.send((query.clone(), Ok(detail.clone())));
+            }
+            Sink::Tracked(_, progress) => {
+                let _ = progress.send((query.clone(), detail.status().clone(), polls));
+            }
+            _ => {}
         }
     }
 
     pub(super) fn deliver(self, query: &JobQuery, answer: Answer) {
         match self.sink {
-            Sink::One(tx) => {
+            Sink::One(tx) | Sink::Tracked(tx, _) => {
                 let _ = tx.send(answer);
             }
             Sink::Many(tx) | Sink::Watch(tx) => {

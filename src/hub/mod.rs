@@ -40,11 +40,12 @@ use std::task::{Context, Poll};
 
 use futures_core::Stream;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use self::driver::Driver;
 pub use self::throttle::{PerSecond, Throttle};
 use crate::error::Error;
-use crate::model::JobDetail;
+use crate::model::{JobDetail, JobStatus};
 use crate::poll::PollPolicy;
 use crate::query::JobQuery;
 use crate::stack::Stack;
@@ -80,6 +81,17 @@ pub(crate) struct Hub {
 
 pub(super) enum Command {
     One(JobQuery, oneshot::Sender<Answer>),
+    /// A tracked job's wait: it began at `started`, ends at `deadline`,
+    /// resumes from `seed` (the last status seen, when it came, and the
+    /// polls made until then), and tells `progress` of each status change.
+    Until {
+        query: JobQuery,
+        started: Instant,
+        deadline: Instant,
+        seed: Option<(JobStatus, Instant, u32)>,
+        tx: oneshot::Sender<Answer>,
+        progress: Progress,
+    },
     Many {
         /// Whether every status change is sent too, not only the end.
         changes: bool,
@@ -168,6 +180,29 @@ impl Hub {
         rx.await.unwrap_or_else(|_| Err(Error::closed()))
     }
 
+    /// A wait that began at `started` (its history and schedule count from
+    /// there) and ends at `deadline`, for a tracked job resumed after a
+    /// restart.
+    pub(crate) async fn wait_until(
+        &self,
+        query: JobQuery,
+        started: Instant,
+        deadline: Instant,
+        seed: Option<(JobStatus, Instant, u32)>,
+        progress: Progress,
+    ) -> Answer {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Until {
+            query,
+            started,
+            deadline,
+            seed,
+            tx,
+            progress,
+        });
+        rx.await.unwrap_or_else(|_| Err(Error::closed()))
+    }
+
     pub(crate) fn wait_all<I>(&self, queries: I, changes: bool) -> WaitAll
     where
         I: IntoIterator<Item = JobQuery>,
@@ -201,7 +236,7 @@ impl Command {
     /// Answers every query of a command that no driver will see.
     pub(super) fn fail(self, error: &Error) {
         match self {
-            Command::One(_, tx) => {
+            Command::One(_, tx) | Command::Until { tx, .. } => {
                 let _ = tx.send(Err(error.clone()));
             }
             Command::Many { ids, tx, .. } => {
@@ -212,6 +247,9 @@ impl Command {
         }
     }
 }
+
+/// Where a tracked job's status changes go, with its polls so far.
+pub(crate) type Progress = mpsc::UnboundedSender<(JobQuery, JobStatus, u32)>;
 
 /// The stream of [`Client::wait_all`](crate::Client::wait_all).
 ///

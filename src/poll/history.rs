@@ -23,7 +23,7 @@ pub(super) struct History {
 
 const FAILED_POLL: u8 = 0;
 
-fn code_of(status: &JobStatus) -> u8 {
+pub(super) fn code_of(status: &JobStatus) -> u8 {
     match status {
         JobStatus::Pending => 1,
         JobStatus::Processing => 2,
@@ -42,7 +42,7 @@ fn status_of(code: u8) -> Option<JobStatus> {
         _ => return None,
     })
 }
-const FIRST_UNKNOWN: u8 = 5;
+pub(super) const FIRST_UNKNOWN: u8 = 5;
 const MAX_UNKNOWN: usize = (u8::MAX - FIRST_UNKNOWN) as usize;
 
 impl History {

@@ -76,6 +76,31 @@ impl Learner {
         stats.m2 = (1.0 - weight) * (stats.m2 + weight * delta * delta);
     }
 
+    /// What was learned, per job type: `(type, samples, mean, m2)` of
+    /// `ln(seconds)`, to keep across restarts.
+    pub(crate) fn snapshot(&self) -> Vec<(String, u32, f64, f64)> {
+        let types = self.types.lock().unwrap_or_else(|e| e.into_inner());
+        types
+            .iter()
+            .map(|(k, s)| (k.to_string(), s.n, s.mean, s.m2))
+            .collect()
+    }
+
+    /// Takes in a [`snapshot`](Self::snapshot), for types not learned yet.
+    pub(crate) fn restore(&self, learned: &[(String, u32, f64, f64)]) {
+        let mut types = self.types.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, n, mean, m2) in learned {
+            if types.len() >= MAX_TYPES || !mean.is_finite() || !m2.is_finite() {
+                continue;
+            }
+            types.entry(name.as_str().into()).or_insert(Stats {
+                n: (*n).min(WINDOW),
+                mean: *mean,
+                m2: *m2,
+            });
+        }
+    }
+
     pub(crate) fn model(&self, job_type: &str) -> Option<Model> {
         let types = self.types.lock().unwrap_or_else(|e| e.into_inner());
         let s = types.get(job_type)?;

@@ -16,7 +16,7 @@ use crate::clock::{self, ms_u32 as ms};
 use crate::error::{Error, WaitReport};
 use crate::model::{JobDetail, JobStatus};
 
-use super::history::History;
+use super::history::{code_of, History, FIRST_UNKNOWN};
 use super::policy::{adaptive_fallback, PollPolicy, Schedule};
 
 /// The largest slow-down exponent after 429/503 answers (× 16).
@@ -110,6 +110,29 @@ impl WaitState {
     /// sent at or after a wait's deadline.
     pub(crate) fn expired(&self, img_uuid: &str, now: Instant) -> Option<Error> {
         (now >= self.deadline()).then(|| self.ended(img_uuid, End::Deadline, now))
+    }
+
+    /// Sets the deadline (a wait that began before this process did).
+    pub(crate) fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline_ms = ms(deadline.saturating_duration_since(self.started));
+    }
+
+    /// Takes up a wait from before a restart: the last status seen, when
+    /// it came and the polls made until then, so that changes and stalls
+    /// count from then and the schedule goes on from that poll. Only before
+    /// the first poll, and only for a known status.
+    pub(crate) fn resume(&mut self, status: &JobStatus, changed: Instant, polls: u32) {
+        let code = code_of(status);
+        if self.polls == 0 && code < FIRST_UNKNOWN {
+            self.last.code = code;
+            self.last_change_ms = ms(changed.saturating_duration_since(self.started));
+            self.polls = polls;
+        }
+    }
+
+    /// Polls made so far.
+    pub(crate) fn polls(&self) -> u32 {
+        self.polls
     }
 
     /// Moves the deadline later (a new waiter joined a job already followed).

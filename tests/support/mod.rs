@@ -1,11 +1,13 @@
 //! What the integration tests share: the key, short durations, queries,
 //! and clients set up the way most tests want them (the test key, no
 //! retries unless a test asks for them), over the in-memory transport or
-//! against a server on loopback; and, in [`net`], real servers and a proxy
-//! for wire tests. Each test binary uses a part of it.
+//! against a server on loopback; in [`net`], real servers and a proxy for
+//! wire tests; in [`pg`], a throwaway PostgreSQL cluster. Each test binary
+//! uses a part of it.
 #![allow(dead_code)]
 
 pub mod net;
+pub mod pg;
 
 use std::time::Duration;
 

@@ -73,8 +73,14 @@ pub(crate) struct GetArgs {
 #[command(after_help = AFTER_HELP)]
 pub(crate) struct WaitArgs {
     /// Job ids (`img_uuid`); more can come from --stdin.
-    #[arg(required_unless_present = "stdin")]
+    #[arg(required_unless_present_any = ["stdin", "state"])]
     pub(crate) ids: Vec<String>,
+
+    /// Record the jobs in this SQLite file before polling; run again with
+    /// the same file (ids optional) after Ctrl-C, a kill or a reboot to go
+    /// on with the unfinished ones and print those already done.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) state: Option<std::path::PathBuf>,
 
     /// Also read job ids from standard input, one a line (blank lines are
     /// skipped, surrounding whitespace trimmed).

@@ -4,6 +4,7 @@
 //! ```text
 //! goenhance-jobs get <ID> [--download DIR] [--output text|json]
 //! goenhance-jobs wait <ID>... [--stdin] [--timeout 30m] [--download DIR] [--output text|json]
+//! goenhance-jobs wait --state FILE [ID]...
 //! goenhance-jobs demo
 //! ```
 //!
@@ -16,6 +17,7 @@ mod demo;
 mod download;
 mod live;
 mod report;
+mod state;
 
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::pin::pin;
@@ -96,7 +98,7 @@ async fn wait(args: WaitArgs) -> u8 {
             }
         }
     }
-    if ids.is_empty() {
+    if ids.is_empty() && args.state.is_none() {
         complain("no job ids given");
         return code::USAGE;
     }
@@ -120,6 +122,9 @@ async fn wait(args: WaitArgs) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Some(path) = &args.state {
+        return state::wait(path, client, queries, args.out.output).await;
+    }
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
     let live = live_display(args.out.output).then(|| Live::new(&ids));
     let saver = match &args.download {

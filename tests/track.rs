@@ -1,0 +1,708 @@
+//! Durable tracking: the tracker's guarantees on the memory store (paused
+//! clock) and on a real SQLite file.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use goenhance_jobs::track::{MemoryStore, TrackStore, Tracker};
+use goenhance_jobs::transport::mock::{MockResponse, MockTransport};
+use goenhance_jobs::{BoxError, Client, JobStatus, PollPolicy, RetryPolicy};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use support::{mock_client, q};
+
+/// The default retries, a poll a second, a minute's deadline.
+fn client(mock: &MockTransport) -> Client {
+    mock_client(mock)
+        .retry_policy(RetryPolicy::default())
+        .poll_policy(PollPolicy::fixed(Duration::from_secs(1)))
+        .wait_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// What a handler saw of one delivery.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    id: String,
+    meta: serde_json::Value,
+    status: Result<JobStatus, String>,
+    deliveries: u32,
+    at: Instant,
+}
+
+/// Runs `tracker` in the background with a handler that reports every
+/// delivery and fails a job's first `fail_first` deliveries.
+fn spawn_run(
+    tracker: &Tracker,
+    fail_first: u32,
+) -> (mpsc::UnboundedReceiver<Seen>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let t = tracker.clone();
+    let handle = tokio::spawn(async move {
+        let _ = t
+            .run(move |c| {
+                let tx = tx.clone();
+                async move {
+                    let seen = Seen {
+                        id: c.query().img_uuid().to_owned(),
+                        meta: c.meta().clone(),
+                        status: c
+                            .detail()
+                            .map(|d| d.status().clone())
+                            .map_err(|e| e.to_string()),
+                        deliveries: c.deliveries(),
+                        at: Instant::now(),
+                    };
+                    let _ = tx.send(seen);
+                    if c.deliveries() <= fail_first {
+                        return Err::<(), BoxError>("handler refused".into());
+                    }
+                    Ok(())
+                }
+            })
+            .await;
+    });
+    (rx, handle)
+}
+
+/// Lets the tracker write what it has queued (acknowledgements).
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_job_is_delivered_once_with_its_meta_then_acknowledged() {
+    let mock = MockTransport::new();
+    mock.timeline("a", &["pending", "success"]);
+    mock.timeline("b", &["processing", "failed"]);
+    mock.timeline("c", &["success"]);
+    let store = MemoryStore::new();
+    let tracker = Tracker::builder(client(&mock), store.clone()).build();
+    for (id, n) in [("a", 1), ("b", 2), ("c", 3)] {
+        tracker.track(q(id), json!({ "n": n })).await.unwrap();
+    }
+    assert_eq!(tracker.pending().await.unwrap(), 3);
+    let (mut rx, run) = spawn_run(&tracker, 0);
+    let mut got = HashMap::new();
+    for _ in 0..3 {
+        let s = rx.recv().await.unwrap();
+        got.insert(s.id.clone(), (s.meta, s.status, s.deliveries));
+    }
+    settle().await;
+    assert_eq!(
+        got,
+        HashMap::from([
+            (
+                "a".to_owned(),
+                (json!({"n": 1}), Ok(JobStatus::Succeeded), 1)
+            ),
+            ("b".to_owned(), (json!({"n": 2}), Ok(JobStatus::Failed), 1)),
+            (
+                "c".to_owned(),
+                (json!({"n": 3}), Ok(JobStatus::Succeeded), 1)
+            ),
+        ])
+    );
+    assert_eq!(tracker.pending().await.unwrap(), 0);
+    assert!(store.is_delivered("a") && store.is_delivered("b") && store.is_delivered("c"));
+    // Polls: a twice, b twice, c once; nothing after the end.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        (
+            mock.count_for("a"),
+            mock.count_for("b"),
+            mock.count_for("c")
+        ),
+        (2, 2, 1)
+    );
+    assert!(rx.try_recv().is_err(), "delivered twice");
+    run.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_outcome_is_stored_before_the_handler_runs_and_acked_after_ok() {
+    let mock = MockTransport::new();
+    mock.timeline("a", &["success"]);
+    let store = MemoryStore::new();
+    let tracker = Tracker::builder(client(&mock), store.clone()).build();
+    tracker.track(q("a"), json!(null)).await.unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let s = store.clone();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let release = Arc::new(Mutex::new(Some(release_rx)));
+    let t = tracker.clone();
+    let run = tokio::spawn(async move {
+        t.run(move |c| {
+            let (s, tx, release) = (s.clone(), tx.clone(), release.clone());
+            async move {
+                // Stored (one delivery counted), not yet delivered.
+                let _ = tx.send((s.deliveries(c.query().img_uuid()), s.is_delivered("a")));
+                let rx = release.lock().unwrap().take();
+                if let Some(rx) = rx {
+                    let _ = rx.await;
+                }
+                Ok(())
+            }
+        })
+        .await
+    });
+    assert_eq!(rx.recv().await.unwrap(), (Some(1), false));
+    settle().await;
+    assert!(
+        !store.is_delivered("a"),
+        "acked before the handler returned"
+    );
+    release_tx.send(()).unwrap();
+    settle().await;
+    assert!(store.is_delivered("a"));
+    run.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn tracking_an_id_again_keeps_the_first_meta_and_deadline() {
+    let mock = MockTransport::new();
+    mock.timeline("slow", &["pending"]);
+    let store = MemoryStore::new();
+    let tracker = Tracker::builder(client(&mock), store.clone()).build();
+    let t0 = Instant::now();
+    tracker.track(q("slow"), json!("first")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    tracker.track(q("slow"), json!("second")).await.unwrap();
+    assert_eq!(tracker.pending().await.unwrap(), 1);
+    let (mut rx, run) = spawn_run(&tracker, 0);
+    let s = rx.recv().await.unwrap();
+    assert_eq!(s.meta, json!("first"));
+    // The deadline is 60 s from the first track, not from the second.
+    let err = s.status.unwrap_err();
+    assert!(err.starts_with("wait deadline reached after 60s"), "{err}");
+    assert_eq!(s.at - t0, Duration::from_secs(60));
+    run.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_counts_time_before_the_run_started() {
+    // Tracked, then nothing runs for 50 s (a process that was down): the
+    // wait has 10 s left, and its history counts from the track.
+    let mock = MockTransport::new();
+    mock.timeline("slow", &["pending"]);
+    let store = MemoryStore::new();
+    let tracker = Tracker::builder(client(&mock), store.clone()).build();
+    let t0 = Instant::now();
+    tracker.track(q("slow"), json!(null)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(50)).await;
+    let later = Tracker::builder(client(&mock), store.clone()).build();
+    let (mut rx, run) = spawn_run(&later, 0);
+    let s = rx.recv().await.unwrap();
+    assert_eq!(s.at - t0, Duration::from_secs(60));
+    let err = s.status.unwrap_err();
+    assert!(
+        // Polls at 50, 51, … 59 s: none is sent at the deadline itself.
+        err.starts_with("wait deadline reached after 60s (10 polls"),
+        "{err}"
+    );
+    run.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resumed_wait_counts_a_stall_from_the_last_change_before_the_crash() {
+    // Pending for 5 polls (1 s apart), then processing for ever; a stall is
+    // 10 s without a change. The worker dies at 8.5 s, another takes over
+    // at once: the stall comes 10 s after the change at 5 s, not 10 s
+    // after the restart.
+    let mock = MockTransport::new();
+    mock.timeline(
+        "s",
+        &[
+            "pending",
+            "pending",
+            "pending",
+            "pending",
+            "pending",
+            "processing",
+        ],
+    );
+    // A client each, as two processes have: nothing shared but the store.
+    let client = || {
+        Client::builder()
+            .api_key("k")
+            .transport(mock.clone())
+            .poll_policy(
+                PollPolicy::fixed(Duration::from_secs(1)).stall_after(Duration::from_secs(10)),
+            )
+            .wait_timeout(Duration::from_secs(600))
+            .build()
+            .unwrap()
+    };
+    let store = MemoryStore::new();
+    let first = Tracker::builder(client(), store.clone())
+        .worker_id("w")
+        .lease(Duration::from_secs(3))
+        .build();
+    let t0 = Instant::now();
+    first.track(q("s"), json!(null)).await.unwrap();
+    let (_rx, run) = spawn_run(&first, 0);
+    tokio::time::sleep(Duration::from_millis(8500)).await;
+    run.abort();
+    assert_eq!(mock.count_for("s"), 9);
+    let second = Tracker::builder(client(), store.clone())
+        .worker_id("w")
+        .lease(Duration::from_secs(3))
+        .build();
+    let (mut rx, run) = spawn_run(&second, 0);
+    let s = rx.recv().await.unwrap();
+    assert_eq!(s.at - t0, Duration::from_secs(15));
+    // 6 polls until the change (kept), 8 after the restart.
+    assert_eq!(
+        s.status.unwrap_err(),
+        "job stalled: status processing unchanged for 10s (14 polls over 15s)"
+    );
+    run.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_key_is_delivered_as_an_error() {
+    let mock = MockTransport::new();
+    mock.script("a", [MockResponse::status(401)]);
+    let store = MemoryStore::new();
+    let tracker = Tracker::builder(client(&mock), store.clone()).build();
+    tracker.track(q("a"), json!(null)).await.unwrap();
+    let (mut rx, run) = spawn_run(&tracker, 0);
+    let s = rx.recv().await.unwrap();
+    assert_eq!(
+        s.status,
+        Err("http status 401 unauthorized: the api key was refused".to_owned())
+    );
+    assert_eq!(s.deliveries, 1);
+    settle().await;
+    assert!(store.is_delivered("a"));
+    assert_eq!(mock.count_for("a"), 1);
+    run.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_handler_is_retried_with_backoff_and_counts_deliveries() {
+    let mock = MockTransport::new();
+    mock.timeline("a", &["success"]);
+    let store = MemoryStore::new();
+    let tracker = Tracker::builder(client(&mock), store.clone())
+        .claim_interval(Duration::from_millis(100))
+        .handler_retry(Duration::from_secs(1), Duration::from_secs(60))
+        .build();
+    tracker.track(q("a"), json!(null)).await.unwrap();
+    let (mut rx, run) = spawn_run(&tracker, 2);
+    let first = rx.recv().await.unwrap();
+    let second = rx.recv().await.unwrap();
+    let third = rx.recv().await.unwrap();
+    assert_eq!(
+        [first.deliveries, second.deliveries, third.deliveries],
+        [1, 2, 3]
+    );
+    // 1 s then 2 s, found by the next claim (every 100 ms).
+    let gap1 = second.at - first.at;
+    let gap2 = third.at - second.at;
+    assert!(
+        gap1 >= Duration::from_secs(1) && gap1 <= Duration::from_millis(1100),
+        "{gap1:?}"
+    );
+    assert!(
+        gap2 >= Duration::from_secs(2) && gap2 <= Duration::from_millis(2100),
+        "{gap2:?}"
+    );
+    settle().await;
+    assert!(store.is_delivered("a"));
+    assert_eq!(store.deliveries("a"), Some(3));
+    // The job was polled once: deliveries again do not poll.
+    assert_eq!(mock.count_for("a"), 1);
+    run.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_is_down_only_delays_the_run() {
+    let mock = MockTransport::new();
+    for i in 0..5 {
+        mock.timeline(&format!("j{i}"), &["pending", "success"]);
+    }
+    let store = MemoryStore::new();
+    let tracker = Tracker::builder(client(&mock), store.clone()).build();
+    for i in 0..5 {
+        tracker.track(q(&format!("j{i}")), json!(i)).await.unwrap();
+    }
+    store.set_down(true);
+    assert!(tracker.pending().await.unwrap_err().is_store());
+    let (mut rx, run) = spawn_run(&tracker, 0);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert!(rx.try_recv().is_err());
+    assert_eq!(mock.request_count(), 0);
+    store.set_down(false);
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(rx.recv().await.unwrap().id);
+    }
+    ids.sort();
+    assert_eq!(ids, ["j0", "j1", "j2", "j3", "j4"]);
+    settle().await;
+    assert_eq!(tracker.pending().await.unwrap(), 0);
+    run.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_fails_between_outcome_and_handler_loses_nothing() {
+    // The outcome is in hand but the store is down: the handler waits for
+    // it to be stored.
+    let mock = MockTransport::new();
+    mock.timeline("a", &["pending", "success"]);
+    let store = MemoryStore::new();
+    let tracker = Tracker::builder(client(&mock), store.clone()).build();
+    tracker.track(q("a"), json!(null)).await.unwrap();
+    let (mut rx, run) = spawn_run(&tracker, 0);
+    // First poll at once, then after 1 s: go down in between.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    store.set_down(true);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(mock.count_for("a"), 2);
+    assert!(
+        rx.try_recv().is_err(),
+        "handler ran before the outcome was stored"
+    );
+    store.set_down(false);
+    let s = rx.recv().await.unwrap();
+    assert_eq!((s.status, s.deliveries), (Ok(JobStatus::Succeeded), 1));
+    run.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn handlers_of_different_jobs_run_concurrently_up_to_the_cap() {
+    let mock = MockTransport::new();
+    for i in 0..12 {
+        mock.timeline(&format!("j{i}"), &["success"]);
+    }
+    let store = MemoryStore::new();
+    let tracker = Tracker::builder(client(&mock), store.clone())
+        .max_handlers(4)
+        .build();
+    for i in 0..12 {
+        tracker.track(q(&format!("j{i}")), json!(i)).await.unwrap();
+    }
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let (r, p, d) = (running.clone(), peak.clone(), done.clone());
+    let t = tracker.clone();
+    let run = tokio::spawn(async move {
+        t.run(move |_| {
+            let (r, p, d) = (r.clone(), p.clone(), d.clone());
+            async move {
+                let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                r.fetch_sub(1, Ordering::SeqCst);
+                d.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        })
+        .await
+    });
+    let t0 = Instant::now();
+    while done.load(Ordering::SeqCst) < 12 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(peak.load(Ordering::SeqCst), 4);
+    // 12 handlers of 1 s, 4 at a time: 3 s.
+    let took = Instant::now() - t0;
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_millis(3100),
+        "{took:?}"
+    );
+    run.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_workers_on_one_store_deliver_each_job_once() {
+    let mock = MockTransport::new();
+    let n = 60;
+    for i in 0..n {
+        mock.timeline(&format!("j{i}"), &["pending", "processing", "success"]);
+    }
+    let store = MemoryStore::new();
+    let a = Tracker::builder(client(&mock), store.clone())
+        .worker_id("a")
+        .claim_interval(Duration::from_millis(50))
+        .build();
+    let b = Tracker::builder(client(&mock), store.clone())
+        .worker_id("b")
+        .claim_interval(Duration::from_millis(50))
+        .build();
+    for i in 0..n {
+        a.track(q(&format!("j{i}")), json!(i)).await.unwrap();
+    }
+    let (mut rx_a, run_a) = spawn_run(&a, 0);
+    let (mut rx_b, run_b) = spawn_run(&b, 0);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let mut ids = Vec::new();
+    while let Ok(s) = rx_a.try_recv() {
+        ids.push(s.id);
+    }
+    while let Ok(s) = rx_b.try_recv() {
+        ids.push(s.id);
+    }
+    ids.sort();
+    let mut want: Vec<String> = (0..n).map(|i| format!("j{i}")).collect();
+    want.sort();
+    assert_eq!(ids, want);
+    // Each job polled by one worker: three polls each.
+    assert_eq!(mock.request_count(), 3 * n as u64);
+    run_a.abort();
+    run_b.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_workers_jobs_are_taken_over_when_its_lease_lapses() {
+    let mock = MockTransport::new();
+    mock.timeline("a", &["pending", "pending", "pending", "success"]);
+    let store = MemoryStore::new();
+    let dead = Tracker::builder(client(&mock), store.clone())
+        .worker_id("dead")
+        .lease(Duration::from_secs(6))
+        .build();
+    dead.track(q("a"), json!(null)).await.unwrap();
+    let (_rx, run) = spawn_run(&dead, 0);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    run.abort(); // dies holding the lease
+    let polls_before = mock.count_for("a");
+    assert_eq!(polls_before, 2);
+    let t_dead = Instant::now();
+    let heir = Tracker::builder(client(&mock), store.clone())
+        .worker_id("heir")
+        .claim_interval(Duration::from_millis(100))
+        .build();
+    let (mut rx, run) = spawn_run(&heir, 0);
+    let s = rx.recv().await.unwrap();
+    assert_eq!(s.status, Ok(JobStatus::Succeeded));
+    // Not before the lease (taken at t=0 for 6 s) lapsed.
+    assert!(
+        s.at - t_dead >= Duration::from_millis(4500),
+        "{:?}",
+        s.at - t_dead
+    );
+    run.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn what_the_schedule_learned_is_saved_in_the_store() {
+    let mock = MockTransport::new();
+    for i in 0..3 {
+        mock.timeline(&format!("j{i}"), &["pending", "success"]);
+    }
+    let store = MemoryStore::new();
+    let client = Client::builder()
+        .api_key("k")
+        .transport(mock.clone())
+        .build()
+        .unwrap();
+    let tracker = Tracker::builder(client, store.clone())
+        .lease(Duration::from_secs(3))
+        .build();
+    for i in 0..3 {
+        tracker.track(q(&format!("j{i}")), json!(i)).await.unwrap();
+    }
+    let (mut rx, run) = spawn_run(&tracker, 0);
+    for _ in 0..3 {
+        rx.recv().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let learned = store.load_learned().await.unwrap();
+    assert_eq!(learned.len(), 1);
+    assert_eq!(learned[0].job_type, "mx-v2v");
+    assert_eq!(learned[0].samples, 3);
+    run.abort();
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use super::*;
+    use goenhance_jobs::track::SqliteStore;
+
+    /// Waits until the store has `n` jobs pending: SQLite answers from its
+    /// own thread, which a paused clock does not wait for.
+    async fn until_pending(store: &SqliteStore, n: u64) {
+        while store.pending().await.unwrap() != n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn temp_db(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "goenhance-track-{}-{name}-{}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("jobs.db")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn jobs_survive_closing_the_file_and_are_delivered_once() {
+        let path = temp_db("survive");
+        let mock = MockTransport::new();
+        for i in 0..20 {
+            mock.timeline(&format!("j{i}"), &["pending", "success"]);
+        }
+        {
+            let store = SqliteStore::open(&path).await.unwrap();
+            let tracker = Tracker::builder(client(&mock), store).build();
+            let tracks = (0..20).map(|i| {
+                let t = tracker.clone();
+                async move { t.track(q(&format!("j{i}")), json!({ "i": i })).await }
+            });
+            for r in futures_util::future::join_all(tracks).await {
+                r.unwrap();
+            }
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(store.pending().await.unwrap(), 20);
+        let tracker = Tracker::builder(client(&mock), store.clone()).build();
+        let (mut rx, run) = spawn_run(&tracker, 0);
+        let mut seen: Vec<(String, serde_json::Value)> = Vec::new();
+        for _ in 0..20 {
+            let s = rx.recv().await.unwrap();
+            assert_eq!((s.status, s.deliveries), (Ok(JobStatus::Succeeded), 1));
+            seen.push((s.id, s.meta));
+        }
+        seen.sort_by_key(|(id, _)| id[1..].parse::<u32>().unwrap());
+        let want: Vec<_> = (0..20)
+            .map(|i| (format!("j{i}"), json!({ "i": i })))
+            .collect();
+        assert_eq!(seen, want);
+        until_pending(&store, 0).await;
+        run.abort();
+        drop(tracker);
+        drop(store);
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(store.pending().await.unwrap(), 0);
+        // Tracked again: still one job, already delivered.
+        let tracker = Tracker::builder(client(&mock), store.clone()).build();
+        tracker.track(q("j3"), json!("again")).await.unwrap();
+        assert_eq!(tracker.pending().await.unwrap(), 0);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outcome_stored_but_not_acknowledged_is_delivered_again_as_stored() {
+        let path = temp_db("redeliver");
+        let mock = MockTransport::new();
+        mock.script("a", [MockResponse::status(401)]);
+        let store = SqliteStore::open(&path).await.unwrap();
+        let tracker = Tracker::builder(client(&mock), store.clone())
+            .worker_id("w")
+            .build();
+        tracker.track(q("a"), json!(1)).await.unwrap();
+        // A handler that never returns: the process "dies" during it.
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let t = tracker.clone();
+        let run = tokio::spawn(async move {
+            t.run(move |c| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send((c.deliveries(), c.detail().unwrap_err().to_string()));
+                    std::future::pending::<()>().await;
+                    Ok(())
+                }
+            })
+            .await
+        });
+        assert_eq!(
+            rx.recv().await.unwrap(),
+            (
+                1,
+                "http status 401 unauthorized: the api key was refused".to_owned()
+            )
+        );
+        run.abort();
+        drop(tracker);
+        drop(store);
+        let store = SqliteStore::open(&path).await.unwrap();
+        let tracker = Tracker::builder(client(&mock), store.clone())
+            .worker_id("w")
+            .build();
+        let (mut rx, run) = spawn_run(&tracker, 0);
+        let s = rx.recv().await.unwrap();
+        assert_eq!(s.deliveries, 2);
+        assert_eq!(
+            s.status,
+            Err("http status 401 unauthorized: the api key was refused".to_owned())
+        );
+        // Not polled again: the outcome came from the file.
+        assert_eq!(mock.count_for("a"), 1);
+        until_pending(&store, 0).await;
+        run.abort();
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_last_status_of_a_wait_is_kept_for_the_next_claim() {
+        use goenhance_jobs::track::{NewJob, StatusChange};
+        let path = temp_db("status");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let job = NewJob {
+            id: "a".into(),
+            meta: "{}".into(),
+            tracked_at: 1_000,
+            deadline: 61_000,
+        };
+        store.insert(vec![job]).await.unwrap();
+        let claimed = store.claim("w", 1_000, 31_000, 10, false).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].last_status, None);
+        // Held: not due for anyone until the lease ends.
+        assert!(store
+            .claim("v", 2_000, 32_000, 10, false)
+            .await
+            .unwrap()
+            .is_empty());
+        let change = StatusChange {
+            id: "a".into(),
+            status: "processing".into(),
+            at: 5_000,
+            polls: 6,
+        };
+        store.save_status("w", vec![change]).await.unwrap();
+        drop(store);
+        let store = SqliteStore::open(&path).await.unwrap();
+        // The lease lapsed: another worker takes the job, and its state.
+        let claimed = store.claim("v", 31_000, 61_000, 10, false).await.unwrap();
+        assert_eq!(
+            (
+                claimed[0].last_status.as_deref(),
+                claimed[0].last_change,
+                claimed[0].last_polls,
+                claimed[0].deadline,
+            ),
+            (Some("processing"), Some(5_000), Some(6), 61_000)
+        );
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_schema_newer_than_the_crate_is_refused() {
+        let path = temp_db("newer");
+        drop(SqliteStore::open(&path).await.unwrap());
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.pragma_update(None, "user_version", 99).unwrap();
+        }
+        let err = SqliteStore::open(&path).await.unwrap_err();
+        assert!(err.is_store());
+        assert_eq!(
+            err.to_string(),
+            "store error: the sqlite store has a schema newer than this version of goenhance-jobs"
+        );
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+}

@@ -1,0 +1,417 @@
+//! A fleet on PostgreSQL: a throwaway cluster started by the test, three
+//! worker processes sharing 1,000 jobs with one SIGKILLed half-way, and
+//! workers that ride out a server restart.
+//!
+//! Needs the PostgreSQL server binaries (`initdb`, `pg_ctl`) on `PATH` or
+//! in `pg_config --bindir`; as root they run as the `postgres` user.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use goenhance_jobs::fake::{FakeServer, Timeline};
+use goenhance_jobs::track::{PostgresStore, TrackStore, Tracker};
+use goenhance_jobs::{Client, JobQuery, JobStatus, PollPolicy};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+mod support;
+
+use support::pg::Cluster;
+
+fn worker_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join("track_worker");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build --examples --all-features` (cargo test builds it)",
+        bin.display()
+    );
+    bin
+}
+
+/// A worker process; its `deliver` lines come tagged with its number.
+fn spawn_worker(n: usize, url: &str, base: &str, tx: mpsc::Sender<(usize, String)>) -> Child {
+    let mut child = Command::new(worker_binary())
+        .args([url, base])
+        .args([
+            "--poll-ms",
+            "200",
+            "--handler-ms",
+            "20",
+            "--lease-ms",
+            "2000",
+        ])
+        .args(["--max-jobs", "400"])
+        .args(["--worker-id", &format!("w{n}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start track_worker");
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send((n, line)).is_err() {
+                break;
+            }
+        }
+    });
+    child
+}
+
+fn timelines(prefix: &str, n: usize) -> Vec<(String, Timeline)> {
+    (0..n)
+        .map(|i| {
+            let t = Timeline::new("mx-v2v").pending_for_answers(1 + (i as u64 % 3));
+            let t = if i % 10 == 3 {
+                t.fail()
+            } else {
+                t.succeed("video", "https://cdn.example/out.mp4")
+            };
+            (format!("{prefix}-{i:04}"), t)
+        })
+        .collect()
+}
+
+async fn serve(jobs: &[(String, Timeline)]) -> FakeServer {
+    jobs.iter()
+        .fold(FakeServer::builder(), |b, (id, t)| {
+            b.job(id.clone(), t.clone())
+        })
+        .start()
+        .await
+        .unwrap()
+}
+
+fn client(base: &str, poll: Duration) -> Client {
+    Client::builder()
+        .api_key("fake-key")
+        .base_url(base)
+        .poll_policy(PollPolicy::fixed(poll))
+        .build()
+        .unwrap()
+}
+
+async fn until_pending(store: &PostgresStore, n: u64) {
+    loop {
+        if store.pending().await.ok() == Some(n) {
+            return;
+        }
+        tokio::time::sleep(ms(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_one_killed_deliver_every_job_polling_each_once_at_a_time() {
+    const N: usize = 1000;
+    let cluster = Cluster::start("fleet");
+    let jobs = timelines("job", N);
+
+    // The baseline: one in-memory wait_all over the same timelines.
+    let alone = serve(&jobs).await;
+    let c = client(alone.base_url(), ms(200));
+    let queries: Vec<_> = jobs
+        .iter()
+        .map(|(id, _)| JobQuery::new(id).unwrap())
+        .collect();
+    assert_eq!(c.wait_all(queries).count().await, N);
+    let baseline = alone.total_requests();
+    drop(alone);
+
+    let server = serve(&jobs).await;
+    let store = PostgresStore::connect(&cluster.url()).await.unwrap();
+    let tracker = Tracker::builder(client(server.base_url(), ms(200)), store.clone()).build();
+    let tracks = jobs.iter().map(|(id, _)| {
+        let t = tracker.clone();
+        let id = id.clone();
+        async move { t.track(JobQuery::new(&id)?, serde_json::json!(id)).await }
+    });
+    for r in futures_util::future::join_all(tracks).await {
+        r.unwrap();
+    }
+    assert_eq!(store.pending().await.unwrap(), N as u64);
+
+    let (url, base) = (cluster.url(), server.base_url().to_owned());
+    let (tx, rx) = mpsc::channel();
+    let mut workers: Vec<Child> = (0..3)
+        .map(|n| spawn_worker(n, &url, &base, tx.clone()))
+        .collect();
+    drop(tx);
+    // Deliveries as (worker, id, deliveries, what).
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut got: Vec<(usize, String, u32, String)> = Vec::new();
+        let mut killed = false;
+        let mut seen = HashSet::new();
+        while seen.len() < N {
+            let (w, line) = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("workers went silent");
+            let parts: Vec<&str> = line.split(' ').collect();
+            if parts[0] != "deliver" {
+                continue;
+            }
+            seen.insert(parts[1].to_owned());
+            got.push((
+                w,
+                parts[1].to_owned(),
+                parts[2].parse().unwrap(),
+                parts[3].to_owned(),
+            ));
+            if !killed && got.len() >= N / 2 {
+                workers[0].kill().unwrap();
+                workers[0].wait().unwrap();
+                killed = true;
+            }
+        }
+        (got, workers, rx)
+    });
+    let (mut got, mut workers, rx) = lines.await.unwrap();
+    // The killed worker's unrecorded deliveries come again once its leases
+    // lapse: wait until every delivery is recorded.
+    until_pending(&store, 0).await;
+    for w in workers.iter_mut().skip(1) {
+        w.kill().unwrap();
+        w.wait().unwrap();
+    }
+    let late: Vec<(usize, String)> = tokio::task::block_in_place(|| rx.iter().collect());
+    for (w, line) in late {
+        let parts: Vec<&str> = line.split(' ').collect();
+        if parts[0] == "deliver" {
+            got.push((
+                w,
+                parts[1].to_owned(),
+                parts[2].parse().unwrap(),
+                parts[3].to_owned(),
+            ));
+        }
+    }
+
+    let want: HashMap<&str, &str> = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| {
+            (
+                id.as_str(),
+                if i % 10 == 3 { "failed" } else { "succeeded" },
+            )
+        })
+        .collect();
+    let mut by_id: HashMap<&str, Vec<&(usize, String, u32, String)>> = HashMap::new();
+    for d in &got {
+        by_id.entry(d.1.as_str()).or_default().push(d);
+    }
+    assert_eq!(by_id.len(), N);
+    for (id, ds) in &by_id {
+        for d in ds {
+            assert_eq!(d.3, want[id], "{id}");
+        }
+    }
+    // Delivered twice: only jobs the killed worker was delivering.
+    let killed: HashSet<&str> = got
+        .iter()
+        .filter(|d| d.0 == 0)
+        .map(|d| d.1.as_str())
+        .collect();
+    let twice: Vec<&str> = by_id
+        .iter()
+        .filter(|(_, ds)| ds.len() > 1)
+        .map(|(id, _)| *id)
+        .collect();
+    for id in &twice {
+        assert!(killed.contains(id), "{id} delivered twice by live workers");
+    }
+    assert!(twice.len() <= 32, "{} delivered twice", twice.len());
+    // The work was shared: every worker delivered some.
+    for w in 0..3 {
+        assert!(got.iter().any(|d| d.0 == w), "worker {w} delivered nothing");
+    }
+    // Each job polled by one worker at a time, and no more polls than one
+    // process waiting on them all (a tenth more at most).
+    assert_eq!(server.overlapping_polls(), 0);
+    let total = server.total_requests();
+    eprintln!(
+        "fleet: {total} polls against {baseline} in memory, {} delivered twice, per worker {:?}",
+        twice.len(),
+        (0..3)
+            .map(|w| got.iter().filter(|d| d.0 == w).count())
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        total as f64 <= baseline as f64 * 1.1,
+        "{total} polls against {baseline} in memory"
+    );
+    let after_end: u64 = jobs
+        .iter()
+        .map(|(id, _)| server.polls_after_terminal(id))
+        .sum();
+    assert!(after_end <= 32, "{after_end} polls after a job's end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_ride_out_a_server_restart_and_lose_nothing() {
+    const N: usize = 300;
+    let cluster = Cluster::start("restart");
+    let jobs: Vec<(String, Timeline)> = (0..N)
+        .map(|i| {
+            (
+                format!("r-{i:03}"),
+                Timeline::new("mx-v2v")
+                    .pending(ms(200 + (i as u64 % 40) * 100))
+                    .succeed("video", "https://cdn.example/r.mp4"),
+            )
+        })
+        .collect();
+    let server = serve(&jobs).await;
+    let store_a = PostgresStore::connect(&cluster.url()).await.unwrap();
+    let store_b = PostgresStore::connect(&cluster.url()).await.unwrap();
+    let a = Tracker::builder(client(server.base_url(), ms(100)), store_a.clone())
+        .worker_id("a")
+        .claim_interval(ms(100))
+        .build();
+    let b = Tracker::builder(client(server.base_url(), ms(100)), store_b.clone())
+        .worker_id("b")
+        .claim_interval(ms(100))
+        .build();
+    for (id, _) in &jobs {
+        a.track(JobQuery::new(id).unwrap(), serde_json::Value::Null)
+            .await
+            .unwrap();
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut runs = Vec::new();
+    for t in [a.clone(), b.clone()] {
+        let tx = tx.clone();
+        runs.push(tokio::spawn(async move {
+            t.run(move |c| {
+                let tx = tx.clone();
+                async move {
+                    let ok = c.detail().map(|d| d.status() == &JobStatus::Succeeded);
+                    tx.send((c.query().img_uuid().to_owned(), ok.unwrap_or(false)))?;
+                    Ok(())
+                }
+            })
+            .await
+        }));
+    }
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    while seen.len() < N / 3 {
+        let (id, ok) = rx.recv().await.unwrap();
+        assert!(ok, "{id}");
+        *seen.entry(id).or_default() += 1;
+    }
+    tokio::task::block_in_place(|| cluster.pg_ctl(&["-m", "fast", "restart"]));
+    while seen.len() < N {
+        let (id, ok) = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+            .await
+            .expect("deliveries stopped after the restart")
+            .unwrap();
+        assert!(ok, "{id}");
+        *seen.entry(id).or_default() += 1;
+    }
+    until_pending(&store_a, 0).await;
+    assert!(seen.values().all(|&n| n == 1), "a job was delivered twice");
+    for r in &runs {
+        assert!(!r.is_finished(), "a run ended");
+    }
+    for r in runs {
+        r.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_newer_than_the_crate_is_refused_without_the_password() {
+    let cluster = Cluster::start("schema");
+    {
+        // The last status of a wait goes to the next claim, by any worker.
+        use goenhance_jobs::track::{NewJob, StatusChange};
+        let store = PostgresStore::connect(&cluster.url()).await.unwrap();
+        let job = NewJob {
+            id: "a".into(),
+            meta: "{}".into(),
+            tracked_at: 1_000,
+            deadline: 61_000,
+        };
+        store.insert(vec![job.clone(), job]).await.unwrap();
+        assert_eq!(store.pending().await.unwrap(), 1);
+        assert_eq!(
+            store
+                .claim("w", 1_000, 31_000, 10, false)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(store
+            .claim("v", 2_000, 32_000, 10, false)
+            .await
+            .unwrap()
+            .is_empty());
+        let change = StatusChange {
+            id: "a".into(),
+            status: "processing".into(),
+            at: 5_000,
+            polls: 6,
+        };
+        store.save_status("w", vec![change]).await.unwrap();
+        let claimed = store.claim("v", 31_000, 61_000, 10, false).await.unwrap();
+        assert_eq!(
+            (
+                claimed[0].last_status.as_deref(),
+                claimed[0].last_change,
+                claimed[0].last_polls
+            ),
+            (Some("processing"), Some(5_000), Some(6))
+        );
+    }
+    let (client, conn) = tokio_postgres::connect(&cluster.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .execute(
+            "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
+             VALUES (99, 'later', '2026-01-01T00:00:00Z', '0')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let err = PostgresStore::connect(&cluster.url()).await.unwrap_err();
+    assert!(err.is_store());
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "store error: the postgres store at 127.0.0.1:{}/postgres has a schema newer than this version of goenhance-jobs",
+            cluster.port
+        )
+    );
+    // A refused connection names the server, never the password.
+    let err = PostgresStore::connect("postgres://postgres:hunter2@127.0.0.1:1/postgres")
+        .await
+        .unwrap_err();
+    assert!(err.is_store());
+    assert!(
+        err.to_string()
+            .starts_with("store error: postgres at 127.0.0.1:1/postgres: "),
+        "{err}"
+    );
+    assert!(!format!("{err} {err:?}").contains("hunter2"));
+    let err = PostgresStore::connect("postgres://postgres:hunter2@[bad")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "store error: postgres: invalid connection string"
+    );
+}
