@@ -86,6 +86,7 @@ mod query;
 pub mod retry;
 pub mod service;
 mod stack;
+pub mod telemetry;
 mod text;
 pub mod timeout;
 pub mod transport;

@@ -48,6 +48,7 @@ use crate::model::JobDetail;
 use crate::poll::PollPolicy;
 use crate::query::JobQuery;
 use crate::stack::Stack;
+use crate::telemetry::WaitMeter;
 
 /// The default cap on polls in flight.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
@@ -79,7 +80,9 @@ pub(crate) struct Hub {
 }
 
 pub(super) enum Command {
-    One(JobQuery, oneshot::Sender<Answer>),
+    /// The span is the parent of the wait's span: the one current where
+    /// the wait was asked for.
+    One(JobQuery, oneshot::Sender<Answer>, tracing::Span),
     Many {
         /// Whether every status change is sent too, not only the end.
         changes: bool,
@@ -88,6 +91,7 @@ pub(super) enum Command {
         /// as far as known: room is made for them at once.
         more: usize,
         tx: mpsc::UnboundedSender<(JobQuery, Answer)>,
+        parent: tracing::Span,
     },
 }
 
@@ -163,9 +167,12 @@ impl Hub {
     }
 
     pub(crate) async fn wait(&self, query: JobQuery) -> Answer {
+        let mut meter = WaitMeter::start(1);
         let (tx, rx) = oneshot::channel();
-        self.send(Command::One(query, tx));
-        rx.await.unwrap_or_else(|_| Err(Error::closed()))
+        self.send(Command::One(query, tx, tracing::Span::current()));
+        let answer = rx.await.unwrap_or_else(|_| Err(Error::closed()));
+        meter.end(&answer);
+        answer
     }
 
     pub(crate) fn wait_all<I>(&self, queries: I, changes: bool) -> WaitAll
@@ -191,9 +198,14 @@ impl Hub {
                 ids,
                 more,
                 tx: tx.clone(),
+                parent: tracing::Span::current(),
             });
         }
-        WaitAll { rx, remaining }
+        WaitAll {
+            rx,
+            remaining,
+            meter: WaitMeter::start(remaining),
+        }
     }
 }
 
@@ -201,7 +213,7 @@ impl Command {
     /// Answers every query of a command that no driver will see.
     pub(super) fn fail(self, error: &Error) {
         match self {
-            Command::One(_, tx) => {
+            Command::One(_, tx, _) => {
                 let _ = tx.send(Err(error.clone()));
             }
             Command::Many { ids, tx, .. } => {
@@ -221,6 +233,8 @@ impl Command {
 pub(crate) struct WaitAll {
     rx: mpsc::UnboundedReceiver<(JobQuery, Answer)>,
     remaining: usize,
+    /// The waits not answered yet, counted until the stream is dropped.
+    meter: WaitMeter,
 }
 
 impl Stream for WaitAll {
@@ -236,11 +250,13 @@ impl Stream for WaitAll {
                 // else is a status change on the way.
                 if item.1.as_ref().map_or(true, JobDetail::is_terminal) {
                     self.remaining -= 1;
+                    self.meter.end(&item.1);
                 }
                 Poll::Ready(Some(item))
             }
             Poll::Ready(None) => {
                 self.remaining = 0;
+                self.meter.cancel_rest();
                 Poll::Ready(None)
             }
             Poll::Pending => Poll::Pending,
