@@ -233,7 +233,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let prometheus = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Suffix("duration".into()),
-            &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0],
+            &[
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+            ],
         )?
         .install_recorder()?;
     goenhance_jobs::telemetry::describe();
@@ -270,14 +272,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = Router::new()
         .route("/jobs/{id}/wait", get(wait_job))
         .with_state(AppState { jobs })
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &http::Request<_>| {
-            let traceparent = req
-                .headers()
-                .get("traceparent")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            tracing::info_span!("request", uri = %req.uri(), traceparent)
-        }))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &http::Request<_>| {
+                let traceparent = req
+                    .headers()
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!("request", uri = %req.uri(), traceparent)
+            }),
+        )
         .route("/metrics", get(move || metrics_text(prometheus.clone())));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -314,9 +318,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert!(sent.iter().all(|v| TraceIds::parse_trace(v) == trace));
 
     // What a Prometheus scrape sees.
-    let res = http
-        .get(format!("http://{addr}/metrics").parse()?)
-        .await?;
+    let res = http.get(format!("http://{addr}/metrics").parse()?).await?;
     let text = res.into_body().collect().await?.to_bytes();
     println!("GET /metrics:");
     for line in String::from_utf8_lossy(&text).lines() {

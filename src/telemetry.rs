@@ -141,7 +141,11 @@ pub fn describe() {
     );
     describe_counter!(RETRIES, Unit::Count, "retries sent, by error type");
     describe_gauge!(WAITS_ACTIVE, Unit::Count, "waits in progress");
-    describe_gauge!(POLLS_IN_FLIGHT, Unit::Count, "polls sent and not answered yet");
+    describe_gauge!(
+        POLLS_IN_FLIGHT,
+        Unit::Count,
+        "polls sent and not answered yet"
+    );
     describe_gauge!(
         RETRY_BUDGET_TOKENS,
         Unit::Count,
@@ -300,6 +304,13 @@ impl AttemptTrace {
         {
             let seconds = self.started.elapsed().as_secs_f64();
             let h = match (self.status, error) {
+                // The common case with a key made at compile time: no
+                // allocation, its hash computed once.
+                (Some(StatusCode::OK), None) => metrics::histogram!(
+                    "http.client.request.duration",
+                    "http.request.method" => "GET",
+                    "http.response.status_code" => "200"
+                ),
                 (Some(s), Some(e)) => metrics::histogram!(
                     HTTP_CLIENT_REQUEST_DURATION,
                     LABEL_METHOD => "GET",
@@ -329,7 +340,11 @@ impl Drop for AttemptTrace {
     fn drop(&mut self) {
         if !self.done {
             let cut = CUTTING.with(|c| c.get());
-            self.end(Some(Cow::Borrowed(if cut { "timeout" } else { "cancelled" })));
+            self.end(Some(Cow::Borrowed(if cut {
+                "timeout"
+            } else {
+                "cancelled"
+            })));
         }
     }
 }
@@ -339,7 +354,18 @@ pub(crate) fn polled(result: &Result<JobDetail, Error>) {
     #[cfg(feature = "metrics")]
     match result {
         Ok(detail) => {
-            metrics::counter!(POLLS, LABEL_OUTCOME => status_label(detail.status())).increment(1)
+            // Keys made at compile time for the usual statuses.
+            let counter = match detail.status() {
+                JobStatus::Pending => metrics::counter!("goenhance.polls", "outcome" => "pending"),
+                JobStatus::Processing => {
+                    metrics::counter!("goenhance.polls", "outcome" => "processing")
+                }
+                JobStatus::Succeeded => {
+                    metrics::counter!("goenhance.polls", "outcome" => "succeeded")
+                }
+                other => metrics::counter!(POLLS, LABEL_OUTCOME => status_label(other)),
+            };
+            counter.increment(1)
         }
         Err(e) => metrics::counter!(
             POLLS,
@@ -569,7 +595,10 @@ mod tests {
             error_type(&Error::timeout(std::time::Duration::from_secs(1))),
             "timeout"
         );
-        assert_eq!(status_label(&JobStatus::Unknown("queued".into())), "unknown");
+        assert_eq!(
+            status_label(&JobStatus::Unknown("queued".into())),
+            "unknown"
+        );
     }
 
     #[test]
@@ -577,5 +606,35 @@ mod tests {
         let w = WaitSpan::start("job-1", &Span::none());
         assert!(w.0.is_none());
         assert!(w.span().is_disabled());
+    }
+}
+
+#[cfg(all(test, feature = "metrics"))]
+mod static_keys {
+    /// The keys written out as literals (for speed) are the documented ones.
+    #[test]
+    fn literal_names_match_the_constants() {
+        let src = include_str!("telemetry.rs");
+        for literal in [
+            "\"http.client.request.duration\"",
+            "\"http.request.method\"",
+            "\"http.response.status_code\"",
+            "\"goenhance.polls\"",
+            "\"outcome\"",
+        ] {
+            let name = literal.trim_matches('"');
+            assert!(
+                [
+                    super::HTTP_CLIENT_REQUEST_DURATION,
+                    super::LABEL_METHOD,
+                    super::LABEL_STATUS_CODE,
+                    super::POLLS,
+                    super::LABEL_OUTCOME
+                ]
+                .contains(&name),
+                "{name}"
+            );
+            assert!(src.contains(literal));
+        }
     }
 }

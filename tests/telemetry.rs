@@ -158,7 +158,10 @@ fn a_scripted_sequence_leaves_exact_counters_and_gauges() {
         let detail = client.get("retried").await.unwrap();
         assert_eq!(detail.status(), &JobStatus::Processing);
         let gauges = totals.take(&snap);
-        assert_eq!(gauges, counters(&[("goenhance.retry.budget.tokens{}", 495.0)]));
+        assert_eq!(
+            gauges,
+            counters(&[("goenhance.retry.budget.tokens{}", 495.0)])
+        );
         assert_eq!(
             totals.values,
             counters(&[
