@@ -21,7 +21,7 @@
 //!   `url.full` (the detail URL holds only the job id, never the key),
 //!   `http.response.status_code` once an answer came, `error.type` when the
 //!   attempt failed (the HTTP status for a non-2xx answer, else the
-//!   [`ErrorKind`](crate::ErrorKind) name: `timeout`, `transport`, `api`, …;
+//!   [`ErrorKind`] name: `timeout`, `transport`, `api`, …;
 //!   `cancelled` when the attempt was dropped before it ended, `timeout` when
 //!   the timeout layer cut it), and `http.request.resend_count` on retries
 //!   only (1 for the first retry).

@@ -376,9 +376,12 @@ struct SpanRec {
     parent: Option<usize>,
 }
 
+/// The fields of an event.
+type EventRec = BTreeMap<String, String>;
+
 /// Every span and event, in the order they were opened.
 #[derive(Default, Clone)]
-struct Captured(Arc<Mutex<(Vec<SpanRec>, Vec<BTreeMap<String, String>>)>>);
+struct Captured(Arc<Mutex<(Vec<SpanRec>, Vec<EventRec>)>>);
 
 struct Fields<'a>(&'a mut BTreeMap<String, String>);
 
