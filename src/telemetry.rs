@@ -28,7 +28,7 @@
 //! - **`goenhance.wait`**, one per wait, with `goenhance.job.id`, and when
 //!   the wait ends `goenhance.wait.polls` (status requests sent) and
 //!   `goenhance.wait.outcome` (see below). The `GET` spans of its polls are
-//!   its children. A [`Poller`](crate::poll::Poller) or `Client::watch` has
+//!   its children. A `Poller` (`PollLayer`) or `Client::watch` has
 //!   the span current where it was called as parent. The hub behind
 //!   `Client::wait`/`wait_all` opens one per *job* it follows (waits on the
 //!   same id share one poll loop and so one span), its parent the span
@@ -60,15 +60,15 @@
 //!   counted in `goenhance.retries` and timed as its own request.
 //! - `goenhance.waits.active` counts what callers wait on: each
 //!   `Client::wait`, each query of a `wait_all`/`watch_all` stream not
-//!   answered yet, each `Client::watch` stream and [`Poller`](crate::poll::Poller)
+//!   answered yet, each `Client::watch` stream and `Poller` (`PollLayer`)
 //!   future. A wait leaves it when it ends however it ends: answered, an
 //!   error (deadline, stall, …), its future or stream dropped, or the hub's
 //!   scheduler stopped. A wait dropped before its end is timed with the
 //!   outcome `cancelled`.
 //! - `goenhance.retry.budget.tokens` is the token count of the last
-//!   [`TokenBucket`](crate::retry::TokenBucket) that changed: one per
-//!   process is the common case; give each client its own recorder (or
-//!   none) to tell several apart.
+//!   `retry::TokenBucket` that changed (its creation included). One budget
+//!   per process is the common case: clients made from one `RetryPolicy`
+//!   share it; the gauge has no label to tell separate budgets apart.
 //! - Durations are measured on tokio's clock.
 //!
 //! Without the feature the crate does not depend on `metrics` and the
