@@ -603,3 +603,65 @@ fn spans_carry_the_opentelemetry_fields_and_never_the_key() {
     }
     assert!(!events.is_empty());
 }
+
+/// Downloads count their bytes and their outcomes.
+#[test]
+fn downloads_count_bytes_and_outcomes() {
+    use bytes::Bytes;
+    use goenhance_jobs::{JobOutput, OutputKind};
+    use http_body_util::Full;
+
+    let recorder = DebuggingRecorder::new();
+    let snap = recorder.snapshotter();
+    let dir = tempfile::tempdir().unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        // Not on the paused clock: files are written on tokio's blocking
+        // threads, and nothing here is timed.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let storage = tower::service_fn(|req: http::Request<Full<Bytes>>| async move {
+                let res = if req.uri().path() == "/gone.mp4" {
+                    http::Response::builder()
+                        .status(403)
+                        .body(Full::new(Bytes::new()))
+                } else {
+                    http::Response::builder()
+                        .header("content-length", "5")
+                        .body(Full::new(Bytes::from_static(b"hello")))
+                };
+                Ok::<_, http::Error>(res.unwrap())
+            });
+            let client = Client::builder()
+                .api_key(KEY)
+                .transport(storage)
+                .build()
+                .unwrap();
+            let ok = JobOutput::new(OutputKind::Video, "https://cdn.example/a.mp4?sig=1");
+            let gone = JobOutput::new(OutputKind::Video, "https://cdn.example/gone.mp4?sig=1");
+            let file = client
+                .download(&ok, dir.path().join("a.mp4"))
+                .await
+                .unwrap();
+            assert_eq!(file.bytes(), 5);
+            let err = client
+                .download(&gone, dir.path().join("gone.mp4"))
+                .await
+                .unwrap_err();
+            assert!(err.is_expired());
+        });
+    });
+    let mut totals = Totals::default();
+    totals.take(&snap);
+    assert_eq!(
+        totals.values,
+        counters(&[
+            ("goenhance.download.bytes{}", 5.0),
+            ("goenhance.downloads{outcome=expired}", 1.0),
+            ("goenhance.downloads{outcome=ok}", 1.0),
+            ("goenhance.retry.budget.tokens{}", 500.0),
+        ])
+    );
+}
