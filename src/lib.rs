@@ -62,11 +62,17 @@
 //!
 //! The `tower_stack` example builds it so.
 //!
+//! Every attempt is a `GET` span and every wait a `goenhance.wait` span,
+//! named after the OpenTelemetry conventions; with the `metrics` feature
+//! the stack and the hub record metrics too ([`telemetry`]).
+//!
 //! # Features
 //!
 //! - `rustls` (default): HTTPS for [`HyperTransport`], trusting the web PKI
 //!   and the platform's roots ([`TlsRoots`]) and any extra CA.
 //! - `fake`: [`fake`], a fake GoEnhance server on loopback for tests.
+//! - `metrics`: counters, gauges and histograms through the `metrics`
+//!   facade ([`telemetry`]).
 //! - `cli`: the `goenhance-jobs` command-line tool.
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]

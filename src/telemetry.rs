@@ -219,9 +219,16 @@ thread_local! {
 
 /// Runs `drop_attempt`, which drops an attempt cut by its timeout.
 pub(crate) fn cut_by_timeout(drop_attempt: impl FnOnce()) {
+    /// Clears the flag however `drop_attempt` returns, a panic included.
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            CUTTING.with(|c| c.set(false));
+        }
+    }
     CUTTING.with(|c| c.set(true));
+    let _reset = Reset;
     drop_attempt();
-    CUTTING.with(|c| c.set(false));
 }
 
 /// The span and the timing of one HTTP attempt.
