@@ -58,6 +58,10 @@
 //!
 //! - A *poll* is one status request of a wait, retries included; a retry is
 //!   counted in `goenhance.retries` and timed as its own request.
+//!   `goenhance.retries` counts retried status requests (`Client::get`,
+//!   polls, a `RetryLayer`); a download resumed after a cut is counted in
+//!   its bytes and its one outcome, not there, though it pays the same
+//!   retry budget.
 //! - `goenhance.waits.active` counts what callers wait on: each
 //!   `Client::wait`, each query of a `wait_all`/`watch_all` stream not
 //!   answered yet, each `Client::watch` stream and `Poller` (`PollLayer`)
