@@ -19,6 +19,18 @@
 //!   the body collected and decoded into `serde_json::Value`: the baseline.
 //! - `reqwest`: reqwest (http only), `.json::<serde_json::Value>()`.
 //!
+//! With feature `metrics`, `--only stack,metered` measures what recording
+//! metrics costs: `metered` is the same `stack` client with a Prometheus
+//! recorder (metrics-exporter-prometheus) taking every metric, `stack` the
+//! same with no recorder taking them. One recorder is installed for the
+//! whole run behind a switch that is on only during `metered` rounds (off,
+//! it hands out no-op handles, as no recorder does); its upkeep runs
+//! between rounds, outside the timed part.
+//!
+//! ```text
+//! cargo bench --bench stack --features fake,metrics -- --only stack,metered
+//! ```
+//!
 //! Diagnostics, only with `--only`: `bare` (`JobStatusService` over
 //! `AuthLayer` over `HyperTransport`, cloned per call), `timeout` (the same
 //! under `TimeoutLayer`), `retry` (under `RetryLayer` too: the client's stack
@@ -80,6 +92,8 @@ enum Kind {
     Stack,
     Raw,
     Reqwest,
+    /// `Stack` with a metrics recorder taking every metric.
+    Metered,
     // Diagnostics, not run by default: the stack's pieces built by hand.
     Bare,
     Timeout,
@@ -92,6 +106,7 @@ impl Kind {
             Kind::Stack => "stack",
             Kind::Raw => "raw",
             Kind::Reqwest => "reqwest",
+            Kind::Metered => "metered",
             Kind::Bare => "bare",
             Kind::Timeout => "timeout",
             Kind::Retry => "retry",
@@ -138,6 +153,7 @@ fn args() -> Args {
                         "stack" => Kind::Stack,
                         "raw" => Kind::Raw,
                         "reqwest" => Kind::Reqwest,
+                        "metered" if cfg!(feature = "metrics") => Kind::Metered,
                         "bare" => Kind::Bare,
                         "timeout" => Kind::Timeout,
                         "retry" => Kind::Retry,
@@ -336,7 +352,7 @@ where
 /// cannot look fast.
 async fn one(clients: &Clients, kind: Kind) {
     match kind {
-        Kind::Stack => {
+        Kind::Stack | Kind::Metered => {
             let d = clients.stack.get(ID).await.expect("stack get");
             debug_assert_eq!(d.status(), &JobStatus::Succeeded);
             std::hint::black_box(d);
@@ -383,6 +399,8 @@ async fn round(
     requests: usize,
     concurrency: usize,
 ) -> (Duration, u64) {
+    #[cfg(feature = "metrics")]
+    metered::switch(kind == Kind::Metered);
     let left = Arc::new(AtomicUsize::new(requests));
     let cpu = cpu_ns();
     let start = Instant::now();
@@ -402,7 +420,87 @@ async fn round(
     while let Some(r) = tasks.join_next().await {
         r.expect("caller task");
     }
-    (start.elapsed(), cpu_ns().saturating_sub(cpu))
+    let took = (start.elapsed(), cpu_ns().saturating_sub(cpu));
+    #[cfg(feature = "metrics")]
+    metered::upkeep();
+    took
+}
+
+/// The recorder behind a switch, for `metered` rounds.
+#[cfg(feature = "metrics")]
+mod metered {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::OnceLock;
+
+    use metrics::{
+        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+    use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+    static ON: AtomicBool = AtomicBool::new(false);
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+    struct Switch(PrometheusRecorder);
+
+    impl Recorder for Switch {
+        fn describe_counter(&self, key: KeyName, unit: Option<Unit>, text: SharedString) {
+            self.0.describe_counter(key, unit, text)
+        }
+        fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, text: SharedString) {
+            self.0.describe_gauge(key, unit, text)
+        }
+        fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, text: SharedString) {
+            self.0.describe_histogram(key, unit, text)
+        }
+        fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+            if ON.load(Ordering::Relaxed) {
+                self.0.register_counter(key, metadata)
+            } else {
+                Counter::noop()
+            }
+        }
+        fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+            if ON.load(Ordering::Relaxed) {
+                self.0.register_gauge(key, metadata)
+            } else {
+                Gauge::noop()
+            }
+        }
+        fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+            if ON.load(Ordering::Relaxed) {
+                self.0.register_histogram(key, metadata)
+            } else {
+                Histogram::noop()
+            }
+        }
+    }
+
+    /// Turns recording on or off (installing the recorder the first time).
+    pub(super) fn switch(on: bool) {
+        HANDLE.get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(Switch(recorder)).expect("one recorder");
+            goenhance_jobs::telemetry::describe();
+            handle
+        });
+        ON.store(on, Ordering::Relaxed);
+    }
+
+    /// The exporter's upkeep (histograms drained), as a program runs it on
+    /// a timer; and a check that the metered rounds were recorded.
+    pub(super) fn upkeep() {
+        if let Some(handle) = HANDLE.get() {
+            if ON.load(Ordering::Relaxed) {
+                handle.run_upkeep();
+                let text = handle.render();
+                assert!(
+                    text.contains("http_client_request_duration_count"),
+                    "the metered round recorded nothing"
+                );
+            }
+        }
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -552,6 +650,33 @@ async fn run(mut a: Args) {
             overall[i],
             median(per_round[i].clone()),
             cpu_us[i],
+        );
+    }
+    let stack = a.only.iter().position(|&k| k == Kind::Stack);
+    let metered = a.only.iter().position(|&k| k == Kind::Metered);
+    if let (Some(stack), Some(metered)) = (stack, metered) {
+        let ratios: Vec<f64> = per_round[metered]
+            .iter()
+            .zip(&per_round[stack])
+            .map(|(m, s)| m / s)
+            .collect();
+        let cpu_ratios: Vec<f64> = cpu_per_round[stack]
+            .iter()
+            .zip(&cpu_per_round[metered])
+            .map(|(s, m)| s / m)
+            .collect();
+        println!();
+        println!(
+            "metered/stack = {:.3} (all requests), {:.3} (median of per-round ratios, min {:.3}, max {:.3})",
+            overall[metered] / overall[stack],
+            median(ratios.clone()),
+            ratios.iter().cloned().fold(f64::INFINITY, f64::min),
+            ratios.iter().cloned().fold(0.0, f64::max),
+        );
+        println!(
+            "metered/stack by CPU time per request (stack CPU / metered CPU) = {:.3} (all), {:.3} (median of per-round ratios)",
+            cpu_us[stack] / cpu_us[metered],
+            median(cpu_ratios),
         );
     }
     if let Some(raw) = a.only.iter().position(|&k| k == Kind::Raw) {

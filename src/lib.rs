@@ -62,6 +62,10 @@
 //!
 //! The `tower_stack` example builds it so.
 //!
+//! Every attempt is a `GET` span and every wait a `goenhance.wait` span,
+//! named after the OpenTelemetry conventions; with the `metrics` feature
+//! the stack and the hub record metrics too ([`telemetry`]).
+//!
 //! # Features
 //!
 //! - `rustls` (default): HTTPS for [`HyperTransport`], trusting the web PKI
@@ -69,6 +73,8 @@
 //! - `fake`: [`fake`], a fake GoEnhance server on loopback for tests.
 //! - `sqlite`: [`track::SqliteStore`], durable tracking in an embedded SQLite file.
 //! - `postgres`: [`track::PostgresStore`], a fleet of workers sharing tracked jobs.
+//! - `metrics`: counters, gauges and histograms through the `metrics`
+//!   facade ([`telemetry`]).
 //! - `cli`: the `goenhance-jobs` command-line tool.
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
@@ -88,6 +94,7 @@ mod query;
 pub mod retry;
 pub mod service;
 mod stack;
+pub mod telemetry;
 mod text;
 pub mod timeout;
 pub mod track;

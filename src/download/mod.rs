@@ -233,6 +233,17 @@ pub(crate) async fn run(
     target: PathBuf,
     options: DownloadOptions,
 ) -> Result<Download, Error> {
+    let result = run_counted(dl, output, target, options).await;
+    crate::telemetry::download_ended(&result);
+    result
+}
+
+async fn run_counted(
+    dl: &Downloader,
+    output: &JobOutput,
+    target: PathBuf,
+    options: DownloadOptions,
+) -> Result<Download, Error> {
     if let Some(at) = output.expires_at() {
         if at <= SystemTime::now() {
             return Err(Error::expired(
@@ -430,6 +441,7 @@ async fn attempt(
                 .with_message("the body is longer than the server declared"));
         }
         file.write(&data).await?;
+        crate::telemetry::downloaded_bytes(data.len());
         state.offset = end;
         options.report(state.progress());
     }

@@ -22,6 +22,8 @@ use crate::error::Error;
 use crate::poll::state::{Step, WaitState};
 use crate::poll::PollPolicy;
 use crate::stack::Stack;
+use crate::telemetry::{InFlight, WaitSpan};
+use tracing::Instrument;
 
 type PollFuture = Pin<Box<dyn Future<Output = (usize, Answer)> + Send>>;
 
@@ -183,7 +185,7 @@ impl Driver {
         let now = Instant::now();
         let deadline = crate::clock::after(now, self.policy.timeout);
         match command {
-            Command::One(query, tx) => {
+            Command::One(query, tx, parent) => {
                 self.add(
                     query.img_uuid(),
                     Waiter {
@@ -191,6 +193,7 @@ impl Driver {
                         sink: Sink::One(tx),
                     },
                     now,
+                    &parent,
                 );
             }
             Command::Until {
@@ -200,6 +203,7 @@ impl Driver {
                 seed,
                 tx,
                 progress,
+                parent,
             } => {
                 let key = self.add(
                     query.img_uuid(),
@@ -208,6 +212,7 @@ impl Driver {
                         sink: Sink::Tracked(tx, progress),
                     },
                     started.min(now),
+                    &parent,
                 );
                 if let Some((status, at, polls)) = seed {
                     self.jobs[key].state.resume(&status, at, polls);
@@ -218,6 +223,7 @@ impl Driver {
                 ids,
                 more,
                 tx,
+                parent,
             } => {
                 let room = ids.len() + more;
                 self.jobs.reserve_exact(room);
@@ -232,7 +238,7 @@ impl Driver {
                     } else {
                         Sink::Many(tx.clone())
                     };
-                    self.add(id, Waiter { deadline, sink }, now);
+                    self.add(id, Waiter { deadline, sink }, now, &parent);
                 }
             }
         }
@@ -322,7 +328,7 @@ impl Driver {
     }
 
     /// Adds a waiter; returns the job's key.
-    fn add(&mut self, id: &str, waiter: Waiter, now: Instant) -> usize {
+    fn add(&mut self, id: &str, waiter: Waiter, now: Instant, parent: &tracing::Span) -> usize {
         let hash = self.hasher.hash_one(id);
         let jobs = &self.jobs;
         let deadline = self.to_ms(waiter.deadline);
@@ -344,6 +350,7 @@ impl Driver {
             waiters: Waiters::One(waiter),
             generation: 0,
             in_flight: false,
+            trace: WaitSpan::start(id, parent),
         });
         let (jobs, hasher) = (&self.jobs, &self.hasher);
         self.index.insert_unique(hash, key as u32, |&k| {
@@ -366,6 +373,9 @@ impl Driver {
             let query = job.id.query();
             for w in job.waiters.split_off(|w| w.deadline > now) {
                 w.deliver(&query, Err(error.clone()));
+            }
+            if job.waiters.as_slice().is_empty() {
+                job.trace.finish(&Err(error));
             }
         }
         if job.waiters.as_slice().is_empty() && !job.in_flight {
@@ -450,10 +460,16 @@ impl Driver {
             job.in_flight = true;
             let query = job.id.query().with_deadline(job.state.deadline());
             let svc = self.stack.clone();
-            self.in_flight.push(Box::pin(async move {
-                let answer = svc.oneshot(query).await;
-                (key, answer)
-            }));
+            let span = job.trace.span().clone();
+            let flight = InFlight::start();
+            self.in_flight.push(Box::pin(
+                async move {
+                    let _flight = flight;
+                    let answer = svc.oneshot(query).await;
+                    (key, answer)
+                }
+                .instrument(span),
+            ));
             progressed = true;
         }
         progressed
@@ -463,6 +479,7 @@ impl Driver {
         let now = Instant::now();
         let job = &mut self.jobs[key];
         job.in_flight = false;
+        job.trace.polled();
         // One job's answer must not take down every wait of the client: a
         // panic while taking it in ends that job alone.
         let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -475,7 +492,8 @@ impl Driver {
         });
         match step {
             Step::Done(answer) => {
-                let job = self.remove(key);
+                let mut job = self.remove(key);
+                job.trace.finish(&answer);
                 let query = job.id.query();
                 let mut waiters = job.waiters.into_vec().into_iter().peekable();
                 while let Some(w) = waiters.next() {
@@ -524,7 +542,8 @@ impl Drop for Driver {
             return;
         }
         let error = Error::closed();
-        for job in self.jobs.drain() {
+        for mut job in self.jobs.drain() {
+            job.trace.finish(&Err(error.clone()));
             let query = job.id.query();
             for w in job.waiters.into_vec() {
                 w.deliver(&query, Err(error.clone()));
@@ -569,6 +588,7 @@ mod tests {
             ids,
             more: 0,
             tx: tx.clone(),
+            parent: tracing::Span::none(),
         }
     }
 
@@ -607,7 +627,11 @@ mod tests {
         // With one job of many still waiting, most of the room goes back too.
         let (tx2, mut rx2) = mpsc::unbounded_channel();
         let (one_tx, _one_rx) = oneshot::channel();
-        driver.on_command(Command::One(JobQuery::new("stays").unwrap(), one_tx));
+        driver.on_command(Command::One(
+            JobQuery::new("stays").unwrap(),
+            one_tx,
+            tracing::Span::none(),
+        ));
         // The lone job is in flight; answer the batch around it.
         commands.send(many(20_000, &tx2)).unwrap();
         run_until(&mut driver, &mut rx2, 20_000).await;

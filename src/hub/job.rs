@@ -9,6 +9,7 @@ use super::{Answer, Progress};
 use crate::model::JobDetail;
 use crate::poll::state::WaitState;
 use crate::query::JobQuery;
+use crate::telemetry::WaitSpan;
 
 pub(super) enum Sink {
     One(oneshot::Sender<Answer>),
@@ -151,4 +152,6 @@ pub(super) struct Job {
     /// recognised.
     pub(super) generation: u32,
     pub(super) in_flight: bool,
+    /// The wait's span; nothing when nobody listens.
+    pub(super) trace: WaitSpan,
 }

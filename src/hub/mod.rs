@@ -49,6 +49,7 @@ use crate::model::{JobDetail, JobStatus};
 use crate::poll::PollPolicy;
 use crate::query::JobQuery;
 use crate::stack::Stack;
+use crate::telemetry::WaitMeter;
 
 /// The default cap on polls in flight.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
@@ -80,7 +81,9 @@ pub(crate) struct Hub {
 }
 
 pub(super) enum Command {
-    One(JobQuery, oneshot::Sender<Answer>),
+    /// The span is the parent of the wait's span: the one current where
+    /// the wait was asked for.
+    One(JobQuery, oneshot::Sender<Answer>, tracing::Span),
     /// A tracked job's wait: it began at `started`, ends at `deadline`,
     /// resumes from `seed` (the last status seen, when it came, and the
     /// polls made until then), and tells `progress` of each status change.
@@ -91,6 +94,8 @@ pub(super) enum Command {
         seed: Option<(JobStatus, Instant, u32)>,
         tx: oneshot::Sender<Answer>,
         progress: Progress,
+        /// The parent of the wait's span, as for `One`.
+        parent: tracing::Span,
     },
     Many {
         /// Whether every status change is sent too, not only the end.
@@ -100,6 +105,7 @@ pub(super) enum Command {
         /// as far as known: room is made for them at once.
         more: usize,
         tx: mpsc::UnboundedSender<(JobQuery, Answer)>,
+        parent: tracing::Span,
     },
 }
 
@@ -175,9 +181,12 @@ impl Hub {
     }
 
     pub(crate) async fn wait(&self, query: JobQuery) -> Answer {
+        let mut meter = WaitMeter::start(1);
         let (tx, rx) = oneshot::channel();
-        self.send(Command::One(query, tx));
-        rx.await.unwrap_or_else(|_| Err(Error::closed()))
+        self.send(Command::One(query, tx, tracing::Span::current()));
+        let answer = rx.await.unwrap_or_else(|_| Err(Error::closed()));
+        meter.end(&answer);
+        answer
     }
 
     /// A wait that began at `started` (its history and schedule count from
@@ -191,6 +200,7 @@ impl Hub {
         seed: Option<(JobStatus, Instant, u32)>,
         progress: Progress,
     ) -> Answer {
+        let mut meter = WaitMeter::start(1);
         let (tx, rx) = oneshot::channel();
         self.send(Command::Until {
             query,
@@ -199,8 +209,11 @@ impl Hub {
             seed,
             tx,
             progress,
+            parent: tracing::Span::current(),
         });
-        rx.await.unwrap_or_else(|_| Err(Error::closed()))
+        let answer = rx.await.unwrap_or_else(|_| Err(Error::closed()));
+        meter.end(&answer);
+        answer
     }
 
     pub(crate) fn wait_all<I>(&self, queries: I, changes: bool) -> WaitAll
@@ -226,9 +239,14 @@ impl Hub {
                 ids,
                 more,
                 tx: tx.clone(),
+                parent: tracing::Span::current(),
             });
         }
-        WaitAll { rx, remaining }
+        WaitAll {
+            rx,
+            remaining,
+            meter: WaitMeter::start(remaining),
+        }
     }
 }
 
@@ -236,7 +254,7 @@ impl Command {
     /// Answers every query of a command that no driver will see.
     pub(super) fn fail(self, error: &Error) {
         match self {
-            Command::One(_, tx) | Command::Until { tx, .. } => {
+            Command::One(_, tx, _) | Command::Until { tx, .. } => {
                 let _ = tx.send(Err(error.clone()));
             }
             Command::Many { ids, tx, .. } => {
@@ -259,6 +277,8 @@ pub(crate) type Progress = mpsc::UnboundedSender<(JobQuery, JobStatus, u32)>;
 pub(crate) struct WaitAll {
     rx: mpsc::UnboundedReceiver<(JobQuery, Answer)>,
     remaining: usize,
+    /// The waits not answered yet, counted until the stream is dropped.
+    meter: WaitMeter,
 }
 
 impl Stream for WaitAll {
@@ -274,11 +294,13 @@ impl Stream for WaitAll {
                 // else is a status change on the way.
                 if item.1.as_ref().map_or(true, JobDetail::is_terminal) {
                     self.remaining -= 1;
+                    self.meter.end(&item.1);
                 }
                 Poll::Ready(Some(item))
             }
             Poll::Ready(None) => {
                 self.remaining = 0;
+                self.meter.cancel_rest();
                 Poll::Ready(None)
             }
             Poll::Pending => Poll::Pending,

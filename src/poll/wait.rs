@@ -11,6 +11,7 @@ use super::PollPolicy;
 use crate::error::Error;
 use crate::model::JobDetail;
 use crate::query::JobQuery;
+use crate::telemetry::{InFlight, WaitMeter, WaitSpan};
 
 /// Polls `svc` until `query`'s job is
 /// finished or the policy ends the wait.
@@ -22,20 +23,26 @@ pub(crate) async fn wait<S>(
 where
     S: Service<JobQuery, Response = JobDetail, Error = Error>,
 {
-    let span = tracing::info_span!("wait", img_uuid = %query.img_uuid());
+    let mut trace = WaitSpan::start(query.img_uuid(), &tracing::Span::current());
+    let mut meter = WaitMeter::start(1);
+    let span = trace.span().clone();
     async move {
         let mut state = WaitState::new(&policy, Instant::now());
         let query = query.with_deadline(state.deadline());
-        loop {
+        let result = loop {
             if let Some(error) = state.expired(query.img_uuid(), Instant::now()) {
-                return Err(error);
+                break Err(error);
             }
             let result = poll_once(&mut svc, query.clone()).await;
+            trace.polled();
             match step(&mut state, &policy, query.img_uuid(), result) {
-                Step::Done(result) => return result,
+                Step::Done(result) => break result,
                 Step::Again { at, .. } => sleep_until(at).await,
             }
-        }
+        };
+        trace.finish(&result);
+        meter.end(&result);
+        result
     }
     .instrument(span)
     .await
@@ -46,6 +53,7 @@ async fn poll_once<S>(svc: &mut S, query: JobQuery) -> Result<JobDetail, Error>
 where
     S: Service<JobQuery, Response = JobDetail, Error = Error>,
 {
+    let _flight = InFlight::start();
     svc.ready().await?.call(query).await
 }
 
@@ -55,6 +63,7 @@ pub(crate) fn step(
     img_uuid: &str,
     result: Result<JobDetail, Error>,
 ) -> Step {
+    crate::telemetry::polled(&result);
     let now = Instant::now();
     if tracing::enabled!(tracing::Level::DEBUG) {
         let status = match &result {
@@ -89,12 +98,13 @@ where
         state: WaitState,
         next: Option<Instant>,
         done: bool,
-        span: tracing::Span,
+        trace: WaitSpan,
+        meter: WaitMeter,
     }
     let now = Instant::now();
     let state = WaitState::new(&policy, now);
     let query = query.with_deadline(state.deadline());
-    let span = tracing::info_span!("watch", img_uuid = %query.img_uuid());
+    let trace = WaitSpan::start(query.img_uuid(), &tracing::Span::current());
     let init = Watch {
         svc,
         query,
@@ -102,26 +112,33 @@ where
         state,
         next: None,
         done: false,
-        span,
+        trace,
+        meter: WaitMeter::start(1),
     };
     futures_util::stream::unfold(init, |mut w| async move {
         if w.done {
             return None;
         }
-        let span = w.span.clone();
+        let span = w.trace.span().clone();
         async move {
             loop {
                 if let Some(at) = w.next.take() {
                     sleep_until(at).await;
                 }
                 if let Some(error) = w.state.expired(w.query.img_uuid(), Instant::now()) {
+                    let result = Err(error);
                     w.done = true;
-                    return Some((Err(error), w));
+                    w.trace.finish(&result);
+                    w.meter.end(&result);
+                    return Some((result, w));
                 }
                 let result = poll_once(&mut w.svc, w.query.clone()).await;
+                w.trace.polled();
                 match step(&mut w.state, &w.policy, w.query.img_uuid(), result) {
                     Step::Done(result) => {
                         w.done = true;
+                        w.trace.finish(&result);
+                        w.meter.end(&result);
                         return Some((result, w));
                     }
                     Step::Again { at, changed } => {

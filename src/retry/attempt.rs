@@ -110,6 +110,7 @@ impl tower::retry::Policy<JobQuery, JobDetail, Error> for Attempt {
             reason = %error,
             "retrying"
         );
+        crate::telemetry::retried(error);
         self.attempt += 1;
         query.set_attempt(self.attempt);
         Some(tokio::time::sleep_until(wake))

@@ -18,6 +18,7 @@ use crate::auth::SentKey;
 use crate::error::{BoxError, Error};
 use crate::model::JobDetail;
 use crate::query::JobQuery;
+use crate::telemetry::AttemptTrace;
 
 pin_project! {
     /// The future of [`JobStatusService`]: sends, reads the capped body,
@@ -31,7 +32,7 @@ pin_project! {
         pub(super) state: State<F, B>,
         pub(super) query: Option<JobQuery>,
         pub(super) max_body: usize,
-        pub(super) span: tracing::Span,
+        pub(super) trace: AttemptTrace,
     }
 }
 
@@ -70,20 +71,21 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let _enter = this.span.enter();
+        let _enter = this.trace.span().clone().entered();
         loop {
             match this.state.as_mut().project() {
                 StateProj::Sending { future } => {
                     let response = match ready!(future.poll(cx)) {
                         Ok(r) => r,
-                        Err(e) => return Poll::Ready(finish(this.span, Err(Error::transport(e)))),
+                        Err(e) => return Poll::Ready(finish(this.trace, Err(Error::transport(e)))),
                     };
                     let (parts, body) = response.into_parts();
+                    this.trace.response(parts.status);
                     if parts.status.is_success()
                         && content_length(&parts.headers).is_some_and(|n| n > *this.max_body as u64)
                     {
                         return Poll::Ready(finish(
-                            this.span,
+                            this.trace,
                             Err(Error::body_too_large(*this.max_body)),
                         ));
                     }
@@ -109,21 +111,14 @@ where
                         e.redact(sent.key());
                     }
                     *this.query = Some(query);
-                    return Poll::Ready(finish(this.span, result));
+                    return Poll::Ready(finish(this.trace, result));
                 }
             }
         }
     }
 }
 
-fn finish(span: &tracing::Span, result: Result<JobDetail, Error>) -> Result<JobDetail, Error> {
-    match &result {
-        Ok(d) => {
-            span.record("outcome", d.status().as_str());
-        }
-        Err(e) => {
-            span.record("outcome", tracing::field::display(e));
-        }
-    }
+fn finish(trace: &mut AttemptTrace, result: Result<JobDetail, Error>) -> Result<JobDetail, Error> {
+    trace.finish(&result);
     result
 }

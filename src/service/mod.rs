@@ -46,6 +46,7 @@ use self::request::build_request;
 use crate::error::{BoxError, Error};
 use crate::model::JobDetail;
 use crate::query::JobQuery;
+use crate::telemetry::AttemptTrace;
 
 /// The default base URL of the API.
 pub const DEFAULT_BASE_URL: &str = "https://api.goenhance.ai";
@@ -154,22 +155,17 @@ where
     }
 
     fn call(&mut self, query: JobQuery) -> Self::Future {
-        let span = tracing::debug_span!(
-            "job_status",
-            img_uuid = %query.img_uuid(),
-            attempt = query.attempt(),
-            outcome = tracing::field::Empty,
-        );
         let request = build_request(&self.base, &query);
+        let trace = AttemptTrace::start(request.uri(), query.attempt());
         let future = {
-            let _enter = span.enter();
+            let _enter = trace.span().enter();
             self.transport.call(request)
         };
         ResponseFuture {
             state: State::Sending { future },
             query: Some(query),
             max_body: self.max_body,
-            span,
+            trace,
         }
     }
 }

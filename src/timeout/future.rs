@@ -17,17 +17,27 @@ pin_project! {
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: F,
+        inner: Attempt<F>,
         #[pin]
         sleep: Sleep,
         timeout: Duration,
     }
 }
 
+pin_project! {
+    /// The attempt, until the timeout cuts it.
+    #[project = AttemptProj]
+    #[derive(Debug)]
+    enum Attempt<F> {
+        Running { #[pin] future: F },
+        Cut,
+    }
+}
+
 impl<F> ResponseFuture<F> {
     pub(crate) fn new(inner: F, timeout: Duration) -> Self {
         ResponseFuture {
-            inner,
+            inner: Attempt::Running { future: inner },
             sleep: sleep(timeout),
             timeout,
         }
@@ -41,12 +51,20 @@ where
     type Output = Result<JobDetail, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if let Poll::Ready(out) = this.inner.poll(cx) {
+        let mut this = self.project();
+        let AttemptProj::Running { future } = this.inner.as_mut().project() else {
+            return Poll::Ready(Err(Error::timeout(*this.timeout)));
+        };
+        if let Poll::Ready(out) = future.poll(cx) {
             return Poll::Ready(out);
         }
         match this.sleep.poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(Error::timeout(*this.timeout))),
+            Poll::Ready(()) => {
+                // Dropped at once, so that the attempt's span and metrics
+                // say it timed out.
+                crate::telemetry::cut_by_timeout(|| this.inner.set(Attempt::Cut));
+                Poll::Ready(Err(Error::timeout(*this.timeout)))
+            }
             Poll::Pending => Poll::Pending,
         }
     }

@@ -40,6 +40,7 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// A full bucket.
     pub fn new(capacity: u32, retry_cost: u32, timeout_cost: u32) -> Self {
+        crate::telemetry::budget_tokens(capacity);
         TokenBucket {
             tokens: AtomicU32::new(capacity),
             capacity,
@@ -82,9 +83,16 @@ impl Default for TokenBucket {
 impl RetryBudget for TokenBucket {
     fn withdraw(&self, error: &Error) -> bool {
         let cost = self.cost(error);
-        self.tokens
+        match self
+            .tokens
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| t.checked_sub(cost))
-            .is_ok()
+        {
+            Ok(before) => {
+                crate::telemetry::budget_tokens(before - cost);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     fn deposit(&self, retried_after: Option<&Error>) {
@@ -95,11 +103,13 @@ impl RetryBudget for TokenBucket {
             return;
         }
         let amount = retried_after.map_or(1, |e| self.cost(e));
-        let _ = self
+        let refill = |t: u32| t.saturating_add(amount).min(self.capacity);
+        if let Ok(before) = self
             .tokens
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
-                Some(t.saturating_add(amount).min(self.capacity))
-            });
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| Some(refill(t)))
+        {
+            crate::telemetry::budget_tokens(refill(before));
+        }
     }
 }
 

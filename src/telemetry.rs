@@ -1,0 +1,651 @@
+//! Telemetry: OpenTelemetry-named spans, and metrics through the `metrics`
+//! facade (feature `metrics`).
+//!
+//! ```
+//! use goenhance_jobs::telemetry;
+//!
+//! // The names are plain constants, so dashboards and tests can share them.
+//! assert_eq!(telemetry::ATTEMPT_SPAN, "GET");
+//! assert_eq!(telemetry::WAIT_SPAN, "goenhance.wait");
+//! assert_eq!(telemetry::HTTP_CLIENT_REQUEST_DURATION, "http.client.request.duration");
+//! ```
+//!
+//! # Spans
+//!
+//! Every span is at level `INFO` and follows the OpenTelemetry semantic
+//! conventions, so a `tracing-opentelemetry` layer turns them into client
+//! spans as they are.
+//!
+//! - **`GET`**, one per attempt (a retry is a new span): `otel.kind =
+//!   "client"`, `http.request.method`, `server.address`, `server.port`,
+//!   `url.full` (the detail URL holds only the job id, never the key),
+//!   `http.response.status_code` once an answer came, `error.type` when the
+//!   attempt failed (the HTTP status for a non-2xx answer, else the
+//!   [`ErrorKind`] name: `timeout`, `transport`, `api`, …;
+//!   `cancelled` when the attempt was dropped before it ended, `timeout` when
+//!   the timeout layer cut it), and `http.request.resend_count` on retries
+//!   only (1 for the first retry).
+//! - **`goenhance.wait`**, one per wait, with `goenhance.job.id`, and when
+//!   the wait ends `goenhance.wait.polls` (status requests sent) and
+//!   `goenhance.wait.outcome` (see below). The `GET` spans of its polls are
+//!   its children. A `Poller` (`PollLayer`) or `Client::watch` has
+//!   the span current where it was called as parent. The hub behind
+//!   `Client::wait`/`wait_all` opens one per *job* it follows (waits on the
+//!   same id share one poll loop and so one span), its parent the span
+//!   current where the first of those waits was asked for.
+//!
+//! A span nobody listens to costs a check of the callsite's interest: field
+//! values are only formatted for a subscriber that wants them.
+//!
+//! # Metrics
+//!
+//! With the `metrics` feature, the crate records through the
+//! [`metrics`](https://docs.rs/metrics/0.24) facade into whatever recorder
+//! the program installed (none: nothing is kept). [`describe`] registers
+//! the units and descriptions below with it. Job ids are never a label.
+//!
+//! | name | kind | unit | labels |
+//! |---|---|---|---|
+//! | `http.client.request.duration` | histogram | seconds | `http.request.method`; `http.response.status_code` when an answer came; `error.type` when the attempt failed |
+//! | `goenhance.polls` | counter | polls | `outcome`: the status seen (`pending`, `processing`, `succeeded`, `failed`, `unknown`) or `error`, then also `error.type` |
+//! | `goenhance.retries` | counter | retries | `error.type` of the failure retried after |
+//! | `goenhance.waits.active` | gauge | waits | none |
+//! | `goenhance.polls.in_flight` | gauge | polls | none |
+//! | `goenhance.retry.budget.tokens` | gauge | tokens | none |
+//! | `goenhance.wait.duration` | histogram | seconds | `outcome`: `succeeded`, `failed`, an error kind (`deadline`, `stall`, `api`, …) or `cancelled` |
+//! | `goenhance.download.bytes` | counter | bytes | none |
+//! | `goenhance.downloads` | counter | downloads | `outcome`: `ok` or an error kind (`expired`, `http`, …) |
+//!
+//! - A *poll* is one status request of a wait, retries included; a retry is
+//!   counted in `goenhance.retries` and timed as its own request.
+//!   `goenhance.retries` counts retried status requests (`Client::get`,
+//!   polls, a `RetryLayer`); a download resumed after a cut is counted in
+//!   its bytes and its one outcome, not there, though it pays the same
+//!   retry budget.
+//! - `goenhance.waits.active` counts what callers wait on: each
+//!   `Client::wait`, each query of a `wait_all`/`watch_all` stream not
+//!   answered yet, each `Client::watch` stream and `Poller` (`PollLayer`)
+//!   future. A wait leaves it when it ends however it ends: answered, an
+//!   error (deadline, stall, …), its future or stream dropped, or the hub's
+//!   scheduler stopped. A wait dropped before its end is timed with the
+//!   outcome `cancelled`.
+//! - `goenhance.retry.budget.tokens` is the token count of the last
+//!   `retry::TokenBucket` that changed (its creation included). One budget
+//!   per process is the common case: clients made from one `RetryPolicy`
+//!   share it; the gauge has no label to tell separate budgets apart.
+//! - Durations are measured on tokio's clock.
+//!
+//! Without the feature the crate does not depend on `metrics` and the
+//! recording calls compile to nothing.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use http::{StatusCode, Uri};
+use tracing::field::Empty;
+use tracing::Span;
+
+use crate::error::{Error, ErrorKind};
+use crate::model::{JobDetail, JobStatus};
+
+/// The name of the span of one HTTP attempt.
+pub const ATTEMPT_SPAN: &str = "GET";
+/// The name of the span of one wait.
+pub const WAIT_SPAN: &str = "goenhance.wait";
+
+/// Histogram, seconds: the duration of each HTTP attempt.
+pub const HTTP_CLIENT_REQUEST_DURATION: &str = "http.client.request.duration";
+/// Counter: polls (status requests of waits) by outcome.
+pub const POLLS: &str = "goenhance.polls";
+/// Counter: retries sent, by the error type retried after.
+pub const RETRIES: &str = "goenhance.retries";
+/// Gauge: waits in progress.
+pub const WAITS_ACTIVE: &str = "goenhance.waits.active";
+/// Gauge: polls sent and not answered yet.
+pub const POLLS_IN_FLIGHT: &str = "goenhance.polls.in_flight";
+/// Gauge: tokens left in the retry budget.
+pub const RETRY_BUDGET_TOKENS: &str = "goenhance.retry.budget.tokens";
+/// Histogram, seconds: how long waits took, by outcome.
+pub const WAIT_DURATION: &str = "goenhance.wait.duration";
+/// Counter, bytes: output bytes written by downloads.
+pub const DOWNLOAD_BYTES: &str = "goenhance.download.bytes";
+/// Counter: downloads ended, by outcome.
+pub const DOWNLOADS: &str = "goenhance.downloads";
+
+/// The label of the outcome of a poll, a wait or a download.
+pub const LABEL_OUTCOME: &str = "outcome";
+/// The label of the error type (OpenTelemetry `error.type`).
+pub const LABEL_ERROR_TYPE: &str = "error.type";
+/// The label of the HTTP method.
+pub const LABEL_METHOD: &str = "http.request.method";
+/// The label of the HTTP status code of an answer.
+pub const LABEL_STATUS_CODE: &str = "http.response.status_code";
+
+/// Registers the unit and description of every metric of the table above
+/// with the installed recorder (the Prometheus exporter turns them into
+/// `# HELP` lines). Call it once after installing the recorder.
+///
+/// ```
+/// let recorder = metrics_util::debugging::DebuggingRecorder::new();
+/// metrics::with_local_recorder(&recorder, goenhance_jobs::telemetry::describe);
+/// ```
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_histogram!(
+        HTTP_CLIENT_REQUEST_DURATION,
+        Unit::Seconds,
+        "duration of GoEnhance API requests, one per attempt"
+    );
+    describe_counter!(
+        POLLS,
+        Unit::Count,
+        "status requests of waits, by the status seen or error"
+    );
+    describe_counter!(RETRIES, Unit::Count, "retries sent, by error type");
+    describe_gauge!(WAITS_ACTIVE, Unit::Count, "waits in progress");
+    describe_gauge!(
+        POLLS_IN_FLIGHT,
+        Unit::Count,
+        "polls sent and not answered yet"
+    );
+    describe_gauge!(
+        RETRY_BUDGET_TOKENS,
+        Unit::Count,
+        "tokens left in the retry budget"
+    );
+    describe_histogram!(
+        WAIT_DURATION,
+        Unit::Seconds,
+        "duration of waits, by outcome"
+    );
+    describe_counter!(DOWNLOAD_BYTES, Unit::Bytes, "output bytes downloaded");
+    describe_counter!(DOWNLOADS, Unit::Count, "downloads ended, by outcome");
+}
+
+/// The `error.type` of an error: the status code of a non-2xx answer, the
+/// kind's name otherwise.
+pub(crate) fn error_type(error: &Error) -> Cow<'static, str> {
+    match (error.kind(), error.status()) {
+        (ErrorKind::Http, Some(status)) => status_text(status),
+        (kind, _) => Cow::Borrowed(kind.as_str()),
+    }
+}
+
+/// A status code as text, without an allocation for the usual ones.
+fn status_text(status: StatusCode) -> Cow<'static, str> {
+    Cow::Borrowed(match status.as_u16() {
+        200 => "200",
+        204 => "204",
+        301 => "301",
+        302 => "302",
+        307 => "307",
+        308 => "308",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        408 => "408",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        other => return Cow::Owned(other.to_string()),
+    })
+}
+
+/// A status as a label value: bounded, whatever the server sent.
+fn status_label(status: &JobStatus) -> &'static str {
+    match status {
+        JobStatus::Pending => "pending",
+        JobStatus::Processing => "processing",
+        JobStatus::Succeeded => "succeeded",
+        JobStatus::Failed => "failed",
+        _ => "unknown",
+    }
+}
+
+/// The outcome of a wait that ended with `result`.
+fn wait_outcome(result: &Result<JobDetail, Error>) -> &'static str {
+    match result {
+        Ok(detail) => status_label(detail.status()),
+        Err(e) => e.kind().as_str(),
+    }
+}
+
+thread_local! {
+    /// Set while the timeout layer drops an attempt it cut, so that the
+    /// attempt's span says `timeout` rather than `cancelled`.
+    static CUTTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `drop_attempt`, which drops an attempt cut by its timeout.
+pub(crate) fn cut_by_timeout(drop_attempt: impl FnOnce()) {
+    /// Clears the flag however `drop_attempt` returns, a panic included.
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            CUTTING.with(|c| c.set(false));
+        }
+    }
+    CUTTING.with(|c| c.set(true));
+    let _reset = Reset;
+    drop_attempt();
+}
+
+/// The span and the timing of one HTTP attempt.
+pub(crate) struct AttemptTrace {
+    span: Span,
+    #[cfg(feature = "metrics")]
+    started: tokio::time::Instant,
+    #[cfg(feature = "metrics")]
+    status: Option<StatusCode>,
+    done: bool,
+}
+
+impl fmt::Debug for AttemptTrace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AttemptTrace")
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AttemptTrace {
+    /// Opens the span of an attempt at `uri`; `attempt` is 1 for the first.
+    pub(crate) fn start(uri: &Uri, attempt: u32) -> AttemptTrace {
+        let span = tracing::info_span!(
+            "GET",
+            "otel.kind" = "client",
+            "http.request.method" = "GET",
+            "server.address" = uri.host().unwrap_or_default(),
+            "server.port" = uri.port_u16().unwrap_or(match uri.scheme_str() {
+                Some("http") => 80,
+                _ => 443,
+            }),
+            "url.full" = %uri,
+            "http.request.resend_count" = Empty,
+            "http.response.status_code" = Empty,
+            "error.type" = Empty,
+        );
+        if attempt > 1 {
+            span.record("http.request.resend_count", attempt - 1);
+        }
+        AttemptTrace {
+            span,
+            #[cfg(feature = "metrics")]
+            started: tokio::time::Instant::now(),
+            #[cfg(feature = "metrics")]
+            status: None,
+            done: false,
+        }
+    }
+
+    /// The attempt's span.
+    pub(crate) fn span(&self) -> &Span {
+        &self.span
+    }
+
+    /// Notes the status of the answer.
+    pub(crate) fn response(&mut self, status: StatusCode) {
+        self.span
+            .record("http.response.status_code", status.as_u16());
+        #[cfg(feature = "metrics")]
+        {
+            self.status = Some(status);
+        }
+    }
+
+    /// Ends the attempt with `result`.
+    pub(crate) fn finish(&mut self, result: &Result<JobDetail, Error>) {
+        let error = result.as_ref().err().map(error_type);
+        self.end(error);
+    }
+
+    fn end(&mut self, error: Option<Cow<'static, str>>) {
+        self.done = true;
+        if let Some(e) = &error {
+            if !self.span.is_disabled() {
+                self.span.record("error.type", &**e);
+            }
+        }
+        #[cfg(feature = "metrics")]
+        {
+            let seconds = self.started.elapsed().as_secs_f64();
+            let h = match (self.status, error) {
+                // The common case with a key made at compile time: no
+                // allocation, its hash computed once.
+                (Some(StatusCode::OK), None) => metrics::histogram!(
+                    "http.client.request.duration",
+                    "http.request.method" => "GET",
+                    "http.response.status_code" => "200"
+                ),
+                (Some(s), Some(e)) => metrics::histogram!(
+                    HTTP_CLIENT_REQUEST_DURATION,
+                    LABEL_METHOD => "GET",
+                    LABEL_STATUS_CODE => status_text(s),
+                    LABEL_ERROR_TYPE => e
+                ),
+                (Some(s), None) => metrics::histogram!(
+                    HTTP_CLIENT_REQUEST_DURATION,
+                    LABEL_METHOD => "GET",
+                    LABEL_STATUS_CODE => status_text(s)
+                ),
+                (None, Some(e)) => metrics::histogram!(
+                    HTTP_CLIENT_REQUEST_DURATION,
+                    LABEL_METHOD => "GET",
+                    LABEL_ERROR_TYPE => e
+                ),
+                (None, None) => {
+                    metrics::histogram!(HTTP_CLIENT_REQUEST_DURATION, LABEL_METHOD => "GET")
+                }
+            };
+            h.record(seconds);
+        }
+    }
+}
+
+impl Drop for AttemptTrace {
+    fn drop(&mut self) {
+        if !self.done {
+            let cut = CUTTING.with(|c| c.get());
+            self.end(Some(Cow::Borrowed(if cut {
+                "timeout"
+            } else {
+                "cancelled"
+            })));
+        }
+    }
+}
+
+/// Counts one poll of a wait by its outcome.
+pub(crate) fn polled(result: &Result<JobDetail, Error>) {
+    #[cfg(feature = "metrics")]
+    match result {
+        Ok(detail) => {
+            // Keys made at compile time for the usual statuses.
+            let counter = match detail.status() {
+                JobStatus::Pending => metrics::counter!("goenhance.polls", "outcome" => "pending"),
+                JobStatus::Processing => {
+                    metrics::counter!("goenhance.polls", "outcome" => "processing")
+                }
+                JobStatus::Succeeded => {
+                    metrics::counter!("goenhance.polls", "outcome" => "succeeded")
+                }
+                other => metrics::counter!(POLLS, LABEL_OUTCOME => status_label(other)),
+            };
+            counter.increment(1)
+        }
+        Err(e) => metrics::counter!(
+            POLLS,
+            LABEL_OUTCOME => "error",
+            LABEL_ERROR_TYPE => error_type(e)
+        )
+        .increment(1),
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = result;
+}
+
+/// Counts one retry sent after `error`.
+pub(crate) fn retried(error: &Error) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(RETRIES, LABEL_ERROR_TYPE => error_type(error)).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = error;
+}
+
+/// Sets the retry budget's token count.
+pub(crate) fn budget_tokens(tokens: u32) {
+    #[cfg(feature = "metrics")]
+    metrics::gauge!(RETRY_BUDGET_TOKENS).set(f64::from(tokens));
+    #[cfg(not(feature = "metrics"))]
+    let _ = tokens;
+}
+
+/// Counts `bytes` of an output written.
+pub(crate) fn downloaded_bytes(bytes: usize) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(DOWNLOAD_BYTES).increment(bytes as u64);
+    #[cfg(not(feature = "metrics"))]
+    let _ = bytes;
+}
+
+/// Counts a download that ended with `result`.
+pub(crate) fn download_ended<T>(result: &Result<T, Error>) {
+    #[cfg(feature = "metrics")]
+    {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(e) => e.kind().as_str(),
+        };
+        metrics::counter!(DOWNLOADS, LABEL_OUTCOME => outcome).increment(1);
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = result;
+}
+
+/// One poll in flight, counted in [`POLLS_IN_FLIGHT`] until dropped.
+#[derive(Debug)]
+pub(crate) struct InFlight(());
+
+impl InFlight {
+    pub(crate) fn start() -> InFlight {
+        #[cfg(feature = "metrics")]
+        metrics::gauge!(POLLS_IN_FLIGHT).increment(1.0);
+        InFlight(())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        #[cfg(feature = "metrics")]
+        metrics::gauge!(POLLS_IN_FLIGHT).decrement(1.0);
+    }
+}
+
+/// Waits in progress, counted in [`WAITS_ACTIVE`] until they end or this
+/// is dropped; each end timed in [`WAIT_DURATION`] from when this was made.
+pub(crate) struct WaitMeter {
+    #[cfg(feature = "metrics")]
+    started: tokio::time::Instant,
+    #[cfg(feature = "metrics")]
+    open: u64,
+}
+
+impl fmt::Debug for WaitMeter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WaitMeter").finish_non_exhaustive()
+    }
+}
+
+impl WaitMeter {
+    /// `waits` waits that start now.
+    pub(crate) fn start(waits: usize) -> WaitMeter {
+        #[cfg(feature = "metrics")]
+        {
+            let open = waits as u64;
+            if open > 0 {
+                metrics::gauge!(WAITS_ACTIVE).increment(open as f64);
+            }
+            WaitMeter {
+                started: tokio::time::Instant::now(),
+                open,
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        {
+            let _ = waits;
+            WaitMeter {}
+        }
+    }
+
+    /// One of the waits ended with `result`.
+    pub(crate) fn end(&mut self, result: &Result<JobDetail, Error>) {
+        #[cfg(feature = "metrics")]
+        if self.open > 0 {
+            self.open -= 1;
+            metrics::gauge!(WAITS_ACTIVE).decrement(1.0);
+            metrics::histogram!(WAIT_DURATION, LABEL_OUTCOME => wait_outcome(result))
+                .record(self.started.elapsed().as_secs_f64());
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = result;
+    }
+
+    /// The waits not ended yet end now, cancelled.
+    pub(crate) fn cancel_rest(&mut self) {
+        #[cfg(feature = "metrics")]
+        if self.open > 0 {
+            let open = std::mem::take(&mut self.open);
+            metrics::gauge!(WAITS_ACTIVE).decrement(open as f64);
+            metrics::histogram!(WAIT_DURATION, LABEL_OUTCOME => "cancelled")
+                .record_many(self.started.elapsed().as_secs_f64(), open as usize);
+        }
+    }
+}
+
+impl Drop for WaitMeter {
+    fn drop(&mut self) {
+        self.cancel_rest();
+    }
+}
+
+/// The `goenhance.wait` span of one wait and its count of polls; nothing
+/// (and no allocation) when no subscriber wants the span.
+#[derive(Default)]
+pub(crate) struct WaitSpan(Option<Box<WaitSpanInner>>);
+
+struct WaitSpanInner {
+    span: Span,
+    polls: u32,
+    done: bool,
+}
+
+static NO_SPAN: Span = Span::none();
+
+impl fmt::Debug for WaitSpan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("WaitSpan").field(&self.span()).finish()
+    }
+}
+
+impl WaitSpan {
+    /// Opens the span of a wait on `img_uuid` under `parent`.
+    pub(crate) fn start(img_uuid: &str, parent: &Span) -> WaitSpan {
+        let span = tracing::info_span!(
+            parent: parent,
+            "goenhance.wait",
+            "goenhance.job.id" = img_uuid,
+            "goenhance.wait.polls" = Empty,
+            "goenhance.wait.outcome" = Empty,
+        );
+        if span.is_disabled() {
+            return WaitSpan(None);
+        }
+        WaitSpan(Some(Box::new(WaitSpanInner {
+            span,
+            polls: 0,
+            done: false,
+        })))
+    }
+
+    /// The span (a disabled one when nobody listens).
+    pub(crate) fn span(&self) -> &Span {
+        self.0.as_ref().map_or(&NO_SPAN, |w| &w.span)
+    }
+
+    /// Counts one poll.
+    pub(crate) fn polled(&mut self) {
+        if let Some(w) = &mut self.0 {
+            w.polls = w.polls.saturating_add(1);
+        }
+    }
+
+    /// The wait ended with `result`.
+    pub(crate) fn finish(&mut self, result: &Result<JobDetail, Error>) {
+        if let Some(w) = &mut self.0 {
+            w.end(wait_outcome(result));
+        }
+    }
+}
+
+impl WaitSpanInner {
+    fn end(&mut self, outcome: &str) {
+        if !self.done {
+            self.done = true;
+            self.span.record("goenhance.wait.polls", self.polls);
+            self.span.record("goenhance.wait.outcome", outcome);
+        }
+    }
+}
+
+impl Drop for WaitSpanInner {
+    fn drop(&mut self) {
+        self.end("cancelled");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_types_follow_the_conventions() {
+        assert_eq!(
+            error_type(&Error::http(StatusCode::SERVICE_UNAVAILABLE, None)),
+            "503"
+        );
+        assert_eq!(
+            error_type(&Error::http(StatusCode::from_u16(599).unwrap(), None)),
+            "599"
+        );
+        assert_eq!(
+            error_type(&Error::timeout(std::time::Duration::from_secs(1))),
+            "timeout"
+        );
+        assert_eq!(
+            status_label(&JobStatus::Unknown("queued".into())),
+            "unknown"
+        );
+    }
+
+    #[test]
+    fn a_wait_span_costs_no_allocation_without_a_subscriber() {
+        let w = WaitSpan::start("job-1", &Span::none());
+        assert!(w.0.is_none());
+        assert!(w.span().is_disabled());
+    }
+}
+
+#[cfg(all(test, feature = "metrics"))]
+mod static_keys {
+    /// The keys written out as literals (for speed) are the documented ones.
+    #[test]
+    fn literal_names_match_the_constants() {
+        let src = include_str!("telemetry.rs");
+        for literal in [
+            "\"http.client.request.duration\"",
+            "\"http.request.method\"",
+            "\"http.response.status_code\"",
+            "\"goenhance.polls\"",
+            "\"outcome\"",
+        ] {
+            let name = literal.trim_matches('"');
+            assert!(
+                [
+                    super::HTTP_CLIENT_REQUEST_DURATION,
+                    super::LABEL_METHOD,
+                    super::LABEL_STATUS_CODE,
+                    super::POLLS,
+                    super::LABEL_OUTCOME
+                ]
+                .contains(&name),
+                "{name}"
+            );
+            assert!(src.contains(literal));
+        }
+    }
+}
