@@ -116,12 +116,7 @@ async fn refused_proxy_credentials_are_never_shown() {
     assert!(err.is_transport());
     assert_eq!(err.to_string(), "transport error: cannot connect");
     // Why, once, in the chain of causes.
-    let mut chain = Vec::new();
-    let mut cause = std::error::Error::source(&err);
-    while let Some(c) = cause {
-        chain.push(c.to_string());
-        cause = c.source();
-    }
+    let chain = support::causes(&err);
     assert!(
         chain
             .iter()

@@ -2,6 +2,8 @@
 //! local to each test), on tokio's paused clock over the in-memory
 //! transport. The spans are in `telemetry_spans.rs`.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
@@ -13,10 +15,10 @@ use goenhance_jobs::telemetry::{
     WAITS_ACTIVE, WAIT_DURATION,
 };
 use goenhance_jobs::transport::mock::{MockResponse, MockTransport};
-use goenhance_jobs::{Client, JobQuery, JobStatus, PollPolicy, RetryPolicy};
+use goenhance_jobs::{Client, JobQuery, JobStatus, PollPolicy};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
-const KEY: &str = "sk-telemetry-secret-0123456789";
+use support::KEY;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -95,18 +97,7 @@ impl Totals {
 }
 
 fn client(mock: &MockTransport) -> Client {
-    Client::builder()
-        .api_key(KEY)
-        .transport(mock.clone())
-        .retry_policy(
-            RetryPolicy::default()
-                .initial_backoff(ms(100))
-                .jitter(Jitter::None),
-        )
-        .poll_policy(PollPolicy::fixed(Duration::from_secs(1)).jitter(Jitter::None))
-        .wait_timeout(ms(2500))
-        .build()
-        .unwrap()
+    support::telemetry_client(mock)
 }
 
 fn counters(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {

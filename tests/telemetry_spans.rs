@@ -2,39 +2,25 @@
 //! subscriber. A test binary of its own: tracing caches per call site
 //! whether anyone listens, and tests running beside this one on other
 //! threads without a subscriber would make it miss spans.
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use goenhance_jobs::backoff::Jitter;
 use goenhance_jobs::transport::mock::{MockResponse, MockTransport};
-use goenhance_jobs::{Client, PollPolicy, RetryPolicy};
+use goenhance_jobs::{Client, RetryPolicy};
 use tracing::span::{Attributes, Id, Record};
 use tracing::Subscriber;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
-const KEY: &str = "sk-telemetry-secret-0123456789";
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
+use support::KEY;
 
 fn client(mock: &MockTransport) -> Client {
-    Client::builder()
-        .api_key(KEY)
-        .transport(mock.clone())
-        .retry_policy(
-            RetryPolicy::default()
-                .initial_backoff(ms(100))
-                .jitter(Jitter::None),
-        )
-        .poll_policy(PollPolicy::fixed(Duration::from_secs(1)).jitter(Jitter::None))
-        .wait_timeout(ms(2500))
-        .build()
-        .unwrap()
+    support::telemetry_client(mock)
 }
 
 /// A span as the capturing layer saw it.

@@ -130,12 +130,7 @@ async fn a_closed_port_is_a_transient_transport_error() {
     assert!(err.is_transient());
     assert_eq!(err.to_string(), "transport error: cannot connect");
     // Why is in the chain, once.
-    let mut chain = Vec::new();
-    let mut cause = std::error::Error::source(&err);
-    while let Some(c) = cause {
-        chain.push(c.to_string());
-        cause = c.source();
-    }
+    let chain = support::causes(&err);
     assert!(
         chain
             .iter()

@@ -36,6 +36,35 @@ pub fn q(id: &str) -> JobQuery {
     JobQuery::new(id).unwrap()
 }
 
+/// The causes of `err`, outermost first, each as its `Display`.
+pub fn causes(err: &dyn std::error::Error) -> Vec<String> {
+    let mut chain = Vec::new();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        chain.push(c.to_string());
+        cause = c.source();
+    }
+    chain
+}
+
+/// The telemetry tests' client: the key, retries after 100 ms without
+/// jitter, a poll a second, a 2.5 s deadline.
+pub fn telemetry_client(mock: &MockTransport) -> Client {
+    mock_client(mock)
+        .retry_policy(
+            RetryPolicy::default()
+                .initial_backoff(ms(100))
+                .jitter(goenhance_jobs::backoff::Jitter::None),
+        )
+        .poll_policy(
+            goenhance_jobs::PollPolicy::fixed(secs(1))
+                .jitter(goenhance_jobs::backoff::Jitter::None),
+        )
+        .wait_timeout(ms(2500))
+        .build()
+        .unwrap()
+}
+
 /// A client over the in-memory transport `mock`: the test key, no retries.
 pub fn mock_client(mock: &MockTransport) -> ClientBuilder {
     Client::builder()
