@@ -112,13 +112,18 @@ impl PollPolicy {
     /// jobs this policy (and its clones) saw finish, and polls sparsely while
     /// a job is young and densely around its likely finish.
     ///
-    /// It fits a log-normal to the run times of each type (server
-    /// `end_time − start_time`, or the observed time when those are absent)
-    /// and picks each interval `h` so that `h × P(finish within h | still
-    /// running) ≈ tradeoff` (default 0.36 s): the expected wasted wait a
-    /// poll buys back. Until five jobs of a type have finished it polls at
-    /// 1 s × 1.5ⁿ up to 15 s. Memory is bounded: a few numbers per type, at
-    /// most 256 types.
+    /// It fits a log-normal to the run times of each type and picks each
+    /// interval `h` so that `h × P(finish within h | still running) ≈
+    /// tradeoff` (default 0.36 s): the expected wasted wait a poll buys
+    /// back. A run time is the server's `end_time − start_time` when it
+    /// agrees with what the wait saw (the last answer that said running,
+    /// the first that said finished), else what the wait saw: wrong server
+    /// times (a stopped clock, a placeholder date) are not learned. Until
+    /// five jobs of a type have finished it polls at 1 s × 1.5ⁿ up to 15 s,
+    /// and so it does again while the latest job of a type contradicts the
+    /// fit (more than twice or less than half its median, and 3σ off); after
+    /// three such jobs in a row the fit starts over from them. Memory is
+    /// bounded: a few numbers per type, at most 256 types.
     pub fn adaptive() -> Self {
         PollPolicy::with_schedule(
             Schedule::Adaptive {
