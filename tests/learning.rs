@@ -138,11 +138,11 @@ async fn frozen_server_times_are_not_learned() {
     assert_eq!(
         polls[5..],
         [
-            &[0, 3201][..],
-            &[0, 3120],
-            &[0, 3053],
-            &[0, 2996, 3996],
-            &[0, 2999, 3999]
+            &[0, 3187][..],
+            &[0, 3104],
+            &[0, 3036],
+            &[0, 2978, 3978],
+            &[0, 2980, 3980]
         ]
     );
 }
@@ -159,7 +159,7 @@ async fn true_server_times_are_learned() {
     for p in &polls[..5] {
         assert_eq!(p, &FALLBACK_TO_3S);
     }
-    let learned = [0, 2676, 3676];
+    let learned = [0, 2663, 3663];
     assert_eq!(polls[5], learned);
     assert_eq!(polls[6], learned);
 }
@@ -174,8 +174,8 @@ async fn a_server_clock_that_is_off_still_gives_true_run_times() {
             times: Times::True { skew },
         });
         let polls = waits(&client, &mock, origin, 7).await;
-        assert_eq!(polls[5], [0, 2676, 3676], "skew {skew} s");
-        assert_eq!(polls[6], [0, 2676, 3676], "skew {skew} s");
+        assert_eq!(polls[5], [0, 2663, 3663], "skew {skew} s");
+        assert_eq!(polls[6], [0, 2663, 3663], "skew {skew} s");
     }
 }
 
@@ -200,6 +200,6 @@ async fn a_fit_its_jobs_contradict_recovers_within_a_few_jobs() {
     for p in &polls[7..11] {
         assert_eq!(p, &FALLBACK_TO_3S);
     }
-    assert_eq!(polls[11], [0, 2676, 3676]);
-    assert_eq!(polls[12], [0, 2676, 3676]);
+    assert_eq!(polls[11], [0, 2663, 3663]);
+    assert_eq!(polls[12], [0, 2663, 3663]);
 }

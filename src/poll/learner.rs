@@ -17,8 +17,10 @@ const MIN_SIGMA: f64 = 0.1;
 /// A run time this many standard deviations from the fitted mean (in
 /// `ln(seconds)`) contradicts the fit...
 const SURPRISE_SIGMAS: f64 = 3.0;
-/// ...if it is also more than twice or less than half the fitted median.
-const SURPRISE_LN: f64 = std::f64::consts::LN_2;
+/// ...if it is also more than three times or less than a third of the
+/// fitted median (`ln 3`): a fit from a few jobs is too narrow to judge
+/// by σ alone.
+const SURPRISE_LN: f64 = 1.098_612_288_668_109_8;
 /// After this many contradicting run times in a row the fit starts over
 /// from them: the jobs of the type changed, or the fit was wrong.
 const RESTART_AFTER: u32 = 3;
@@ -337,14 +339,17 @@ mod tests {
     }
 
     #[test]
-    fn within_one_factor_of_two_nothing_contradicts_a_tight_fit() {
-        let l = Learner::default();
-        for _ in 0..10 {
-            l.record("t", Duration::from_secs(90));
+    fn within_a_factor_of_three_nothing_contradicts_a_tight_fit() {
+        // 3σ is 0.3 in ln(seconds); 2.9 × the median is still no surprise,
+        // 3.1 × or a 3.1th is.
+        for (run, surprise) in [(261, false), (279, true), (31, false), (29, true)] {
+            let l = Learner::default();
+            for _ in 0..10 {
+                l.record("t", Duration::from_secs(90));
+            }
+            l.record("t", Duration::from_secs(run));
+            assert_eq!(l.model("t").is_none(), surprise, "{run} s");
         }
-        // 3σ is 0.3 in ln(seconds); 1.9 × the median is still no surprise.
-        l.record("t", Duration::from_secs(171));
-        assert!(l.model("t").is_some());
     }
 
     #[test]

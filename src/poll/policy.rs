@@ -114,20 +114,20 @@ impl PollPolicy {
     ///
     /// It fits a log-normal to the run times of each type and picks each
     /// interval `h` so that `h × P(finish within h | still running) ≈
-    /// tradeoff` (default 0.36 s): the expected wasted wait a poll buys
+    /// tradeoff` (default 0.33 s): the expected wasted wait a poll buys
     /// back. A run time is the server's `end_time − start_time` when it
     /// agrees with what the wait saw (the last answer that said running,
     /// the first that said finished), else what the wait saw: wrong server
     /// times (a stopped clock, a placeholder date) are not learned. Until
     /// five jobs of a type have finished it polls at 1 s × 1.5ⁿ up to 15 s,
     /// and so it does again while the latest job of a type contradicts the
-    /// fit (more than twice or less than half its median, and 3σ off); after
-    /// three such jobs in a row the fit starts over from them. Memory is
-    /// bounded: a few numbers per type, at most 256 types.
+    /// fit (more than three times or less than a third of its median, and
+    /// 3σ off); after three such jobs in a row the fit starts over from
+    /// them. Memory is bounded: a few numbers per type, at most 256 types.
     pub fn adaptive() -> Self {
         PollPolicy::with_schedule(
             Schedule::Adaptive {
-                tradeoff: Duration::from_millis(360),
+                tradeoff: Duration::from_millis(330),
             },
             Duration::from_secs(1),
             Duration::from_secs(60),
@@ -136,7 +136,7 @@ impl PollPolicy {
     }
 
     /// For the adaptive schedule: the detection delay a poll must buy back
-    /// (default 360 ms). Larger means fewer polls and later detection.
+    /// (default 330 ms). Larger means fewer polls and later detection.
     pub fn tradeoff(mut self, tradeoff: Duration) -> Self {
         if let Schedule::Adaptive { tradeoff: t } = &mut self.schedule {
             *t = tradeoff;
