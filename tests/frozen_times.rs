@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime};
 
 use goenhance_jobs::fake::{FakeServer, Fault, FaultPlan, Timeline};
-use goenhance_jobs::{Client, JobStatus, PollPolicy};
+use goenhance_jobs::{Client, JobStatus, PollPolicy, RetryPolicy};
 use tokio::time::Instant;
 
 const KEY: &str = "sk-frozen-times-5";
@@ -60,6 +60,7 @@ async fn frozen_server_times_do_not_slow_waits_down() {
                 .timeout(Duration::from_secs(30))
                 .seed(16),
         )
+        .retry_policy(RetryPolicy::default().seed(16))
         .build()
         .unwrap();
     let server = std::sync::Arc::new(server);

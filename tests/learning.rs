@@ -14,7 +14,12 @@ use tokio::time::Instant;
 #[derive(Clone, Copy)]
 enum Times {
     /// `start_time` when the job started, `end_time` when it ended (by the
-    /// test's wall clock plus the job's age), shifted by `skew` seconds.
+    /// test's wall clock less the job's age), shifted by `skew` seconds.
+    ///
+    /// A skew of 0 is taken as 1 s ahead: the age the client reads from
+    /// the start time is then 0, not the few microseconds (or, on a busy
+    /// machine, milliseconds) of real time between the answer and its
+    /// reading, which would shift every later poll by as much.
     True { skew: i64 },
     /// Always 2024-07-12T12:49:12Z to 12:54:40Z (5 min 28 s).
     Frozen,
@@ -63,6 +68,7 @@ fn setup(jobs: Jobs) -> (Client, MockTransport, Instant) {
         let (start, end) = match jobs.times {
             Times::True { skew } => {
                 // The job started `age` ago by the wall clock.
+                let skew = if skew == 0 { 1 } else { skew };
                 let start = shifted(SystemTime::now() - age, skew);
                 (start, start + run)
             }
@@ -202,4 +208,31 @@ async fn a_fit_its_jobs_contradict_recovers_within_a_few_jobs() {
     }
     assert_eq!(polls[11], [0, 2663, 3663]);
     assert_eq!(polls[12], [0, 2663, 3663]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn watches_in_the_callers_task_learn_the_same() {
+    // `Client::watch` polls in the caller's task, not in the hub: the same
+    // rules, the same polls as `frozen_server_times_are_not_learned`.
+    let (client, mock, origin) = setup(Jobs {
+        runs: vec![secs(3); 7],
+        times: Times::Frozen,
+    });
+    for i in 0..7u64 {
+        tokio::time::sleep_until(origin + Duration::from_secs(i * 1000)).await;
+        let seen: Vec<_> = futures_util::StreamExt::collect(client.watch(&format!("j{i}"))).await;
+        let last = seen.last().unwrap().as_ref().unwrap();
+        assert_eq!(last.status(), &JobStatus::Succeeded);
+    }
+    let polls_of = |id: &str, n: u64| -> Vec<u64> {
+        let begin = origin + Duration::from_secs(n * 1000);
+        mock.requests()
+            .iter()
+            .filter(|r| r.img_uuid.as_deref() == Some(id))
+            .map(|r| u64::try_from((r.at - begin).as_millis()).unwrap())
+            .collect()
+    };
+    assert_eq!(polls_of("j4", 4), FALLBACK_TO_3S);
+    assert_eq!(polls_of("j5", 5), [0, 3187]);
+    assert_eq!(polls_of("j6", 6), [0, 3104]);
 }
