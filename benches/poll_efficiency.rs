@@ -318,6 +318,19 @@ fn main() {
     println!("|---|---|---|---|---|---|---|");
     let mut base: Option<(f64, f64)> = None;
     let mut default = (0.0, 0.0);
+    // The default's figures on the jobs after the first WARM of each kind
+    // (by arrival): what is left once the cold start is over.
+    const WARM: usize = 20;
+    let warm: Vec<bool> = {
+        let mut seen = [0usize; KINDS.len()];
+        jobs.iter()
+            .map(|j| {
+                seen[j.kind] += 1;
+                seen[j.kind] > WARM
+            })
+            .collect()
+    };
+    let mut default_warm = (0.0, 0.0);
     for (name, make) in &policies {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -341,6 +354,14 @@ fn main() {
         let (bp, bd) = *base.get_or_insert((p, d));
         if *name == "default (adaptive)" {
             default = (p, d);
+            let pick = |v: &[f64]| -> Vec<f64> {
+                v.iter()
+                    .zip(warm.iter().cycle())
+                    .filter(|(_, &w)| w)
+                    .map(|(&x, _)| x)
+                    .collect()
+            };
+            default_warm = (mean(&pick(&polls)), mean(&pick(&out.delays)));
         }
         let per_kind: Vec<String> = (0..KINDS.len())
             .map(|k| {
@@ -382,6 +403,18 @@ fn main() {
         p / bp,
         d / bd,
         dp / p
+    );
+    let warm_jobs: Vec<Job> = jobs
+        .iter()
+        .zip(&warm)
+        .filter(|(_, &w)| w)
+        .map(|(j, _)| *j)
+        .collect();
+    let (wp, wd) = default_warm;
+    let (c, p, d) = oracle::at_delay(&warm_jobs, wd);
+    println!(
+        "| oracle at the default's mean delay, jobs after the first {WARM} of each kind (default: {wp:.2} polls, {wd:.2} s) | {c:.3} | {p:.2} | | {d:.2} | | {:.3} |",
+        wp / p
     );
     let (c, p, d) = oracle::at_delay(&jobs, bd);
     println!(
