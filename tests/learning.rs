@@ -236,3 +236,23 @@ async fn watches_in_the_callers_task_learn_the_same() {
     assert_eq!(polls_of("j5", 5), [0, 3187]);
     assert_eq!(polls_of("j6", 6), [0, 3104]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn jobs_already_finished_when_first_seen_are_not_learned() {
+    // Ten jobs finished before their first poll (a restart finding them
+    // done), the server claiming 5 min 28 s each: the wait saw nothing of
+    // their run, so nothing is learned, and the next job is polled as one
+    // of a type never seen. Learning the claim made its second poll 60 s
+    // late.
+    let mut runs = vec![secs(0); 10];
+    runs.push(secs(3));
+    let (client, mock, origin) = setup(Jobs {
+        runs,
+        times: Times::Frozen,
+    });
+    let polls = waits(&client, &mock, origin, 11).await;
+    for p in &polls[..10] {
+        assert_eq!(p, &[0]);
+    }
+    assert_eq!(polls[10], FALLBACK_TO_3S);
+}

@@ -118,7 +118,8 @@ impl PollPolicy {
     /// back. A run time is the server's `end_time − start_time` when it
     /// agrees with what the wait saw (the last answer that said running,
     /// the first that said finished), else what the wait saw: wrong server
-    /// times (a stopped clock, a placeholder date) are not learned. Until
+    /// times (a stopped clock, a placeholder date) are not learned, nor is
+    /// a job already finished when first seen. Until
     /// five jobs of a type have finished it polls at 1 s × 1.5ⁿ up to 15 s,
     /// and so it does again while the latest job of a type contradicts the
     /// fit (more than three times or less than a third of its median, and

@@ -242,8 +242,9 @@ impl WaitState {
         if !matches!(policy.schedule, Schedule::Adaptive { .. }) {
             return;
         }
-        if let Some(job_type) = detail.job_type() {
-            let (lo, hi) = self.run_time(detail.run_time(), since);
+        if let (Some(job_type), Some((lo, hi))) =
+            (detail.job_type(), self.run_time(detail.run_time(), since))
+        {
             policy.learner.record_between(job_type, lo, hi);
         }
     }
@@ -261,24 +262,27 @@ impl WaitState {
     /// neither, the server's times are wrong (a clock stopped, a cached or
     /// placeholder date): its start time is no better than its end time, so
     /// the job is taken as new when first seen.
-    fn run_time(&self, server: Option<Duration>, done: Duration) -> (Duration, Duration) {
+    ///
+    /// `None` for a job already finished when first seen: the wait saw
+    /// nothing of its run to check the server's times against, and a
+    /// restart that finds many jobs finished would otherwise learn whatever
+    /// they claim.
+    fn run_time(&self, server: Option<Duration>, done: Duration) -> Option<(Duration, Duration)> {
+        if self.last.running_ms == NEVER {
+            return None;
+        }
         let from_ms = |ms: u32| Duration::from_millis(u64::from(ms));
         let age = from_ms(self.initial_age_ms);
-        if self.last.running_ms == NEVER {
-            // Finished when first seen: nothing to check the server against.
-            let run = server.unwrap_or(age + done);
-            return (run, run);
-        }
         let running = from_ms(self.last.running_ms);
         let Some(server) = server else {
-            return (age + running, age + done);
+            return Some((age + running, age + done));
         };
         let within = |lo: Duration, hi: Duration| {
             let slack = Duration::from_secs(1) + hi / 10;
-            server + slack >= lo && server <= hi + slack
+            server.saturating_add(slack) >= lo && server <= hi.saturating_add(slack)
         };
         if within(age + running, age + done) || within(running, done) {
-            (server, server)
+            Some((server, server))
         } else {
             let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
             tracing::debug!(
@@ -287,7 +291,7 @@ impl WaitState {
                 seen_to_ms = ms(done),
                 "server times disagree with what the wait saw; learning what it saw"
             );
-            (running, done)
+            Some((running, done))
         }
     }
 
