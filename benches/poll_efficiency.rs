@@ -7,6 +7,13 @@
 //! detection delay (answer time − true finish): mean and p95, with ratios
 //! against fixed 5 s.
 //!
+//! Then the oracle: the default's hazard-based schedule given each kind's
+//! true run-time distribution from the first job, learning nothing
+//! (simulated on the same jobs, with the same interval bounds, late-job
+//! rule and ±10 % jitter). Its tradeoff is tuned until its mean detection
+//! delay equals the default's, and the default's polls per job are
+//! printed against the oracle's at that matched delay.
+//!
 //! Run: `cargo bench --bench poll_efficiency`
 
 use std::collections::HashMap;
@@ -20,6 +27,8 @@ use rand_distr::{Distribution, LogNormal};
 use tokio::time::Instant;
 
 const JOBS_PER_KIND: usize = 600;
+/// Jitter seeds each policy runs with (the figures are their means).
+const SEEDS: u64 = 8;
 const ARRIVAL_WINDOW: Duration = Duration::from_secs(2 * 3600);
 const KINDS: [(&str, f64, f64); 3] = [
     ("mx-text2img", 30.0, 0.3),
@@ -100,7 +109,7 @@ async fn run(policy: PollPolicy, jobs: Arc<Vec<Job>>) -> Outcome {
     .without_log();
     let client = Client::builder()
         .api_key("bench")
-        .poll_policy(policy.seed(1).timeout(Duration::from_secs(6 * 3600)))
+        .poll_policy(policy.timeout(Duration::from_secs(6 * 3600)))
         .max_in_flight(10_000)
         .transport(mock.clone())
         .build()
@@ -141,6 +150,128 @@ fn p95(v: &[f64]) -> f64 {
     s[(s.len() as f64 * 0.95) as usize]
 }
 
+/// The hazard-based schedule of `PollPolicy::adaptive` for a known
+/// log-normal `ln(seconds) ~ N(mu, sigma²)`: the same formulas as the
+/// crate's (private) model, written out here so that the oracle learns
+/// nothing.
+mod oracle {
+    use super::{Job, KINDS};
+
+    /// The default interval bounds, and the late-job rule's threshold.
+    const MIN: f64 = 1.0;
+    const MAX: f64 = 60.0;
+    const TAIL: f64 = 1e-3;
+
+    struct Model {
+        mu: f64,
+        sigma: f64,
+    }
+
+    impl Model {
+        fn survival(&self, t: f64) -> f64 {
+            if t <= 0.0 {
+                return 1.0;
+            }
+            let z = (t.ln() - self.mu) / self.sigma;
+            0.5 * libm::erfc(z / std::f64::consts::SQRT_2)
+        }
+
+        fn cumulative_hazard(&self, t: f64) -> f64 {
+            if t <= 0.0 {
+                return 0.0;
+            }
+            let z = (t.ln() - self.mu) / self.sigma;
+            let s = self.survival(t);
+            if s > 1e-300 {
+                -s.ln()
+            } else {
+                z * z / 2.0 + (z * (2.0 * std::f64::consts::PI).sqrt()).ln()
+            }
+        }
+
+        /// `h` in `[MIN, MAX]` with `h × (Λ(age + h) − Λ(age)) = c`; a job
+        /// past the 99.9 % quantile is polled every tenth of its age.
+        fn next_interval(&self, age: f64, c: f64) -> f64 {
+            if self.survival(age) < TAIL {
+                return (age * 0.1).clamp(MIN, MAX);
+            }
+            let base = self.cumulative_hazard(age);
+            let cost = |h: f64| h * (self.cumulative_hazard(age + h) - base);
+            if cost(MIN) >= c {
+                return MIN;
+            }
+            if cost(MAX) <= c {
+                return MAX;
+            }
+            let (mut lo, mut hi) = (MIN, MAX);
+            for _ in 0..40 {
+                let mid = 0.5 * (lo + hi);
+                if cost(mid) > c {
+                    hi = mid;
+                } else {
+                    lo = mid;
+                }
+            }
+            lo
+        }
+    }
+
+    use super::SEEDS;
+
+    /// Mean polls per job and mean detection delay (s) of the oracle with
+    /// tradeoff `c` seconds on `jobs`, averaged over [`SEEDS`] jitter draws.
+    pub fn run(jobs: &[Job], c: f64) -> (f64, f64) {
+        let (mut polls, mut delay) = (0u64, 0.0);
+        for seed in 0..SEEDS {
+            let (p, d) = run_seeded(jobs, c, seed);
+            polls += p;
+            delay += d;
+        }
+        let n = (jobs.len() as u64 * SEEDS) as f64;
+        (polls as f64 / n, delay / n)
+    }
+
+    fn run_seeded(jobs: &[Job], c: f64, seed: u64) -> (u64, f64) {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let (mut polls, mut delay) = (0u64, 0.0);
+        for job in jobs {
+            let (_, median, sigma) = KINDS[job.kind];
+            let m = Model {
+                mu: median.ln(),
+                sigma,
+            };
+            let run = job.run.as_secs_f64();
+            let mut t = 0.0;
+            polls += 1;
+            while t < run {
+                let h = m.next_interval(t, c) * (0.9 + 0.2 * rng.f64());
+                t += h.clamp(MIN, MAX);
+                polls += 1;
+            }
+            delay += t - run;
+        }
+        (polls, delay)
+    }
+
+    /// The oracle's polls per job at mean delay `target`: the tradeoff is
+    /// found by bisection (delay grows with it). Returns (tradeoff, polls,
+    /// delay).
+    pub fn at_delay(jobs: &[Job], target: f64) -> (f64, f64, f64) {
+        let (mut lo, mut hi) = (1e-4f64, 100.0f64);
+        for _ in 0..60 {
+            let mid = (lo * hi).sqrt();
+            if run(jobs, mid).1 < target {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        let c = (lo * hi).sqrt();
+        let (p, d) = run(jobs, c);
+        (c, p, d)
+    }
+}
+
 fn main() {
     let jobs = Arc::new(jobs());
     type MakePolicy = Box<dyn Fn() -> PollPolicy>;
@@ -158,6 +289,22 @@ fn main() {
             Box::new(|| PollPolicy::exponential(Duration::from_secs(2), Duration::from_secs(120))),
         ),
         ("default (adaptive)", Box::new(PollPolicy::default)),
+        (
+            "adaptive, tradeoff 0.36 s (the default before)",
+            Box::new(|| PollPolicy::adaptive().tradeoff(Duration::from_millis(360))),
+        ),
+        (
+            "adaptive, tradeoff 0.34 s",
+            Box::new(|| PollPolicy::adaptive().tradeoff(Duration::from_millis(340))),
+        ),
+        (
+            "adaptive, tradeoff 0.32 s",
+            Box::new(|| PollPolicy::adaptive().tradeoff(Duration::from_millis(320))),
+        ),
+        (
+            "adaptive, tradeoff 0.30 s",
+            Box::new(|| PollPolicy::adaptive().tradeoff(Duration::from_millis(300))),
+        ),
     ];
     println!(
         "{} jobs ({} per kind: medians 30/90/300 s), arriving over {} h of virtual time\n",
@@ -170,6 +317,20 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|");
     let mut base: Option<(f64, f64)> = None;
+    let mut default = (0.0, 0.0);
+    // The default's figures on the jobs after the first WARM of each kind
+    // (by arrival): what is left once the cold start is over.
+    const WARM: usize = 20;
+    let warm: Vec<bool> = {
+        let mut seen = [0usize; KINDS.len()];
+        jobs.iter()
+            .map(|j| {
+                seen[j.kind] += 1;
+                seen[j.kind] > WARM
+            })
+            .collect()
+    };
+    let mut default_warm = (0.0, 0.0);
     for (name, make) in &policies {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -177,14 +338,36 @@ fn main() {
             .build()
             .unwrap();
         let wall = std::time::Instant::now();
-        let out = rt.block_on(run(make(), jobs.clone()));
+        // Jitter draws averaged over: the mean delay of one draw moves by
+        // a few percent from one seed to the next.
+        let mut out = Outcome {
+            polls: Vec::new(),
+            delays: Vec::new(),
+        };
+        for seed in 0..SEEDS {
+            let o = rt.block_on(run(make().seed(seed), jobs.clone()));
+            out.polls.extend(o.polls);
+            out.delays.extend(o.delays);
+        }
         let polls: Vec<f64> = out.polls.iter().map(|&p| p as f64).collect();
         let (p, d) = (mean(&polls), mean(&out.delays));
         let (bp, bd) = *base.get_or_insert((p, d));
+        if *name == "default (adaptive)" {
+            default = (p, d);
+            let pick = |v: &[f64]| -> Vec<f64> {
+                v.iter()
+                    .zip(warm.iter().cycle())
+                    .filter(|(_, &w)| w)
+                    .map(|(&x, _)| x)
+                    .collect()
+            };
+            default_warm = (mean(&pick(&polls)), mean(&pick(&out.delays)));
+        }
         let per_kind: Vec<String> = (0..KINDS.len())
             .map(|k| {
                 let v: Vec<f64> = jobs
                     .iter()
+                    .cycle()
                     .zip(&polls)
                     .filter(|(j, _)| j.kind == k)
                     .map(|(_, &p)| p)
@@ -201,4 +384,42 @@ fn main() {
         );
         eprintln!("  ({name}: {:?} wall)", wall.elapsed());
     }
+    let (bp, bd) = base.unwrap();
+    let (dp, dd) = default;
+    let (p, d) = oracle::run(&jobs, 0.33);
+    println!(
+        "\nThe oracle: the same schedule given each kind's true distribution, learning nothing\n"
+    );
+    println!("| schedule | tradeoff (s) | polls/job | × fixed 5 s | mean delay (s) | × fixed 5 s | default's polls ÷ oracle's |");
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| oracle, default tradeoff | 0.330 | {p:.2} | {:.2} | {d:.2} | {:.2} | |",
+        p / bp,
+        d / bd
+    );
+    let (c, p, d) = oracle::at_delay(&jobs, dd);
+    println!(
+        "| oracle at the default's mean delay | {c:.3} | {p:.2} | {:.2} | {d:.2} | {:.2} | {:.3} |",
+        p / bp,
+        d / bd,
+        dp / p
+    );
+    let warm_jobs: Vec<Job> = jobs
+        .iter()
+        .zip(&warm)
+        .filter(|(_, &w)| w)
+        .map(|(j, _)| *j)
+        .collect();
+    let (wp, wd) = default_warm;
+    let (c, p, d) = oracle::at_delay(&warm_jobs, wd);
+    println!(
+        "| oracle at the default's mean delay, jobs after the first {WARM} of each kind (default: {wp:.2} polls, {wd:.2} s) | {c:.3} | {p:.2} | | {d:.2} | | {:.3} |",
+        wp / p
+    );
+    let (c, p, d) = oracle::at_delay(&jobs, bd);
+    println!(
+        "| oracle at fixed 5 s's mean delay | {c:.3} | {p:.2} | {:.2} | {d:.2} | {:.2} | |",
+        p / bp,
+        d / bd
+    );
 }

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo bench --bench stack --features fake -- [--rounds N] [--requests N]
-//!     [--concurrency N] [--only stack,raw,reqwest] [--current-thread] [--tls]
+//!     [--concurrency N] [--only stack,typed,raw,reqwest] [--current-thread] [--tls]
 //! ```
 //!
 //! `--tls` serves HTTPS instead (tokio-rustls, a CA and certificate made
@@ -15,8 +15,12 @@
 //! - `stack`: `Client::builder().base_url(..).api_key(..).build()` then
 //!   `client.get(id)`: auth, retry, timeout, body cap and decoding into
 //!   `JobDetail`, over the default `HyperTransport`.
-//! - `raw`: hyper-util's legacy client, the same GET with the same headers,
-//!   the body collected and decoded into `serde_json::Value`: the baseline.
+//! - `typed`: hyper-util's legacy client, the same GET with the same
+//!   headers, the body collected and decoded into a `#[derive(Deserialize)]`
+//!   struct of the API's fields (times and all as strings): what users
+//!   write by hand, the baseline.
+//! - `raw`: the same, decoded into `serde_json::Value` instead (slower than
+//!   a derived struct; kept to compare with earlier runs).
 //! - `reqwest`: reqwest (http only), `.json::<serde_json::Value>()`.
 //!
 //! With feature `metrics`, `--only stack,metered` measures what recording
@@ -90,6 +94,7 @@ const PATH_AND_QUERY: &str = "/api/v1/jobs/detail?img_uuid=37c82d82-8765-4031-8c
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
     Stack,
+    Typed,
     Raw,
     Reqwest,
     /// `Stack` with a metrics recorder taking every metric.
@@ -104,6 +109,7 @@ impl Kind {
     fn name(self) -> &'static str {
         match self {
             Kind::Stack => "stack",
+            Kind::Typed => "typed",
             Kind::Raw => "raw",
             Kind::Reqwest => "reqwest",
             Kind::Metered => "metered",
@@ -128,7 +134,7 @@ fn args() -> Args {
         rounds: 6,
         requests: 20_000,
         concurrency: 32,
-        only: vec![Kind::Stack, Kind::Raw, Kind::Reqwest],
+        only: vec![Kind::Stack, Kind::Typed, Kind::Raw, Kind::Reqwest],
         current_thread: false,
         tls: false,
     };
@@ -151,6 +157,7 @@ fn args() -> Args {
                     .split(',')
                     .map(|k| match k {
                         "stack" => Kind::Stack,
+                        "typed" => Kind::Typed,
                         "raw" => Kind::Raw,
                         "reqwest" => Kind::Reqwest,
                         "metered" if cfg!(feature = "metrics") => Kind::Metered,
@@ -275,7 +282,7 @@ impl Raw {
         }
     }
 
-    async fn get(&self, id: &str) -> serde_json::Value {
+    async fn get<T: serde::de::DeserializeOwned>(&self, id: &str) -> T {
         let req = Request::get(format!("{}/api/v1/jobs/detail?img_uuid={id}", self.base))
             .header(AUTHORIZATION, self.auth.clone())
             .header(ACCEPT, self.accept.clone())
@@ -292,6 +299,37 @@ impl Raw {
             .to_bytes();
         serde_json::from_slice(&body).expect("raw decode")
     }
+}
+
+/// The answer as users decode it by hand: the documented fields, derived.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct Envelope {
+    code: i64,
+    msg: String,
+    data: Option<Data>,
+}
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct Data {
+    img_uuid: String,
+    status: String,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    job_type: Option<String>,
+    start_time: Option<String>,
+    end_time: Option<String>,
+    model_id: Option<String>,
+    json: Option<Vec<Output>>,
+}
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct Output {
+    #[serde(rename = "type")]
+    kind: String,
+    value: String,
 }
 
 #[derive(Clone)]
@@ -357,8 +395,13 @@ async fn one(clients: &Clients, kind: Kind) {
             debug_assert_eq!(d.status(), &JobStatus::Succeeded);
             std::hint::black_box(d);
         }
+        Kind::Typed => {
+            let e: Envelope = clients.raw.get(ID).await;
+            debug_assert_eq!(e.data.as_ref().unwrap().status, "success");
+            std::hint::black_box(e);
+        }
         Kind::Raw => {
-            let v = clients.raw.get(ID).await;
+            let v: serde_json::Value = clients.raw.get(ID).await;
             debug_assert_eq!(v["data"]["status"], "success");
             std::hint::black_box(v);
         }
@@ -586,7 +629,13 @@ async fn run(mut a: Args) {
     // Check each client once, then warm the pools and the allocator.
     let d = clients.stack.get(ID).await.expect("stack get");
     assert_eq!(d.status(), &JobStatus::Succeeded);
-    assert_eq!(clients.raw.get(ID).await["data"]["status"], "success");
+    assert_eq!(
+        clients.raw.get::<serde_json::Value>(ID).await["data"]["status"],
+        "success"
+    );
+    let e: Envelope = clients.raw.get(ID).await;
+    assert_eq!(e.code, 0);
+    assert_eq!(e.data.unwrap().status, "success");
     if a.tls {
         a.only.retain(|&k| k != Kind::Reqwest);
     } else {
@@ -679,10 +728,14 @@ async fn run(mut a: Args) {
             median(cpu_ratios),
         );
     }
-    if let Some(raw) = a.only.iter().position(|&k| k == Kind::Raw) {
+    for base in [Kind::Typed, Kind::Raw] {
+        let Some(raw) = a.only.iter().position(|&k| k == base) else {
+            continue;
+        };
+        let b = base.name();
         println!();
         for i in 0..n {
-            if i == raw {
+            if i == raw || (base == Kind::Raw && a.only[i] == Kind::Typed) {
                 continue;
             }
             // Ratios of the same round, then their median: robust to a noisy
@@ -693,7 +746,7 @@ async fn run(mut a: Args) {
                 .map(|(x, r)| x / r)
                 .collect();
             println!(
-                "{}/raw = {:.3} (all requests), {:.3} (median of per-round ratios, min {:.3}, max {:.3})",
+                "{}/{b} = {:.3} (all requests), {:.3} (median of per-round ratios, min {:.3}, max {:.3})",
                 a.only[i].name(),
                 overall[i] / overall[raw],
                 median(ratios.clone()),
@@ -706,7 +759,7 @@ async fn run(mut a: Args) {
                 .map(|(r, x)| r / x)
                 .collect();
             println!(
-                "{}/raw by CPU time per request (raw CPU / {} CPU) = {:.3} (all), {:.3} (median of per-round ratios)",
+                "{}/{b} by CPU time per request ({b} CPU / {} CPU) = {:.3} (all), {:.3} (median of per-round ratios)",
                 a.only[i].name(),
                 a.only[i].name(),
                 cpu_us[raw] / cpu_us[i],

@@ -68,6 +68,7 @@ pub struct Timeline {
     job_type: String,
     model_id: String,
     start_time: Option<SystemTime>,
+    end_time: Option<SystemTime>,
     extra: Map<String, Value>,
     steps: Vec<Step>,
     terminal: Option<Terminal>,
@@ -82,6 +83,7 @@ impl Timeline {
             job_type: job_type.into(),
             model_id: "7".to_owned(),
             start_time: None,
+            end_time: None,
             extra: Map::new(),
             steps: Vec::new(),
             terminal: None,
@@ -98,6 +100,29 @@ impl Timeline {
     /// job is added; `end_time` is this plus the time the job took.
     pub fn start_time(mut self, start: SystemTime) -> Self {
         self.start_time = Some(start);
+        self
+    }
+
+    /// Sets a fixed `data.end_time` for the terminal answers instead of
+    /// `start_time` plus the time the job took: with a fixed
+    /// [`start_time`](Timeline::start_time) it fakes a server whose times
+    /// are frozen at some date, whatever the job really took.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use goenhance_jobs::fake::Timeline;
+    ///
+    /// // Says 5 min 28 s from 2024-07-12T12:49:12Z, takes 2 s.
+    /// let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_720_788_552);
+    /// let frozen = Timeline::new("mx-text2img")
+    ///     .processing(Duration::from_secs(2))
+    ///     .succeed("image", "https://cdn.example/x_0.png")
+    ///     .start_time(start)
+    ///     .end_time(start + Duration::from_secs(328));
+    /// # let _ = frozen;
+    /// ```
+    pub fn end_time(mut self, end: SystemTime) -> Self {
+        self.end_time = Some(end);
         self
     }
 
@@ -342,7 +367,9 @@ impl JobState {
         let mut json = Value::Null;
         if terminal {
             let took = self.step_start.saturating_duration_since(self.registered);
-            let end = self.start_wall.checked_add(took).unwrap_or(self.start_wall);
+            let end = tl
+                .end_time
+                .unwrap_or_else(|| self.start_wall.checked_add(took).unwrap_or(self.start_wall));
             data.insert("end_time".into(), rfc3339_millis(end).into());
             if let Some(outputs) = tl.terminal.as_ref().and_then(|t| t.outputs.as_ref()) {
                 json = outputs
@@ -467,6 +494,23 @@ mod tests {
         assert_eq!(job.status_at(t0), "pending");
         assert_eq!(job.status_at(t1), "processing");
         assert_eq!(job.status_at(Instant::now()), "success");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fixed_end_time_is_shown_whatever_the_job_took() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_millis(1_720_788_552_541);
+        let tl = Timeline::new("x")
+            .processing(Duration::from_secs(2))
+            .succeed("image", "u")
+            .start_time(start)
+            .end_time(start + Duration::from_secs(328));
+        let mut job = JobState::new(tl, Instant::now());
+        let running = job.snapshot("a", Instant::now());
+        assert_eq!(running.data.get("end_time"), None);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let done = job.snapshot("a", Instant::now());
+        assert_eq!(done.data["start_time"], "2024-07-12T12:49:12.541Z");
+        assert_eq!(done.data["end_time"], "2024-07-12T12:54:40.541Z");
     }
 
     #[tokio::test(start_paused = true)]

@@ -14,6 +14,16 @@ const WINDOW: u32 = 200;
 /// The smallest spread the fit may have, so one repeated value does not make
 /// the schedule bet everything on one instant.
 const MIN_SIGMA: f64 = 0.1;
+/// A run time this many standard deviations from the fitted mean (in
+/// `ln(seconds)`) contradicts the fit...
+const SURPRISE_SIGMAS: f64 = 3.0;
+/// ...if it is also more than three times or less than a third of the
+/// fitted median (`ln 3`): a fit from a few jobs is too narrow to judge
+/// by σ alone.
+const SURPRISE_LN: f64 = 1.098_612_288_668_109_8;
+/// After this many contradicting run times in a row the fit starts over
+/// from them: the jobs of the type changed, or the fit was wrong.
+const RESTART_AFTER: u32 = 3;
 
 #[derive(Debug, Default)]
 pub(crate) struct Learner {
@@ -27,6 +37,29 @@ struct Stats {
     n: u32,
     mean: f64,
     m2: f64,
+    /// The run times in a row that contradicted the fit (see
+    /// [`SURPRISE_SIGMAS`]), kept out of it; empty when the last one did
+    /// not. While not empty the fit is in doubt and not used.
+    recent: Moments,
+}
+
+/// Mean and population variance of a few `ln(seconds)`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Moments {
+    n: u32,
+    mean: f64,
+    m2: f64,
+}
+
+impl Moments {
+    /// Adds `x`, the oldest values fading once `n` reaches `window`.
+    fn push(&mut self, x: f64, window: u32) {
+        self.n = (self.n + 1).min(window);
+        let weight = 1.0 / f64::from(self.n);
+        let delta = x - self.mean;
+        self.mean += weight * delta;
+        self.m2 = (1.0 - weight) * (self.m2 + weight * delta * delta);
+    }
 }
 
 /// A log-normal model of run times: `ln(seconds) ~ N(mu, sigma²)`.
@@ -51,12 +84,23 @@ impl Learner {
         name
     }
 
+    #[cfg(test)]
     pub(crate) fn record(&self, job_type: &str, run_time: Duration) {
-        let secs = run_time.as_secs_f64();
-        if secs.is_nan() || secs < 0.001 {
+        self.record_between(job_type, run_time, run_time);
+    }
+
+    /// Takes in a job of `job_type` that ran between `lo` and `hi`.
+    ///
+    /// Within the window the run time is taken at the fit's median there
+    /// (the middle of the window while there is no fit), so that a wide
+    /// window (a job last seen running long before it was seen finished)
+    /// moves the fit only as far as it must.
+    pub(crate) fn record_between(&self, job_type: &str, lo: Duration, hi: Duration) {
+        let hi = hi.as_secs_f64();
+        if hi.is_nan() || hi < 0.001 {
             return;
         }
-        let x = secs.ln();
+        let lo = lo.as_secs_f64().clamp(0.001, hi);
         let mut types = self.types.lock().unwrap_or_else(|e| e.into_inner());
         if !types.contains_key(job_type) && types.len() >= MAX_TYPES {
             // Forget the type with the least evidence.
@@ -69,11 +113,37 @@ impl Learner {
             }
         }
         let stats = types.entry(job_type.into()).or_default();
-        stats.n = (stats.n + 1).min(WINDOW);
-        let weight = 1.0 / f64::from(stats.n);
-        let delta = x - stats.mean;
-        stats.mean += weight * delta;
-        stats.m2 = (1.0 - weight) * (stats.m2 + weight * delta * delta);
+        let x = match stats.fit() {
+            Some(m) => m.median_between(lo, hi),
+            None => 0.5 * (lo + hi),
+        }
+        .ln();
+        let surprise = stats
+            .fit()
+            .is_some_and(|m| (x - m.mu).abs() > (SURPRISE_SIGMAS * m.sigma).max(SURPRISE_LN));
+        if surprise {
+            stats.recent.push(x, RESTART_AFTER);
+            if stats.recent.n >= RESTART_AFTER {
+                let Moments { n, mean, m2 } = stats.recent;
+                *stats = Stats {
+                    n,
+                    mean,
+                    m2,
+                    recent: Moments::default(),
+                };
+            }
+            // Left out of the fit: one job far out of line is not evidence
+            // enough to change it, and would widen it a lot.
+            return;
+        }
+        stats.recent = Moments::default();
+        let mut all = Moments {
+            n: stats.n,
+            mean: stats.mean,
+            m2: stats.m2,
+        };
+        all.push(x, WINDOW);
+        (stats.n, stats.mean, stats.m2) = (all.n, all.mean, all.m2);
     }
 
     /// What was learned, per job type: `(type, samples, mean, m2)` of
@@ -97,21 +167,33 @@ impl Learner {
                 n: (*n).min(WINDOW),
                 mean: *mean,
                 m2: *m2,
+                recent: Moments::default(),
             });
         }
     }
 
+    /// The fit of a type, once it has [`MIN_SAMPLES`] run times and while
+    /// its latest run times do not contradict it.
     pub(crate) fn model(&self, job_type: &str) -> Option<Model> {
         let types = self.types.lock().unwrap_or_else(|e| e.into_inner());
         let s = types.get(job_type)?;
-        if s.n < MIN_SAMPLES {
+        if s.recent.n > 0 {
+            return None;
+        }
+        s.fit()
+    }
+}
+
+impl Stats {
+    fn fit(&self) -> Option<Model> {
+        if self.n < MIN_SAMPLES {
             return None;
         }
         // m2 is the (weighted) population variance; correct it to a sample one.
-        let n = f64::from(s.n);
-        let var = s.m2 * n / (n - 1.0);
+        let n = f64::from(self.n);
+        let var = self.m2 * n / (n - 1.0);
         Some(Model {
-            mu: s.mean,
+            mu: self.mean,
             sigma: var.sqrt().max(MIN_SIGMA),
         })
     }
@@ -151,6 +233,27 @@ impl Model {
             return age.mul_f64(0.1).clamp(min, max);
         }
         self.interval(age, tradeoff, min, max)
+    }
+
+    /// The median run time, in seconds, of the jobs that end between `lo`
+    /// and `hi` seconds (`0 < lo ≤ hi`); the end nearest the bulk of the
+    /// fit when it puts (almost) nothing there.
+    fn median_between(&self, lo: f64, hi: f64) -> f64 {
+        let (s_lo, s_hi) = (self.survival(lo), self.survival(hi));
+        if s_lo - s_hi < 1e-12 {
+            return if hi.ln() < self.mu { hi } else { lo };
+        }
+        let target = 0.5 * (s_lo + s_hi);
+        let (mut a, mut b) = (lo.ln(), hi.ln());
+        for _ in 0..50 {
+            let mid = 0.5 * (a + b);
+            if self.survival(mid.exp()) > target {
+                a = mid;
+            } else {
+                b = mid;
+            }
+        }
+        (0.5 * (a + b)).exp()
     }
 
     /// The cumulative hazard `-ln S(t)` at `t` seconds.
@@ -226,6 +329,78 @@ mod tests {
             l.record(&format!("type-{i}"), Duration::from_secs(1));
         }
         assert_eq!(l.types.lock().unwrap().len(), MAX_TYPES);
+    }
+
+    #[test]
+    fn a_lone_contradicting_run_time_is_left_out_of_the_fit() {
+        let l = Learner::default();
+        for _ in 0..10 {
+            l.record("t", Duration::from_secs(90));
+        }
+        l.record("t", Duration::from_secs(3));
+        // In doubt: not used until a run time agrees with it again.
+        assert_eq!(l.model("t"), None);
+        l.record("t", Duration::from_secs(90));
+        let m = l.model("t").unwrap();
+        assert!((m.mu - 90f64.ln()).abs() < 1e-12, "{m:?}");
+        assert_eq!(m.sigma, MIN_SIGMA);
+    }
+
+    #[test]
+    fn three_contradicting_run_times_in_a_row_restart_the_fit() {
+        let l = Learner::default();
+        for _ in 0..10 {
+            l.record("t", Duration::from_secs(90));
+        }
+        for _ in 0..3 {
+            l.record("t", Duration::from_secs(3));
+        }
+        // Restarted from the three: not used before five run times.
+        assert_eq!(l.model("t"), None);
+        l.record("t", Duration::from_secs(3));
+        assert_eq!(l.model("t"), None);
+        l.record("t", Duration::from_secs(3));
+        let m = l.model("t").unwrap();
+        assert!((m.mu - 3f64.ln()).abs() < 1e-12, "{m:?}");
+    }
+
+    #[test]
+    fn within_a_factor_of_three_nothing_contradicts_a_tight_fit() {
+        // 3σ is 0.3 in ln(seconds); 2.9 × the median is still no surprise,
+        // 3.1 × or a 3.1th is.
+        for (run, surprise) in [(261, false), (279, true), (31, false), (29, true)] {
+            let l = Learner::default();
+            for _ in 0..10 {
+                l.record("t", Duration::from_secs(90));
+            }
+            l.record("t", Duration::from_secs(run));
+            assert_eq!(l.model("t").is_none(), surprise, "{run} s");
+        }
+    }
+
+    #[test]
+    fn a_window_is_taken_at_the_fits_median_in_it() {
+        let l = Learner::default();
+        // No fit yet: the middle of the window.
+        for _ in 0..5 {
+            l.record_between("t", Duration::from_secs(2), Duration::from_secs(4));
+        }
+        let m = l.model("t").unwrap();
+        assert!((m.mu - 3f64.ln()).abs() < 1e-12, "{m:?}");
+        let m = Model {
+            mu: 0.0,
+            sigma: 1.0,
+        };
+        let e = std::f64::consts::E;
+        assert!((m.median_between(1.0 / e, e) - 1.0).abs() < 1e-9);
+        assert!((m.median_between(1.0, 1.0) - 1.0).abs() < 1e-9);
+        // Where the fit puts nothing: the end nearest its bulk.
+        let tight = Model {
+            mu: 0.0,
+            sigma: 0.1,
+        };
+        assert_eq!(tight.median_between(100.0, 200.0), 100.0);
+        assert_eq!(tight.median_between(0.001, 0.01), 0.01);
     }
 
     #[test]

@@ -112,17 +112,23 @@ impl PollPolicy {
     /// jobs this policy (and its clones) saw finish, and polls sparsely while
     /// a job is young and densely around its likely finish.
     ///
-    /// It fits a log-normal to the run times of each type (server
-    /// `end_time − start_time`, or the observed time when those are absent)
-    /// and picks each interval `h` so that `h × P(finish within h | still
-    /// running) ≈ tradeoff` (default 0.36 s): the expected wasted wait a
-    /// poll buys back. Until five jobs of a type have finished it polls at
-    /// 1 s × 1.5ⁿ up to 15 s. Memory is bounded: a few numbers per type, at
-    /// most 256 types.
+    /// It fits a log-normal to the run times of each type and picks each
+    /// interval `h` so that `h × P(finish within h | still running) ≈
+    /// tradeoff` (default 0.33 s): the expected wasted wait a poll buys
+    /// back. A run time is the server's `end_time − start_time` when it
+    /// agrees with what the wait saw (the last answer that said running,
+    /// the first that said finished), else what the wait saw: wrong server
+    /// times (a stopped clock, a placeholder date) are not learned, nor is
+    /// a job already finished when first seen. Until
+    /// five jobs of a type have finished it polls at 1 s × 1.5ⁿ up to 15 s,
+    /// and so it does again while the latest job of a type contradicts the
+    /// fit (more than three times or less than a third of its median, and
+    /// 3σ off); after three such jobs in a row the fit starts over from
+    /// them. Memory is bounded: a few numbers per type, at most 256 types.
     pub fn adaptive() -> Self {
         PollPolicy::with_schedule(
             Schedule::Adaptive {
-                tradeoff: Duration::from_millis(360),
+                tradeoff: Duration::from_millis(330),
             },
             Duration::from_secs(1),
             Duration::from_secs(60),
@@ -131,7 +137,7 @@ impl PollPolicy {
     }
 
     /// For the adaptive schedule: the detection delay a poll must buy back
-    /// (default 360 ms). Larger means fewer polls and later detection.
+    /// (default 330 ms). Larger means fewer polls and later detection.
     pub fn tradeoff(mut self, tradeoff: Duration) -> Self {
         if let Schedule::Adaptive { tradeoff: t } = &mut self.schedule {
             *t = tradeoff;

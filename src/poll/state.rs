@@ -45,11 +45,16 @@ enum End {
 }
 
 /// What the wait keeps of the last answer.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct LastSeen {
     /// 0 before any answer, then the status code of [`History`] (which
     /// keeps the text of unknown statuses).
     code: u8,
+    /// When it came, in milliseconds from the start of the wait ([`NEVER`]
+    /// before any): the last answer that said the job was not finished,
+    /// which with the one that says it is tells what the wait saw of the
+    /// job's end. (Here it fits in the padding after `code`.)
+    running_ms: u32,
     job_type: Option<Arc<str>>,
     /// Milliseconds since the Unix epoch; 0 when unknown.
     start_ms: u64,
@@ -86,7 +91,12 @@ impl WaitState {
             polls: 0,
             failures: 0,
             slowdown: 0,
-            last: LastSeen::default(),
+            last: LastSeen {
+                code: 0,
+                running_ms: NEVER,
+                job_type: None,
+                start_ms: 0,
+            },
             last_error: None,
             history: History::default(),
         }
@@ -192,6 +202,7 @@ impl WaitState {
                 };
                 self.last = LastSeen {
                     code,
+                    running_ms: since_ms,
                     job_type,
                     start_ms: detail
                         .start_time()
@@ -254,11 +265,56 @@ impl WaitState {
         if !matches!(policy.schedule, Schedule::Adaptive { .. }) {
             return;
         }
-        if let Some(job_type) = detail.job_type() {
-            let observed = Duration::from_millis(u64::from(self.initial_age_ms)) + since;
-            policy
-                .learner
-                .record(job_type, detail.run_time().unwrap_or(observed));
+        if let (Some(job_type), Some((lo, hi))) =
+            (detail.job_type(), self.run_time(detail.run_time(), since))
+        {
+            policy.learner.record_between(job_type, lo, hi);
+        }
+    }
+
+    /// Between which two run times the job that was seen finished `done`
+    /// into the wait ran: the server's run time (`end_time − start_time`)
+    /// when it agrees with what the wait saw, else what the wait saw.
+    ///
+    /// The job ended between the last answer that said it was running and
+    /// the first that said it was finished, at an age of `initial_age`
+    /// (by the server's start time) plus those. The server's run time agrees
+    /// when it falls in that window, or in the window of a job that was new
+    /// when first seen (a server clock that is off shifts the start time,
+    /// not the run time), give or take 1 s and 10 %. When it agrees with
+    /// neither, the server's times are wrong (a clock stopped, a cached or
+    /// placeholder date): its start time is no better than its end time, so
+    /// the job is taken as new when first seen.
+    ///
+    /// `None` for a job already finished when first seen: the wait saw
+    /// nothing of its run to check the server's times against, and a
+    /// restart that finds many jobs finished would otherwise learn whatever
+    /// they claim.
+    fn run_time(&self, server: Option<Duration>, done: Duration) -> Option<(Duration, Duration)> {
+        if self.last.running_ms == NEVER {
+            return None;
+        }
+        let from_ms = |ms: u32| Duration::from_millis(u64::from(ms));
+        let age = from_ms(self.initial_age_ms);
+        let running = from_ms(self.last.running_ms);
+        let Some(server) = server else {
+            return Some((age + running, age + done));
+        };
+        let within = |lo: Duration, hi: Duration| {
+            let slack = Duration::from_secs(1) + hi / 10;
+            server.saturating_add(slack) >= lo && server <= hi.saturating_add(slack)
+        };
+        if within(age + running, age + done) || within(running, done) {
+            Some((server, server))
+        } else {
+            let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            tracing::debug!(
+                server_ms = ms(server),
+                seen_from_ms = ms(running),
+                seen_to_ms = ms(done),
+                "server times disagree with what the wait saw; learning what it saw"
+            );
+            Some((running, done))
         }
     }
 

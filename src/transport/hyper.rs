@@ -6,7 +6,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::header::{HeaderName, HeaderValue};
+use http::{Method, Request, Response, Uri, Version};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -267,7 +268,7 @@ impl Service<Request<Full<Bytes>>> for HyperTransport {
             // one on a fresh connection is never resent.
             let mut resends = 0;
             loop {
-                let copy = clone_request(&req);
+                let copy = Resend::of(&req);
                 match client.request(req).await {
                     Ok(res) => {
                         if let Some(uses) = res.extensions().get::<ConnUse>() {
@@ -278,7 +279,7 @@ impl Service<Request<Full<Bytes>>> for HyperTransport {
                     Err(e) if resends < MAX_RESENDS && reuse::lost_on_reused_connection(&e) => {
                         tracing::debug!(error = %e, "request lost on a reused connection, sending it again");
                         resends += 1;
-                        req = copy;
+                        req = copy.request();
                     }
                     Err(e) => return Err(e),
                 }
@@ -290,11 +291,43 @@ impl Service<Request<Full<Bytes>>> for HyperTransport {
 /// How many times a request lost on reused connections is sent again.
 const MAX_RESENDS: u32 = 4;
 
-fn clone_request(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
-    let mut copy = Request::new(req.body().clone());
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    copy
+/// What it takes to send a request again, kept while it is out: taken for
+/// every request and almost never used, so it is kept cheap. The headers
+/// are a plain list (one allocation, and a reference count per value)
+/// rather than a `HeaderMap` clone (two allocations and its hash index).
+struct Resend {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Full<Bytes>,
+}
+
+impl Resend {
+    fn of(req: &Request<Full<Bytes>>) -> Resend {
+        Resend {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers: req
+                .headers()
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect(),
+            body: req.body().clone(),
+        }
+    }
+
+    fn request(self) -> Request<Full<Bytes>> {
+        let mut req = Request::new(self.body);
+        *req.method_mut() = self.method;
+        *req.uri_mut() = self.uri;
+        *req.version_mut() = self.version;
+        let headers = req.headers_mut();
+        headers.reserve(self.headers.len());
+        for (name, value) in self.headers {
+            headers.append(name, value);
+        }
+        req
+    }
 }

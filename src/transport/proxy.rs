@@ -58,11 +58,13 @@ pub struct Proxy {
     matcher: Option<Arc<Matcher>>,
 }
 
+/// Shared (`Arc`): hyper-util clones the connector, and so the proxy, for
+/// every request.
 #[derive(Clone)]
 enum Source {
     None,
-    Env(EnvValues),
-    Url(String),
+    Env(Arc<EnvValues>),
+    Url(Arc<str>),
 }
 
 /// The raw values read from the environment (credentials included: never
@@ -139,7 +141,7 @@ impl Proxy {
             ))
         };
         Proxy {
-            source: Source::Env(values),
+            source: Source::Env(Arc::new(values)),
             matcher,
         }
     }
@@ -164,7 +166,7 @@ impl Proxy {
     pub fn url(url: &str) -> Result<Proxy, Error> {
         let matcher = url_matcher(url, "")?;
         Ok(Proxy {
-            source: Source::Url(url.to_owned()),
+            source: Source::Url(url.into()),
             matcher: Some(Arc::new(matcher)),
         })
     }
@@ -176,7 +178,8 @@ impl Proxy {
     pub fn no_proxy(self, hosts: &str) -> Proxy {
         match self.source {
             Source::None => self,
-            Source::Env(mut values) => {
+            Source::Env(values) => {
+                let mut values = Arc::unwrap_or_clone(values);
                 values.no = hosts.to_owned();
                 Proxy::from_values(values)
             }
