@@ -125,7 +125,9 @@ async fn the_budget_holds_against_a_total_outage() {
 
 /// 2,000 `get` calls over 200 jobs, about 10 % of answers faulty (every kind),
 /// a short attempt timeout: each call returns the state the job had at some
-/// moment during the call.
+/// moment during the call. The timeout (1 s) cuts the answers that never
+/// come; shorter, a loaded machine running the other tests beside this
+/// one made healthy answers miss it five times in a row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_get_always_returns_the_true_state() {
     let kinds: Vec<Fault> = fault_classes()
@@ -152,7 +154,7 @@ async fn chaos_get_always_returns_the_true_state() {
     let server = Arc::new(builder.start().await.unwrap());
     let c = client(
         &server,
-        Duration::from_millis(250),
+        Duration::from_secs(1),
         RetryPolicy::default()
             .initial_backoff(Duration::from_millis(10))
             .max_backoff(Duration::from_millis(100)),
