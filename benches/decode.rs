@@ -31,36 +31,9 @@ const FIXTURES: &[(&str, &[u8])] = &[
     ("unknown-status", br#"{"code":0,"msg":"Success","data":{"img_uuid":"e2d1c0b9-a8f7-4e6d-9c5b-4a3f2e1d0c9b","status":"WAITING","type":"mx-v2v","start_time":"2024-07-12T12:49:12.541Z","model_id":"7","json":null,"job_type":"mx-v2v"}}"#),
 ];
 
-/// The answer as users decode it by hand: the documented fields, derived.
-#[derive(serde::Deserialize)]
-#[allow(dead_code)]
-struct Envelope {
-    code: i64,
-    msg: String,
-    data: Option<Data>,
-}
-
-#[derive(serde::Deserialize)]
-#[allow(dead_code)]
-struct Data {
-    img_uuid: String,
-    status: String,
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    job_type: Option<String>,
-    start_time: Option<String>,
-    end_time: Option<String>,
-    model_id: Option<String>,
-    json: Option<Vec<Output>>,
-}
-
-#[derive(serde::Deserialize)]
-#[allow(dead_code)]
-struct Output {
-    #[serde(rename = "type")]
-    kind: String,
-    value: String,
-}
+#[path = "common/typed.rs"]
+mod typed;
+use typed::Envelope;
 
 fn args() -> (u32, usize) {
     let (mut iters, mut rounds) = (100_000u32, 7usize);

@@ -301,36 +301,9 @@ impl Raw {
     }
 }
 
-/// The answer as users decode it by hand: the documented fields, derived.
-#[derive(serde::Deserialize)]
-#[allow(dead_code)]
-struct Envelope {
-    code: i64,
-    msg: String,
-    data: Option<Data>,
-}
-
-#[derive(serde::Deserialize)]
-#[allow(dead_code)]
-struct Data {
-    img_uuid: String,
-    status: String,
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    job_type: Option<String>,
-    start_time: Option<String>,
-    end_time: Option<String>,
-    model_id: Option<String>,
-    json: Option<Vec<Output>>,
-}
-
-#[derive(serde::Deserialize)]
-#[allow(dead_code)]
-struct Output {
-    #[serde(rename = "type")]
-    kind: String,
-    value: String,
-}
+#[path = "common/typed.rs"]
+mod typed;
+use typed::Envelope;
 
 #[derive(Clone)]
 struct Reqwest {

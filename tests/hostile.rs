@@ -21,6 +21,13 @@ use tokio::time::Instant;
 
 const HUGE: &str = "9223372036854775807";
 
+/// A transport that answers every job `pending`, an hour late.
+fn hanging() -> MockTransport {
+    MockTransport::from_fn(|req: &RecordedRequest| {
+        MockResponse::job(req.img_uuid.as_deref().unwrap(), "pending").after(secs(3600))
+    })
+}
+
 /// The default retries, a fixed 5 s between polls.
 fn builder(mock: &MockTransport) -> ClientBuilder {
     mock_client(mock)
@@ -124,9 +131,7 @@ async fn the_longest_settings_do_not_overflow() {
 
 #[tokio::test(start_paused = true)]
 async fn a_wait_with_a_short_deadline_cuts_the_attempt_in_flight() {
-    let mock = MockTransport::from_fn(|req: &RecordedRequest| {
-        MockResponse::job(req.img_uuid.as_deref().unwrap(), "pending").after(secs(3600))
-    });
+    let mock = hanging();
     let client = builder(&mock).wait_timeout(secs(3)).build().unwrap();
     let start = Instant::now();
     let err = client.wait("hangs").await.unwrap_err();
@@ -148,9 +153,7 @@ async fn a_wait_with_a_short_deadline_cuts_the_attempt_in_flight() {
 
 #[tokio::test(start_paused = true)]
 async fn jobs_queued_behind_the_cap_end_at_their_deadline_without_a_request() {
-    let mock = MockTransport::from_fn(|req: &RecordedRequest| {
-        MockResponse::job(req.img_uuid.as_deref().unwrap(), "pending").after(secs(3600))
-    });
+    let mock = hanging();
     let client = builder(&mock)
         .max_in_flight(2)
         .wait_timeout(secs(3))
@@ -172,9 +175,7 @@ async fn jobs_queued_behind_the_cap_end_at_their_deadline_without_a_request() {
 
 #[tokio::test(start_paused = true)]
 async fn a_waiter_with_an_earlier_deadline_is_answered_at_it_while_the_job_queues() {
-    let mock = MockTransport::from_fn(|req: &RecordedRequest| {
-        MockResponse::job(req.img_uuid.as_deref().unwrap(), "pending").after(secs(3600))
-    });
+    let mock = hanging();
     let short = builder(&mock)
         .max_in_flight(1)
         .wait_timeout(secs(2))
