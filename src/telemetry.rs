@@ -34,8 +34,14 @@
 //!   same id share one poll loop and so one span), its parent the span
 //!   current where the first of those waits was asked for.
 //!
-//! A span nobody listens to costs a check of the callsite's interest: field
-//! values are only formatted for a subscriber that wants them.
+//! Spans are made for `tracing` subscribers only. With none installed, or
+//! one whose level is below `INFO`, no span is made at all: a check of one
+//! atomic. (Without that check, `tracing`'s `log` fallback — on in any build
+//! where a dependency enables `tracing/log`, as axum's default features do
+//! — would build every span's fields for the `log` crate on every request,
+//! whether or not a logger listens.) Under a subscriber, a span it filters
+//! out costs a check of the callsite's interest, and field values are only
+//! formatted for a subscriber that wants them.
 //!
 //! # Metrics
 //!
@@ -83,7 +89,8 @@ use std::fmt;
 
 use http::{StatusCode, Uri};
 use tracing::field::Empty;
-use tracing::Span;
+use tracing::level_filters::LevelFilter;
+use tracing::{Level, Span};
 
 use crate::error::{Error, ErrorKind};
 use crate::model::{JobDetail, JobStatus};
@@ -256,6 +263,16 @@ impl fmt::Debug for AttemptTrace {
 impl AttemptTrace {
     /// Opens the span of an attempt at `uri`; `attempt` is 1 for the first.
     pub(crate) fn start(uri: &Uri, attempt: u32) -> AttemptTrace {
+        if !spans_listened() {
+            return AttemptTrace {
+                span: Span::none(),
+                #[cfg(feature = "metrics")]
+                started: tokio::time::Instant::now(),
+                #[cfg(feature = "metrics")]
+                status: None,
+                done: false,
+            };
+        }
         let span = tracing::info_span!(
             "GET",
             "otel.kind" = "client",
@@ -532,9 +549,19 @@ impl fmt::Debug for WaitSpan {
     }
 }
 
+/// Whether a `tracing` subscriber could want an `INFO` span: the level
+/// every subscriber installed so far lets through (`OFF` while there is
+/// none). One atomic load.
+fn spans_listened() -> bool {
+    LevelFilter::current() >= Level::INFO
+}
+
 impl WaitSpan {
     /// Opens the span of a wait on `img_uuid` under `parent`.
     pub(crate) fn start(img_uuid: &str, parent: &Span) -> WaitSpan {
+        if !spans_listened() {
+            return WaitSpan(None);
+        }
         let span = tracing::info_span!(
             parent: parent,
             "goenhance.wait",
