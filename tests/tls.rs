@@ -9,9 +9,13 @@ mod support;
 
 use std::time::Duration;
 
-use goenhance_jobs::{Client, HyperTransport, JobStatus, Proxy, RetryPolicy, TlsRoots};
+use goenhance_jobs::{
+    AuthLayer, Client, ErrorKind, HyperTransport, JobOutput, JobQuery, JobStatus, JobStatusService,
+    OutputKind, Proxy, RetryLayer, RetryPolicy, TlsRoots,
+};
 use http::Version;
 use support::{https_server, one_answer_server, Close, Pki, KEY};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 /// A transport trusting only `pki`'s CA, never through a proxy.
 fn transport(pki: &Pki) -> HyperTransport {
@@ -301,8 +305,8 @@ async fn tls_connections_closed_after_every_answer_never_fail_a_get() {
 }
 
 /// The close crosses the next request on the wire, on every connection:
-/// each lost request is sent again on a fresh connection by the transport,
-/// not by the retry layer (which is off).
+/// each lost request is sent again at once on a fresh connection, with
+/// retries off (a resend is not an attempt).
 #[tokio::test]
 async fn a_request_crossing_the_close_of_its_connection_is_sent_again() {
     let server = closed_after_every_answer(false, Close::OnNextRequest).await;
@@ -313,6 +317,109 @@ async fn a_request_crossing_the_close_of_its_connection_is_sent_again() {
 async fn over_tls_a_request_crossing_the_close_of_its_connection_is_sent_again() {
     let server = closed_after_every_answer(true, Close::OnNextRequest).await;
     assert_eq!(server.counts.dropped(), 199);
+}
+
+/// A plain-HTTP server whose connections each answer once and close as
+/// the next request crosses the close, and a transport for it.
+async fn crossing_server() -> (support::Server, HyperTransport, String) {
+    let server = one_answer_server(None, Close::OnNextRequest).await;
+    let base = format!("http://localhost:{}", server.port());
+    (
+        server,
+        HyperTransport::builder().proxy(Proxy::none()).build(),
+        base,
+    )
+}
+
+/// A stack built by hand: the retry layer, with retries off, sends a lost
+/// request again.
+#[tokio::test]
+async fn a_hand_built_retry_layer_sends_a_lost_request_again() {
+    let (server, transport, base) = crossing_server().await;
+    let service = JobStatusService::new(&base, AuthLayer::bearer(KEY).layer(transport)).unwrap();
+    let mut stack = ServiceBuilder::new()
+        .layer(RetryLayer::new(RetryPolicy::never()))
+        .service(service);
+    for i in 0..50 {
+        let id = format!("job-{i}");
+        let job = stack
+            .ready()
+            .await
+            .unwrap()
+            .call(JobQuery::new(&id).unwrap())
+            .await
+            .unwrap_or_else(|e| panic!("get {i} failed: {e}"));
+        assert_eq!(job.img_uuid(), id);
+    }
+    assert_eq!(server.counts.requests(), 50);
+    assert_eq!(server.counts.dropped(), 49);
+}
+
+/// The transport alone keeps no copy of a request: a request lost on a
+/// reused connection comes back as a transient transport error.
+#[tokio::test]
+async fn without_a_retry_layer_a_lost_request_is_a_transient_error() {
+    let (server, transport, base) = crossing_server().await;
+    let mut service =
+        JobStatusService::new(&base, AuthLayer::bearer(KEY).layer(transport)).unwrap();
+    let first = service
+        .ready()
+        .await
+        .unwrap()
+        .call(JobQuery::new("first").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(first.img_uuid(), "first");
+    let err = service
+        .ready()
+        .await
+        .unwrap()
+        .call(JobQuery::new("second").unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transport);
+    assert!(err.is_transient());
+    assert_eq!(server.counts.requests(), 1);
+    assert_eq!(server.counts.dropped(), 1);
+}
+
+/// Waits (through the hub) and downloads send lost requests again too,
+/// with retries off.
+#[tokio::test]
+async fn waits_and_downloads_send_a_lost_request_again() {
+    let (server, transport, base) = crossing_server().await;
+    let client = Client::builder()
+        .base_url(&base)
+        .api_key(KEY)
+        .retry_policy(RetryPolicy::never())
+        .transport(transport)
+        .build()
+        .unwrap();
+    for i in 0..30 {
+        let id = format!("wait-{i}");
+        let job = client
+            .wait(&id)
+            .await
+            .unwrap_or_else(|e| panic!("wait {i} failed: {e}"));
+        assert_eq!(job.img_uuid(), id);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..30 {
+        let output = JobOutput::new(
+            OutputKind::Image,
+            format!("{base}/api/v1/jobs/detail?img_uuid=file-{i}"),
+        );
+        let to = dir.path().join(format!("file-{i}.json"));
+        let done = client
+            .download(&output, &to)
+            .await
+            .unwrap_or_else(|e| panic!("download {i} failed: {e}"));
+        let body = std::fs::read_to_string(&to).unwrap();
+        assert!(body.contains(&format!("\"file-{i}\"")), "{body}");
+        assert_eq!(done.bytes(), body.len() as u64);
+    }
+    assert_eq!(server.counts.requests(), 60);
+    assert_eq!(server.counts.dropped(), 59);
 }
 
 /// An HTTP/2 connection that goes silent (dropped by a middlebox without a

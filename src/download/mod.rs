@@ -263,12 +263,25 @@ async fn run_counted(
     // The error the last retry was paid for after, for the budget's refund.
     let mut paid_after: Option<Error> = None;
     let mut rng = fastrand::Rng::new();
+    // Requests lost on reused connections sent again in a row.
+    let mut resends = 0u32;
     loop {
         let before = state.offset;
         let mut error = match attempt(dl, &uri, &mut file, &mut state, &options, idle).await {
             Ok(()) => break,
             Err(e) => e,
         };
+        // Lost on a pooled connection the server closed as it went out,
+        // before any answer: sent again at once, not counted as a failure.
+        if state.offset == before
+            && resends < crate::transport::MAX_RESENDS
+            && crate::transport::is_lost_request(&error)
+        {
+            resends += 1;
+            tracing::debug!(reason = %error, "request lost on a reused connection, sending it again");
+            continue;
+        }
+        resends = 0;
         if state.offset > before {
             failures = 0;
         }

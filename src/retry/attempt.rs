@@ -18,6 +18,9 @@ use crate::query::JobQuery;
 pub(crate) struct Attempt {
     policy: Arc<RetryPolicy>,
     attempt: u32,
+    /// Requests lost on reused connections sent again since the last
+    /// answer of any kind.
+    resends: u32,
     rng: Option<fastrand::Rng>,
     /// The error the last retry was paid for after, for the refund.
     paid_after: Option<Error>,
@@ -37,6 +40,7 @@ impl Attempt {
         Attempt {
             policy,
             attempt: 1,
+            resends: 0,
             rng: None,
             paid_after: None,
         }
@@ -73,6 +77,20 @@ impl tower::retry::Policy<JobQuery, JobDetail, Error> for Attempt {
             }
             Err(e) => e,
         };
+        // A request lost on a pooled connection the server closed as it
+        // went out goes again at once on a fresh one: not an attempt, and
+        // free, as if the pool had noticed the close first.
+        if crate::transport::is_lost_request(error) {
+            let now = Instant::now();
+            if self.resends < crate::transport::MAX_RESENDS
+                && query.deadline().is_none_or(|deadline| now < deadline)
+            {
+                self.resends += 1;
+                tracing::debug!(img_uuid = %query.img_uuid(), attempt = self.attempt, reason = %error, "request lost on a reused connection, sending it again");
+                return Some(tokio::time::sleep_until(now));
+            }
+        }
+        self.resends = 0;
         if !policy.is_retryable(error) {
             return None;
         }

@@ -6,8 +6,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue};
-use http::{Method, Request, Response, Uri, Version};
+use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -16,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::Service;
 
 use super::proxy::{Proxy, ProxyConnector};
-use super::reuse::{self, ConnUse};
+use super::reuse::ConnUse;
 #[cfg(feature = "rustls")]
 use super::tls::{self, TlsRoots};
 #[cfg(feature = "rustls")]
@@ -38,11 +37,15 @@ type Connector = ProxyConnector;
 ///
 /// No connection goes stale under a request. A request that finds its
 /// pooled connection closed by the server (an idle timeout on the other
-/// side) is sent on a fresh connection by the pool itself; an idempotent
-/// request (a `GET`) whose reused connection closes or resets as it goes
-/// out, before any answer, is sent again on a fresh one by the transport
-/// (as Go's `net/http` does). Neither costs a retry of the
-/// [`RetryLayer`](crate::RetryLayer) nor surfaces as an error. Idle
+/// side) is sent on a fresh connection by the pool itself. A `GET` whose
+/// reused connection closes or resets as it goes out, before any answer,
+/// is sent again at once on a fresh one (as Go's `net/http` does) by what
+/// made it: the [`RetryLayer`](crate::RetryLayer) (so [`Client`](crate::Client)
+/// and its hub) and downloads. That resend is not an attempt, pays nothing
+/// from the retry budget, and happens with retries off too; it is made at
+/// most 4 times in a row. (The transport keeps no copy of each request for
+/// it. Called directly, without a `RetryLayer`, it answers such a request
+/// with its error, which is transient.) Idle
 /// connections are dropped after 50 s, below the 60 s idle timeout of
 /// common load balancers, and HTTP/2 connections are pinged every 30 s,
 /// idle or not, so a dead one is noticed (and dropped) within 30 s plus a
@@ -257,77 +260,16 @@ impl Service<Request<Full<Bytes>>> for HyperTransport {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<Full<Bytes>>) -> Self::Future {
-        let client = self.client.clone();
+    fn call(&mut self, req: Request<Full<Bytes>>) -> Self::Future {
+        let response = self.client.request(req);
         Box::pin(async move {
-            if !req.method().is_idempotent() {
-                return client.request(req).await;
+            let res = response.await?;
+            // Marks the connection as one that answered: a request lost on
+            // it later is one to send again (`reuse::is_lost_request`).
+            if let Some(uses) = res.extensions().get::<ConnUse>() {
+                uses.answered();
             }
-            // A request lost to a connection the server closed as it went
-            // out is sent again; each resend drops one dead connection, and
-            // one on a fresh connection is never resent.
-            let mut resends = 0;
-            loop {
-                let copy = Resend::of(&req);
-                match client.request(req).await {
-                    Ok(res) => {
-                        if let Some(uses) = res.extensions().get::<ConnUse>() {
-                            uses.answered();
-                        }
-                        return Ok(res);
-                    }
-                    Err(e) if resends < MAX_RESENDS && reuse::lost_on_reused_connection(&e) => {
-                        tracing::debug!(error = %e, "request lost on a reused connection, sending it again");
-                        resends += 1;
-                        req = copy.request();
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
+            Ok(res)
         })
-    }
-}
-
-/// How many times a request lost on reused connections is sent again.
-const MAX_RESENDS: u32 = 4;
-
-/// What it takes to send a request again, kept while it is out: taken for
-/// every request and almost never used, so it is kept cheap. The headers
-/// are a plain list (one allocation, and a reference count per value)
-/// rather than a `HeaderMap` clone (two allocations and its hash index).
-struct Resend {
-    method: Method,
-    uri: Uri,
-    version: Version,
-    headers: Vec<(HeaderName, HeaderValue)>,
-    body: Full<Bytes>,
-}
-
-impl Resend {
-    fn of(req: &Request<Full<Bytes>>) -> Resend {
-        Resend {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            version: req.version(),
-            headers: req
-                .headers()
-                .iter()
-                .map(|(name, value)| (name.clone(), value.clone()))
-                .collect(),
-            body: req.body().clone(),
-        }
-    }
-
-    fn request(self) -> Request<Full<Bytes>> {
-        let mut req = Request::new(self.body);
-        *req.method_mut() = self.method;
-        *req.uri_mut() = self.uri;
-        *req.version_mut() = self.version;
-        let headers = req.headers_mut();
-        headers.reserve(self.headers.len());
-        for (name, value) in self.headers {
-            headers.append(name, value);
-        }
-        req
     }
 }

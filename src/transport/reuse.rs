@@ -1,14 +1,18 @@
-//! Requests lost to a pooled connection the server had just closed, sent
-//! again on a fresh connection without costing a retry.
+//! Requests lost to a pooled connection the server had just closed: told
+//! apart, so they can be sent again on a fresh connection without costing
+//! a retry.
 //!
 //! hyper-util's pool already resends a request that finds its connection
 //! closed before the request was written. What it leaves is the race: the
 //! server closes an idle keep-alive connection just as the request goes out,
 //! and the request gets "connection closed before message completed" or a
-//! reset, with no response. Like Go's `net/http` and browsers, the transport
-//! sends such a request again when it is idempotent and its connection had
+//! reset, with no response. Like Go's `net/http` and browsers, such a
+//! request is sent again when it is idempotent and its connection had
 //! already carried a request (a fresh connection that fails is a real
-//! failure, left to the retry layer).
+//! failure, left to the retries). The resend is made where the request is
+//! made — the retry layer's policy and the download loop, which build
+//! every attempt afresh — so the transport keeps no copy of each request
+//! for the rare one that is lost.
 
 use std::io;
 use std::pin::Pin;
@@ -18,6 +22,14 @@ use std::task::{Context, Poll};
 
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection};
+
+use crate::error::Error;
+
+/// How many times in a row a request lost on reused connections is sent
+/// again: each resend drops one dead connection, and a request lost on a
+/// fresh connection is never resent, so this bounds only a pool full of
+/// connections closed at once.
+pub(crate) const MAX_RESENDS: u32 = 4;
 
 /// How many responses a connection has carried, shared by the connection's
 /// [`Connected`] info and every response and error from it.
@@ -97,9 +109,25 @@ impl<T: Write + Unpin> Write for Marked<T> {
     }
 }
 
-/// Whether `err` is a request lost on a connection that had carried a
-/// request before and that closed or reset without answering.
-pub(crate) fn lost_on_reused_connection(err: &hyper_util::client::legacy::Error) -> bool {
+/// Whether `err` is a request lost on a pooled connection that had carried
+/// a request before and that closed or reset as this one went out, before
+/// any answer (as [`HyperTransport`](super::HyperTransport) reports it): a
+/// request to send again at once.
+pub(crate) fn is_lost_request(err: &Error) -> bool {
+    if !err.is_transport() {
+        return false;
+    }
+    let mut cause = std::error::Error::source(err);
+    while let Some(e) = cause {
+        if let Some(e) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
+            return lost_on_reused_connection(e);
+        }
+        cause = e.source();
+    }
+    false
+}
+
+fn lost_on_reused_connection(err: &hyper_util::client::legacy::Error) -> bool {
     if err.is_connect() {
         return false;
     }
