@@ -13,7 +13,10 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use goenhance_jobs::backoff::Jitter;
 use goenhance_jobs::transport::mock::{MockResponse, MockTransport, RecordedRequest};
-use goenhance_jobs::{Client, ClientBuilder, ErrorKind, JobStatus, PollPolicy, RetryPolicy};
+use goenhance_jobs::{
+    AuthLayer, Client, ClientBuilder, ErrorKind, HyperTransport, JobStatus, JobStatusService,
+    PollPolicy, RetryPolicy,
+};
 use support::{mock_client, q, secs, KEY};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -436,6 +439,31 @@ async fn a_key_echoed_by_the_server_is_redacted() {
         err.to_string(),
         "api error code 40100: invalid token [redacted]"
     );
+}
+
+/// A stack built by hand has no key given to its service: the auth layer
+/// marks each answer with the key it was sent with, and that is what is cut
+/// out.
+#[tokio::test]
+async fn a_key_echoed_to_a_hand_built_stack_is_redacted() {
+    use tower::{Layer, Service, ServiceExt};
+    let body = format!(r#"{{"code":40100,"msg":"invalid token {KEY}"}}"#);
+    for status in ["401 Unauthorized", "200 OK"] {
+        let (url, count) = raw_server(response(status, &[], body.as_bytes())).await;
+        let transport = AuthLayer::bearer(KEY).layer(HyperTransport::new());
+        let mut service = JobStatusService::new(&url, transport).unwrap();
+        let err = service
+            .ready()
+            .await
+            .unwrap()
+            .call(q(ID))
+            .await
+            .unwrap_err();
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        let shown = err.to_string();
+        assert!(shown.ends_with(": invalid token [redacted]"), "{shown}");
+        assert!(!format!("{err:?}").contains(KEY));
+    }
 }
 
 #[tokio::test]

@@ -17,6 +17,10 @@ use pin_project_lite::pin_project;
 pub(crate) struct SentKey(HeaderValue);
 
 impl SentKey {
+    pub(crate) fn new(header: HeaderValue) -> SentKey {
+        SentKey(header)
+    }
+
     /// The key itself (the header value without `Bearer `).
     pub(crate) fn key(&self) -> &str {
         let value = self.0.to_str().unwrap_or_default();

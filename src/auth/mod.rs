@@ -62,6 +62,23 @@ impl AuthLayer {
             header: key.into().bearer_header()?,
         })
     }
+
+    /// The transport wrapped without marking its answers with the key, for
+    /// a stack whose service was given the key to redact with
+    /// (`JobStatusService::redacting`): the mark is a map insert per answer
+    /// that such a stack does not need.
+    pub(crate) fn layer_unmarked<S>(&self, inner: S) -> AddAuthorization<S> {
+        AddAuthorization {
+            inner,
+            header: self.header.clone(),
+            mark: false,
+        }
+    }
+
+    /// The key this layer sends, to redact with.
+    pub(crate) fn sent_key(&self) -> SentKey {
+        SentKey::new(self.header.clone())
+    }
 }
 
 impl fmt::Debug for AuthLayer {
@@ -79,6 +96,7 @@ impl<S> Layer<S> for AuthLayer {
         AddAuthorization {
             inner,
             header: self.header.clone(),
+            mark: true,
         }
     }
 }
@@ -88,6 +106,8 @@ impl<S> Layer<S> for AuthLayer {
 pub struct AddAuthorization<S> {
     inner: S,
     header: HeaderValue,
+    /// Whether answers are marked with the key ([`SentKey`]).
+    mark: bool,
 }
 
 impl<S> AddAuthorization<S> {
@@ -132,7 +152,7 @@ where
         req.headers_mut().insert(AUTHORIZATION, self.header.clone());
         ResponseFuture {
             inner: self.inner.call(req),
-            header: Some(self.header.clone()),
+            header: self.mark.then(|| self.header.clone()),
         }
     }
 }

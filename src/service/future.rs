@@ -32,6 +32,7 @@ pin_project! {
         pub(super) state: State<F, B>,
         pub(super) query: Option<JobQuery>,
         pub(super) max_body: usize,
+        pub(super) key: Option<SentKey>,
         pub(super) trace: AttemptTrace,
     }
 }
@@ -107,8 +108,11 @@ where
                         }
                         Err(e) => Err(Error::transport(e)),
                     };
-                    if let (Err(e), Some(sent)) = (&mut result, parts.extensions.get::<SentKey>()) {
-                        e.redact(sent.key());
+                    if let Err(e) = &mut result {
+                        let sent = this.key.as_ref().or_else(|| parts.extensions.get::<SentKey>());
+                        if let Some(sent) = sent {
+                            e.redact(sent.key());
+                        }
                     }
                     *this.query = Some(query);
                     return Poll::Ready(finish(this.trace, result));

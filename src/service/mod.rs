@@ -43,6 +43,7 @@ use tower::Service;
 pub use self::base_url::BaseUrl;
 use self::future::{ResponseFuture, State};
 use self::request::build_request;
+use crate::auth::SentKey;
 use crate::error::{BoxError, Error};
 use crate::model::JobDetail;
 use crate::query::JobQuery;
@@ -67,6 +68,9 @@ pub struct JobStatusService<T> {
     transport: T,
     base: BaseUrl,
     max_body: usize,
+    /// The key to cut out of errors, when the stack's builder knows it;
+    /// else the key each answer is marked with ([`SentKey`]) is used.
+    key: Option<SentKey>,
 }
 
 impl<T> JobStatusService<T> {
@@ -88,6 +92,7 @@ impl<T> JobStatusService<T> {
             transport,
             base,
             max_body: DEFAULT_MAX_BODY,
+            key: None,
         }
     }
 
@@ -95,6 +100,15 @@ impl<T> JobStatusService<T> {
     /// error ([`Error::is_body_too_large`]) and is not read past the cap.
     pub fn max_body_size(mut self, bytes: usize) -> Self {
         self.max_body = bytes;
+        self
+    }
+
+    /// Cuts `key` out of every error's text, without relying on the
+    /// transport marking each answer with the key it was sent with: for a
+    /// stack whose builder wraps the transport in the auth layer itself
+    /// (unmarked, which spares a map insert per answer).
+    pub(crate) fn redacting(mut self, key: SentKey) -> Self {
+        self.key = Some(key);
         self
     }
 
@@ -125,6 +139,7 @@ impl<T: Clone> Clone for JobStatusService<T> {
             transport: self.transport.clone(),
             base: self.base.clone(),
             max_body: self.max_body,
+            key: self.key.clone(),
         }
     }
 }
@@ -165,6 +180,7 @@ where
             state: State::Sending { future },
             query: Some(query),
             max_body: self.max_body,
+            key: self.key.clone(),
             trace,
         }
     }
