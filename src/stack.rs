@@ -53,10 +53,9 @@ where
     let raw = download::raw_transport(transport.clone());
     // The service is given the key to cut out of errors, so answers need
     // not carry it.
-    let service =
-        JobStatusService::with_base_url(s.base.clone(), s.auth.layer_unmarked(transport))
-            .max_body_size(s.max_body)
-            .redacting(s.auth.sent_key());
+    let service = JobStatusService::with_base_url(s.base.clone(), s.auth.layer_unmarked(transport))
+        .max_body_size(s.max_body)
+        .redacting(s.auth.sent_key());
     let attempt = TimeoutLayer::new(s.attempt_timeout).layer(service);
     // `get` runs the same retry loop with the service moved into its future,
     // so one clone per call instead of two. The policy clone shares the

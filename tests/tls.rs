@@ -383,6 +383,39 @@ async fn without_a_retry_layer_a_lost_request_is_a_transient_error() {
     assert_eq!(server.counts.dropped(), 1);
 }
 
+/// A connection that closes under its first request never answered: that
+/// is a real failure, not a lost request, and with retries off it is one
+/// request and one error.
+#[tokio::test]
+async fn a_request_lost_on_a_fresh_connection_is_not_sent_again() {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepts.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // Reads the request's first bytes, then closes unanswered.
+            let mut buf = [0u8; 16];
+            let _ = tcp.read(&mut buf).await;
+        }
+    });
+    let client = Client::builder()
+        .base_url(&format!("http://localhost:{port}"))
+        .api_key(KEY)
+        .retry_policy(RetryPolicy::never())
+        .transport(HyperTransport::builder().proxy(Proxy::none()).build())
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let err = client.get("fresh").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Transport);
+        assert!(err.is_transient());
+    }
+    assert_eq!(accepts.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
 /// Waits (through the hub) and downloads send lost requests again too,
 /// with retries off.
 #[tokio::test]

@@ -109,7 +109,10 @@ where
                         Err(e) => Err(Error::transport(e)),
                     };
                     if let Err(e) = &mut result {
-                        let sent = this.key.as_ref().or_else(|| parts.extensions.get::<SentKey>());
+                        let sent = this
+                            .key
+                            .as_ref()
+                            .or_else(|| parts.extensions.get::<SentKey>());
                         if let Some(sent) = sent {
                             e.redact(sent.key());
                         }

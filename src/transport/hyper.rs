@@ -1,6 +1,4 @@
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -15,16 +13,16 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::Service;
 
 use super::proxy::{Proxy, ProxyConnector};
-use super::reuse::ConnUse;
+use super::reuse::WatchConnector;
 #[cfg(feature = "rustls")]
 use super::tls::{self, TlsRoots};
 #[cfg(feature = "rustls")]
 use crate::Error;
 
 #[cfg(feature = "rustls")]
-type Connector = hyper_rustls::HttpsConnector<ProxyConnector>;
+type Connector = WatchConnector<hyper_rustls::HttpsConnector<ProxyConnector>>;
 #[cfg(not(feature = "rustls"))]
-type Connector = ProxyConnector;
+type Connector = WatchConnector<ProxyConnector>;
 
 /// The default transport: hyper-util's pooled client.
 ///
@@ -37,19 +35,22 @@ type Connector = ProxyConnector;
 ///
 /// No connection goes stale under a request. A request that finds its
 /// pooled connection closed by the server (an idle timeout on the other
-/// side) is sent on a fresh connection by the pool itself. A `GET` whose
-/// reused connection closes or resets as it goes out, before any answer,
-/// is sent again at once on a fresh one (as Go's `net/http` does) by what
-/// made it: the [`RetryLayer`](crate::RetryLayer) (so [`Client`](crate::Client)
-/// and its hub) and downloads. That resend is not an attempt, pays nothing
-/// from the retry budget, and happens with retries off too; it is made at
-/// most 4 times in a row. (The transport keeps no copy of each request for
-/// it. Called directly, without a `RetryLayer`, it answers such a request
-/// with its error, which is transient.) Idle
-/// connections are dropped after 50 s, below the 60 s idle timeout of
-/// common load balancers, and HTTP/2 connections are pinged every 30 s,
-/// idle or not, so a dead one is noticed (and dropped) within 30 s plus a
-/// 10 s answer timeout.
+/// side) is sent on a fresh connection by the pool itself. When the close
+/// crosses the request instead — an HTTP/1.1 connection that had answered
+/// before closes or resets as the request goes out, before any byte of its
+/// answer — the transport tells that loss apart from a real failure (the
+/// connection watches its own bytes), and what made the request sends it
+/// again at once on a fresh connection, as Go's `net/http` does: the
+/// [`RetryLayer`](crate::RetryLayer) (so [`Client`](crate::Client) and its
+/// hub) and downloads. That resend is not an attempt, pays nothing from the
+/// retry budget, happens with retries off too, and is made at most 4 times
+/// in a row; a request lost on a fresh connection is never resent that way.
+/// (The transport itself keeps no copy of each request for it: called
+/// without a `RetryLayer`, it answers such a request with its error, which
+/// is transient.) Idle connections are dropped after 50 s, below the 60 s
+/// idle timeout of common load balancers, and HTTP/2 connections are
+/// pinged every 30 s, idle or not, so a dead one is noticed (and dropped)
+/// within 30 s plus a 10 s answer timeout.
 ///
 /// ```
 /// use std::time::Duration;
@@ -234,6 +235,7 @@ impl HyperTransportBuilder {
         };
         #[cfg(not(feature = "rustls"))]
         let connector = tcp;
+        let connector = WatchConnector::new(connector, self.http2_only);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
@@ -254,22 +256,13 @@ impl HyperTransportBuilder {
 impl Service<Request<Full<Bytes>>> for HyperTransport {
     type Response = Response<Incoming>;
     type Error = hyper_util::client::legacy::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = hyper_util::client::legacy::ResponseFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<Full<Bytes>>) -> Self::Future {
-        let response = self.client.request(req);
-        Box::pin(async move {
-            let res = response.await?;
-            // Marks the connection as one that answered: a request lost on
-            // it later is one to send again (`reuse::is_lost_request`).
-            if let Some(uses) = res.extensions().get::<ConnUse>() {
-                uses.answered();
-            }
-            Ok(res)
-        })
+        self.client.request(req)
     }
 }

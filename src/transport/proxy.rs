@@ -27,7 +27,6 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tower::Service;
 
-use super::reuse::Marked;
 use crate::{BoxError, Error};
 
 /// The HTTP proxy of a [`HyperTransport`](super::HyperTransport).
@@ -302,11 +301,10 @@ impl fmt::Debug for ProxyConnector {
     }
 }
 
-type Connecting =
-    Pin<Box<dyn Future<Output = Result<Marked<TokioIo<TcpStream>>, BoxError>> + Send>>;
+type Connecting = Pin<Box<dyn Future<Output = Result<TokioIo<TcpStream>, BoxError>> + Send>>;
 
 impl Service<Uri> for ProxyConnector {
-    type Response = Marked<TokioIo<TcpStream>>;
+    type Response = TokioIo<TcpStream>;
     type Error = BoxError;
     type Future = Connecting;
 
@@ -318,7 +316,7 @@ impl Service<Uri> for ProxyConnector {
         match self.proxy.route(&dst) {
             Route::Direct => {
                 let connecting = self.http.call(dst);
-                Box::pin(async move { Ok(Marked::new(connecting.await?)) })
+                Box::pin(async move { Ok(connecting.await?) })
             }
             Route::Tunnel(intercept) => {
                 let mut tunnel = Tunnel::new(intercept.uri().clone(), self.http.clone());
@@ -327,7 +325,7 @@ impl Service<Uri> for ProxyConnector {
                 }
                 // The tunnel assumes port 443 when the target has none.
                 let dst = with_port(dst);
-                Box::pin(async move { Ok(Marked::new(tunnel.call(dst?).await?)) })
+                Box::pin(async move { Ok(tunnel.call(dst?).await?) })
             }
             Route::Unsupported(scheme) => Box::pin(std::future::ready(Err(format!(
                 "proxy scheme {scheme} from the environment is not supported: use an http:// proxy"

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use goenhance_jobs::{Client, HyperTransport, Proxy, RetryPolicy, TlsRoots};
 use http::{Request, Response, Version};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -20,6 +21,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
+
+use super::KEY;
 
 /// The detail body the servers answer for job `id`.
 pub fn detail_json(id: &str) -> String {
@@ -318,6 +321,32 @@ async fn read_head<S: AsyncRead + Unpin>(io: &mut S) -> Option<String> {
         }
     }
     Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// The API host proxy tests name: only the proxy can reach it (it sends
+/// every tunnel to the loopback server), and `.test` never resolves, so a
+/// request that skipped the proxy could not reach anything.
+pub const API_HOST: &str = "api.goenhance.test";
+
+/// A transport trusting only `pki`'s CA, through `proxy`.
+pub fn proxy_transport(pki: &Pki, proxy: Proxy) -> HyperTransport {
+    HyperTransport::builder()
+        .tls_roots(TlsRoots::None)
+        .root_certificates_pem(pki.ca_pem().as_bytes())
+        .unwrap()
+        .proxy(proxy)
+        .build()
+}
+
+/// A client of `base` over `transport`, with the test key and no retries.
+pub fn proxy_client(base: &str, transport: HyperTransport) -> Client {
+    Client::builder()
+        .base_url(base)
+        .api_key(KEY)
+        .retry_policy(RetryPolicy::never())
+        .transport(transport)
+        .build()
+        .unwrap()
 }
 
 /// A CONNECT proxy on loopback that sends every tunnel to `target`,
