@@ -55,7 +55,9 @@
 //!   start over. Retries follow the client's [`RetryPolicy`]: its
 //!   classification, backoff, `Retry-After` limit and budget; its attempt
 //!   count bounds the failures in a row without progress (a failure after
-//!   new bytes arrived starts the count again).
+//!   new bytes arrived starts the count again). A request lost on a pooled
+//!   connection the server closed as it went out is sent again at once,
+//!   not counted, as the [`RetryLayer`](crate::RetryLayer) does.
 //! - Redirects are followed to `https` only (or `http` on loopback, or
 //!   anywhere when the client allows insecure http), at most 5 per request.
 //! - A URL whose `link_expired_at` has passed fails at once

@@ -16,7 +16,12 @@
 //!   [deadline](crate::JobQuery::deadline);
 //! - every retry is paid from a [`RetryBudget`] ([`TokenBucket`] by default)
 //!   shared by all clones of the policy, so an outage does not multiply the
-//!   load.
+//!   load;
+//! - a request lost on a pooled HTTP/1.1 connection that the server closed
+//!   as the request went out (told apart by
+//!   [`HyperTransport`](crate::HyperTransport)) is sent again at once, up to
+//!   4 times in a row: not an attempt, not paid from the budget, and also
+//!   with [`RetryPolicy::never`], as if the pool had seen the close first.
 //!
 //! ```
 //! use std::time::Duration;
