@@ -446,19 +446,13 @@ async fn a_key_echoed_by_the_server_is_redacted() {
 /// out.
 #[tokio::test]
 async fn a_key_echoed_to_a_hand_built_stack_is_redacted() {
-    use tower::{Layer, Service, ServiceExt};
+    use tower::{Layer, ServiceExt};
     let body = format!(r#"{{"code":40100,"msg":"invalid token {KEY}"}}"#);
     for status in ["401 Unauthorized", "200 OK"] {
         let (url, count) = raw_server(response(status, &[], body.as_bytes())).await;
         let transport = AuthLayer::bearer(KEY).layer(HyperTransport::new());
-        let mut service = JobStatusService::new(&url, transport).unwrap();
-        let err = service
-            .ready()
-            .await
-            .unwrap()
-            .call(q(ID))
-            .await
-            .unwrap_err();
+        let service = JobStatusService::new(&url, transport).unwrap();
+        let err = service.oneshot(q(ID)).await.unwrap_err();
         assert_eq!(count.load(Ordering::SeqCst), 1);
         let shown = err.to_string();
         assert!(shown.ends_with(": invalid token [redacted]"), "{shown}");

@@ -10,12 +10,12 @@ mod support;
 use std::time::Duration;
 
 use goenhance_jobs::{
-    AuthLayer, Client, ErrorKind, HyperTransport, JobOutput, JobQuery, JobStatus, JobStatusService,
+    AuthLayer, Client, ErrorKind, HyperTransport, JobOutput, JobStatus, JobStatusService,
     OutputKind, Proxy, RetryLayer, RetryPolicy, TlsRoots,
 };
 use http::Version;
-use support::{https_server, one_answer_server, Close, Pki, KEY};
-use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+use support::{https_server, one_answer_server, q, Close, Pki, KEY};
+use tower::{Layer, ServiceBuilder, ServiceExt};
 
 /// A transport trusting only `pki`'s CA, never through a proxy.
 fn transport(pki: &Pki) -> HyperTransport {
@@ -337,16 +337,14 @@ async fn crossing_server() -> (support::Server, HyperTransport, String) {
 async fn a_hand_built_retry_layer_sends_a_lost_request_again() {
     let (server, transport, base) = crossing_server().await;
     let service = JobStatusService::new(&base, AuthLayer::bearer(KEY).layer(transport)).unwrap();
-    let mut stack = ServiceBuilder::new()
+    let stack = ServiceBuilder::new()
         .layer(RetryLayer::new(RetryPolicy::never()))
         .service(service);
     for i in 0..50 {
         let id = format!("job-{i}");
         let job = stack
-            .ready()
-            .await
-            .unwrap()
-            .call(JobQuery::new(&id).unwrap())
+            .clone()
+            .oneshot(q(&id))
             .await
             .unwrap_or_else(|e| panic!("get {i} failed: {e}"));
         assert_eq!(job.img_uuid(), id);
@@ -360,23 +358,10 @@ async fn a_hand_built_retry_layer_sends_a_lost_request_again() {
 #[tokio::test]
 async fn without_a_retry_layer_a_lost_request_is_a_transient_error() {
     let (server, transport, base) = crossing_server().await;
-    let mut service =
-        JobStatusService::new(&base, AuthLayer::bearer(KEY).layer(transport)).unwrap();
-    let first = service
-        .ready()
-        .await
-        .unwrap()
-        .call(JobQuery::new("first").unwrap())
-        .await
-        .unwrap();
+    let service = JobStatusService::new(&base, AuthLayer::bearer(KEY).layer(transport)).unwrap();
+    let first = service.clone().oneshot(q("first")).await.unwrap();
     assert_eq!(first.img_uuid(), "first");
-    let err = service
-        .ready()
-        .await
-        .unwrap()
-        .call(JobQuery::new("second").unwrap())
-        .await
-        .unwrap_err();
+    let err = service.oneshot(q("second")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Transport);
     assert!(err.is_transient());
     assert_eq!(server.counts.requests(), 1);
