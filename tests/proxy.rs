@@ -10,8 +10,8 @@ mod support;
 use goenhance_jobs::{HyperTransport, JobStatus, Proxy};
 use http::Version;
 use support::{
-    https_server, one_answer_server, proxy_client as client, proxy_transport as transport, Close,
-    ConnectProxy, Pki, API_HOST, KEY,
+    https_server, no_retry_client as client, one_answer_server, proxy_transport as transport,
+    Close, ConnectProxy, Pki, API_HOST, KEY,
 };
 
 fn connect_head(authority: &str, extra: &str) -> String {

@@ -9,7 +9,8 @@ mod support;
 
 use goenhance_jobs::{HyperTransport, Proxy};
 use support::{
-    https_server, proxy_client as client, proxy_transport as transport, ConnectProxy, Pki, API_HOST,
+    https_server, no_retry_client as client, proxy_transport as transport, ConnectProxy, Pki,
+    API_HOST,
 };
 
 /// Captures the log lines of the current thread.

@@ -14,7 +14,7 @@ use goenhance_jobs::{
     OutputKind, Proxy, RetryLayer, RetryPolicy, TlsRoots,
 };
 use http::Version;
-use support::{https_server, one_answer_server, q, Close, Pki, KEY};
+use support::{https_server, no_retry_client, one_answer_server, q, Close, Pki, KEY};
 use tower::{Layer, ServiceBuilder, ServiceExt};
 
 /// A transport trusting only `pki`'s CA, never through a proxy.
@@ -271,13 +271,10 @@ async fn closed_after_every_answer(tls: bool, close: Close) -> support::Server {
             HyperTransport::builder().proxy(Proxy::none()).build(),
         )
     };
-    let client = Client::builder()
-        .base_url(&format!("{scheme}://localhost:{}", server.port()))
-        .api_key(KEY)
-        .retry_policy(RetryPolicy::never())
-        .transport(transport)
-        .build()
-        .unwrap();
+    let client = no_retry_client(
+        &format!("{scheme}://localhost:{}", server.port()),
+        transport,
+    );
     for i in 0..200 {
         let id = format!("job-{i}");
         match client.get(&id).await {
@@ -386,13 +383,10 @@ async fn a_request_lost_on_a_fresh_connection_is_not_sent_again() {
             let _ = tcp.read(&mut buf).await;
         }
     });
-    let client = Client::builder()
-        .base_url(&format!("http://localhost:{port}"))
-        .api_key(KEY)
-        .retry_policy(RetryPolicy::never())
-        .transport(HyperTransport::builder().proxy(Proxy::none()).build())
-        .build()
-        .unwrap();
+    let client = no_retry_client(
+        &format!("http://localhost:{port}"),
+        HyperTransport::builder().proxy(Proxy::none()).build(),
+    );
     for _ in 0..3 {
         let err = client.get("fresh").await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Transport);
@@ -406,13 +400,7 @@ async fn a_request_lost_on_a_fresh_connection_is_not_sent_again() {
 #[tokio::test]
 async fn waits_and_downloads_send_a_lost_request_again() {
     let (server, transport, base) = crossing_server().await;
-    let client = Client::builder()
-        .base_url(&base)
-        .api_key(KEY)
-        .retry_policy(RetryPolicy::never())
-        .transport(transport)
-        .build()
-        .unwrap();
+    let client = no_retry_client(&base, transport);
     for i in 0..30 {
         let id = format!("wait-{i}");
         let job = client

@@ -339,7 +339,7 @@ pub fn proxy_transport(pki: &Pki, proxy: Proxy) -> HyperTransport {
 }
 
 /// A client of `base` over `transport`, with the test key and no retries.
-pub fn proxy_client(base: &str, transport: HyperTransport) -> Client {
+pub fn no_retry_client(base: &str, transport: HyperTransport) -> Client {
     Client::builder()
         .base_url(base)
         .api_key(KEY)
