@@ -7,7 +7,7 @@
 
 mod support;
 
-use goenhance_jobs::{HyperTransport, JobStatus, Proxy};
+use goenhance_jobs::{ErrorKind, HyperTransport, JobStatus, Proxy};
 use http::Version;
 use support::{
     https_server, no_retry_client as client, one_answer_server, proxy_transport as transport,
@@ -93,7 +93,12 @@ async fn refused_proxy_credentials_are_never_shown() {
 
     let err = client.get("auth-2").await.unwrap_err();
     assert!(err.is_transport());
-    assert_eq!(err.to_string(), "transport error: cannot connect");
+    assert_eq!(err.kind(), ErrorKind::ProxyAuth);
+    assert!(!err.is_transient());
+    assert_eq!(
+        err.to_string(),
+        "transport error: proxy authentication required"
+    );
     // Why, once, in the chain of causes.
     let chain = support::causes(&err);
     assert!(
@@ -110,6 +115,26 @@ async fn refused_proxy_credentials_are_never_shown() {
         assert!(!debug.contains(secret), "{debug}");
     }
     assert!(!format!("{client:?}").contains("hunter2"));
+    assert_eq!(server.counts.accepts(), 0);
+}
+
+/// A refusing proxy is asked once: the default retries do not send the
+/// same credentials again.
+#[tokio::test]
+async fn a_refusing_proxy_is_asked_once_even_with_retries() {
+    let pki = Pki::new("test CA proxy once");
+    let server = https_server(&pki.leaf(&[API_HOST]), &[b"http/1.1"], 0).await;
+    let proxy = ConnectProxy::start(server.addr, Some("Basic YWxpY2U6czNjckB0")).await;
+    let setting = Proxy::url(&format!("http://alice:hunter2@{}", proxy.addr)).unwrap();
+    let client = goenhance_jobs::Client::builder()
+        .base_url(&format!("https://{API_HOST}"))
+        .api_key(KEY)
+        .transport(transport(&pki, setting))
+        .build()
+        .unwrap();
+    let err = client.get("auth-once").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ProxyAuth);
+    assert_eq!(proxy.accepts(), 1);
     assert_eq!(server.counts.accepts(), 0);
 }
 

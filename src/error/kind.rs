@@ -27,6 +27,10 @@ pub enum ErrorKind {
     /// The server's TLS certificate failed verification: a transport error
     /// ([`is_transport`](super::Error::is_transport)) that is not transient.
     Certificate,
+    /// The proxy wants credentials, or refused the ones given: it answered
+    /// the `CONNECT` with `407 Proxy Authentication Required`. A transport
+    /// error that is not transient: sending again cannot help.
+    ProxyAuth,
     /// One attempt took longer than its timeout.
     Timeout,
     /// The server answered with a status other than 2xx.
@@ -54,8 +58,28 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, in declaration order.
+    pub(crate) const ALL: [ErrorKind; 16] = [
+        ErrorKind::InvalidInput,
+        ErrorKind::Transport,
+        ErrorKind::Certificate,
+        ErrorKind::ProxyAuth,
+        ErrorKind::Timeout,
+        ErrorKind::Http,
+        ErrorKind::Api,
+        ErrorKind::Decode,
+        ErrorKind::BodyTooLarge,
+        ErrorKind::Deadline,
+        ErrorKind::Stall,
+        ErrorKind::Closed,
+        ErrorKind::Expired,
+        ErrorKind::Io,
+        ErrorKind::Store,
+        ErrorKind::StoreSchema,
+    ];
+
     /// A stable snake-case name: `invalid_input`, `transport`,
-    /// `certificate`, `timeout`,
+    /// `certificate`, `proxy_auth`, `timeout`,
     /// `http`, `api`, `decode`, `body_too_large`, `deadline`, `stall`,
     /// `closed`, `expired`, `io`, `store`, `store_schema`.
     pub fn as_str(self) -> &'static str {
@@ -63,6 +87,7 @@ impl ErrorKind {
             ErrorKind::InvalidInput => "invalid_input",
             ErrorKind::Transport => "transport",
             ErrorKind::Certificate => "certificate",
+            ErrorKind::ProxyAuth => "proxy_auth",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Http => "http",
             ErrorKind::Api => "api",

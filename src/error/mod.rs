@@ -15,6 +15,7 @@
 
 mod certificate;
 mod kind;
+mod proxy;
 mod report;
 
 use std::fmt;
@@ -28,6 +29,7 @@ use crate::text::{redact, server_text, Rounded};
 
 pub use self::kind::ErrorKind;
 pub(crate) use self::kind::ErrorKind as Kind;
+pub(crate) use self::proxy::ProxyAuthRequired;
 pub use self::report::PollRecord;
 pub(crate) use self::report::WaitReport;
 
@@ -101,6 +103,11 @@ impl Error {
         if let Some(failure) = certificate::certificate_failure(&*source) {
             return Error::new(Kind::Certificate)
                 .with_message(failure)
+                .with_source(source);
+        }
+        if proxy::auth_required(&*source) {
+            return Error::new(Kind::ProxyAuth)
+                .with_message("proxy authentication required")
                 .with_source(source);
         }
         let connect = source
@@ -278,9 +285,14 @@ impl Error {
     /// A server certificate that failed verification is a transport error
     /// too; its message says what is wrong ("certificate not trusted
     /// (unknown issuer)", "certificate is for another host", "certificate
-    /// expired") and it is not [transient](Error::is_transient).
+    /// expired") and it is not [transient](Error::is_transient). So is a
+    /// proxy that answers `407 Proxy Authentication Required`
+    /// ([`ErrorKind::ProxyAuth`]: "proxy authentication required").
     pub fn is_transport(&self) -> bool {
-        matches!(self.inner.kind, Kind::Transport | Kind::Certificate)
+        matches!(
+            self.inner.kind,
+            Kind::Transport | Kind::Certificate | Kind::ProxyAuth
+        )
     }
 
     /// The body could not be decoded (not JSON, a wrong shape, `data: null`).
@@ -361,6 +373,7 @@ impl Error {
             ),
             Kind::InvalidInput
             | Kind::Certificate
+            | Kind::ProxyAuth
             | Kind::Api
             | Kind::BodyTooLarge
             | Kind::Deadline
@@ -425,7 +438,9 @@ impl fmt::Display for Error {
         }
         match inner.kind {
             Kind::InvalidInput => f.write_str("invalid input")?,
-            Kind::Transport | Kind::Certificate => f.write_str("transport error")?,
+            Kind::Transport | Kind::Certificate | Kind::ProxyAuth => {
+                f.write_str("transport error")?
+            }
             Kind::Timeout => {}
             Kind::Http => {
                 let status = inner.status.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

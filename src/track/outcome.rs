@@ -58,24 +58,7 @@ fn kind_name(kind: Kind) -> &'static str {
 }
 
 fn kind_of(name: &str) -> Kind {
-    const KINDS: [Kind; 15] = [
-        Kind::InvalidInput,
-        Kind::Transport,
-        Kind::Certificate,
-        Kind::Timeout,
-        Kind::Http,
-        Kind::Api,
-        Kind::Decode,
-        Kind::BodyTooLarge,
-        Kind::Deadline,
-        Kind::Stall,
-        Kind::Closed,
-        Kind::Expired,
-        Kind::Io,
-        Kind::Store,
-        Kind::StoreSchema,
-    ];
-    KINDS
+    Kind::ALL
         .into_iter()
         .find(|k| k.as_str() == name)
         .unwrap_or(Kind::Closed)
@@ -90,7 +73,7 @@ pub(crate) fn encode(answer: &Result<JobDetail, Error>) -> String {
             // A transport error's message lives in its source: keep the
             // line so that a redelivery says the same.
             let message = match e.kind() {
-                Kind::Transport | Kind::Certificate | Kind::Io => {
+                Kind::Transport | Kind::Certificate | Kind::ProxyAuth | Kind::Io => {
                     // What failed and why, the causes included.
                     let mut line = e.message().unwrap_or_default().to_owned();
                     let mut cause = std::error::Error::source(e);

@@ -27,6 +27,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tower::Service;
 
+use crate::error::ProxyAuthRequired;
 use crate::{BoxError, Error};
 
 /// The HTTP proxy of a [`HyperTransport`](super::HyperTransport).
@@ -325,13 +326,25 @@ impl Service<Uri> for ProxyConnector {
                 }
                 // The tunnel assumes port 443 when the target has none.
                 let dst = with_port(dst);
-                Box::pin(async move { Ok(tunnel.call(dst?).await?) })
+                Box::pin(async move { tunnel.call(dst?).await.map_err(refusal) })
             }
             Route::Unsupported(scheme) => Box::pin(std::future::ready(Err(format!(
                 "proxy scheme {scheme} from the environment is not supported: use an http:// proxy"
             )
             .into()))),
         }
+    }
+}
+
+/// The tunnel's error, a 407 told apart: hyper-util's tunnel error type is
+/// not exported, so its one stable trace is its text (a test of the 407
+/// path fails if that text changes).
+fn refusal(e: impl Into<BoxError>) -> BoxError {
+    let e = e.into();
+    if e.to_string() == "tunnel error: proxy authorization required" {
+        Box::new(ProxyAuthRequired(e))
+    } else {
+        e
     }
 }
 
