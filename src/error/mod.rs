@@ -42,7 +42,28 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// [`status`](Error::status), [`api_code`](Error::api_code),
 /// [`retry_after`](Error::retry_after) and, for a wait that ended early,
 /// [`last_detail`](Error::last_detail) and [`history`](Error::history).
-/// Its `Display` is one lowercase line; it never carries the API key.
+/// Its `Display` is one lowercase line that says what failed, and
+/// [`source`](std::error::Error::source) says why; the alternate form
+/// (`{:#}`) adds the causes to the line, as `anyhow` does. Neither carries
+/// the API key.
+///
+/// ```
+/// use goenhance_jobs::Client;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // A port nothing listens on.
+/// let client = Client::builder()
+///     .api_key("my-key")
+///     .base_url("http://127.0.0.1:9")
+///     .retry_policy(goenhance_jobs::RetryPolicy::never())
+///     .build()
+///     .unwrap();
+/// let err = client.get("some-job").await.unwrap_err();
+/// assert_eq!(err.to_string(), "transport error: cannot connect");
+/// assert!(format!("{err:#}").starts_with("transport error: cannot connect: "));
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Error {
     inner: Box<Inner>,
@@ -421,6 +442,9 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if f.alternate() {
+            return with_causes(f, self);
+        }
         let inner = &*self.inner;
         match inner.retries_exhausted {
             Some(Exhausted::Attempts(n)) => write!(f, "gave up after {n} attempts: ")?,
@@ -507,6 +531,24 @@ impl fmt::Display for Error {
         // reporters (anyhow, eyre, tracing) print the chain themselves.
         Ok(())
     }
+}
+
+/// The alternate form: the line, then `: cause: cause…` for each source of
+/// `err`, skipping one whose text the line already ends with (some errors
+/// repeat their cause).
+fn with_causes(f: &mut fmt::Formatter<'_>, err: &Error) -> fmt::Result {
+    let mut last = err.to_string();
+    f.write_str(&last)?;
+    let mut cause = std::error::Error::source(err);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !text.is_empty() && !last.ends_with(&text) {
+            write!(f, ": {text}")?;
+        }
+        last = text;
+        cause = c.source();
+    }
+    Ok(())
 }
 
 impl fmt::Debug for Error {
@@ -606,6 +648,41 @@ mod tests {
         );
         assert_eq!(err.kind(), ErrorKind::Transport);
         assert_eq!(err.kind().as_str(), "transport");
+        assert_eq!(format!("{err:#}"), "transport error: connection refused");
+    }
+
+    #[test]
+    fn the_alternate_form_adds_each_cause_once() {
+        let inner = std::io::Error::other("reset by peer");
+        let outer = std::io::Error::other(Wrapped(inner));
+        let err = Error::transport(outer);
+        // The io error's text is its payload's, whose source is the inner
+        // one: said once each.
+        assert_eq!(
+            format!("{err:#}"),
+            "transport error: cut short: reset by peer"
+        );
+        let mut err = Error::api(401, "bad key sk-1 given").with_source("bad key sk-1 given");
+        err.redact("sk-1");
+        assert_eq!(
+            format!("{err:#}"),
+            "api error code 401: bad key [redacted] given"
+        );
+    }
+
+    #[derive(Debug)]
+    struct Wrapped(std::io::Error);
+
+    impl fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("cut short")
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
     }
 
     #[test]

@@ -64,18 +64,7 @@ pub(crate) fn no_result_json(img_uuid: &str) -> String {
 
 /// An error with its causes on one line: what failed, then why.
 pub(crate) fn chain(e: &Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        let next = c.to_string();
-        // Some errors repeat their cause in their own text.
-        if !text.ends_with(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        cause = c.source();
-    }
-    text
+    format!("{e:#}")
 }
 
 /// Text from the server made safe for a terminal: control characters
