@@ -4,11 +4,15 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use pki_types::CertificateDer;
 use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::store::{ClaimedJob, Finished, Learned, NewJob, StatusChange, StoreFuture, TrackStore};
 use crate::error::Error;
+use crate::transport::tls::{self, TlsRoots};
 
 mod embedded {
     refinery::embed_migrations!("src/track/migrations/postgres");
@@ -33,6 +37,20 @@ type Inserts = (Vec<NewJob>, oneshot::Sender<Result<(), Error>>);
 /// The connection string is never shown: `Debug` and errors name only the
 /// host, port and database.
 ///
+/// # TLS
+///
+/// With `sslmode=require` in the connection string, the connection is made
+/// over TLS (rustls, as the transport's) and the server's certificate is
+/// verified: it must chain to the web PKI roots, the platform's store
+/// (which honours `SSL_CERT_FILE`) or a CA given to
+/// [`connect_trusting`](PostgresStore::connect_trusting) — a managed
+/// database's CA, say — and name the host connected to. That is stricter
+/// than libpq's `require`, which encrypts without verifying. Without
+/// `sslmode`, or with `prefer` or `disable`, the connection is plain, as
+/// with earlier versions of this crate (libpq's `prefer` would try TLS
+/// first, unverified); `verify-ca` and `verify-full` are not accepted by
+/// the driver's parser: `require` is what they mean here.
+///
 /// ```no_run
 /// use goenhance_jobs::track::{PostgresStore, Tracker};
 /// use goenhance_jobs::Client;
@@ -51,6 +69,8 @@ pub struct PostgresStore {
 
 struct Inner {
     config: Config,
+    /// TLS for `sslmode=require`; `None` connects in plain.
+    tls: Option<MakeRustlsConnect>,
     /// Where, for messages: host, port and database, never the password.
     target: String,
     client: Mutex<Option<Arc<Client>>>,
@@ -76,20 +96,56 @@ fn describe(config: &Config) -> String {
 impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user:pass@host/db`
     /// or `host=… user=…`), and brings its schema to this crate's version
-    /// (several workers may do so at once). TLS is not used.
+    /// (several workers may do so at once). TLS as `sslmode` says (see
+    /// [TLS](PostgresStore#tls)).
     ///
     /// # Errors
     ///
     /// [`Error::is_store`]: the string is not valid (its text is not
-    /// repeated), the server cannot be reached, or its schema is newer
-    /// than this crate.
+    /// repeated), the server cannot be reached or refuses the connection,
+    /// its certificate is not trusted, or its schema is newer than this
+    /// crate.
     pub async fn connect(url: &str) -> Result<PostgresStore, Error> {
+        PostgresStore::open(url, &[]).await
+    }
+
+    /// [`connect`](PostgresStore::connect), also trusting the CA
+    /// certificates in `ca_pem` (one or more `CERTIFICATE` sections) for
+    /// `sslmode=require`: the CA of a managed database, or of your own.
+    ///
+    /// ```no_run
+    /// use goenhance_jobs::track::PostgresStore;
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), goenhance_jobs::Error> {
+    /// let ca = std::fs::read("/etc/ssl/db-ca.pem").expect("the database's CA");
+    /// let store = PostgresStore::connect_trusting(
+    ///     "postgres://jobs:secret@db.internal/jobs?sslmode=require",
+    ///     &ca,
+    /// )
+    /// .await?;
+    /// # drop(store);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::is_invalid_input`] when `ca_pem` holds no certificate or a
+    /// malformed one; else as [`connect`](PostgresStore::connect).
+    pub async fn connect_trusting(url: &str, ca_pem: &[u8]) -> Result<PostgresStore, Error> {
+        let roots = tls::parse_pem_roots(ca_pem)?;
+        PostgresStore::open(url, &roots).await
+    }
+
+    async fn open(url: &str, roots: &[CertificateDer<'static>]) -> Result<PostgresStore, Error> {
         let config: Config = url
             .parse()
             .map_err(|_| Error::store("postgres: invalid connection string"))?;
         let target = describe(&config);
+        let tls = (config.get_ssl_mode() == SslMode::Require)
+            .then(|| MakeRustlsConnect::new(tls::client_config(TlsRoots::default(), roots)));
         let inner = Arc::new(Inner {
             config,
+            tls,
             target,
             client: Mutex::new(None),
             statements: AtomicU64::new(0),
@@ -133,27 +189,37 @@ async fn migrate(client: &mut Client, target: &str) -> Result<(), Error> {
     }
 }
 
+/// Runs a connection until it ends.
+async fn drive<F: std::future::Future<Output = Result<(), tokio_postgres::Error>>>(connection: F) {
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %e, "postgres connection ended");
+    }
+}
+
 fn pg_err(target: &str, e: tokio_postgres::Error) -> Error {
     // The driver's messages name no password; the source keeps the detail.
     let what = match e.as_db_error() {
         Some(db) => format!("{}: {}", db.severity(), db.message()),
         None => e.to_string(),
     };
-    Error::store(format!("postgres at {target}: {what}"))
+    Error::store(format!("postgres at {target}: {what}")).with_source(e)
 }
 
 impl Inner {
     async fn open(&self) -> Result<Client, Error> {
-        let (client, connection) = self
-            .config
-            .connect(NoTls)
-            .await
-            .map_err(|e| pg_err(&self.target, e))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "postgres connection ended");
+        let err = |e| pg_err(&self.target, e);
+        let client = match &self.tls {
+            Some(tls) => {
+                let (client, connection) = self.config.connect(tls.clone()).await.map_err(err)?;
+                tokio::spawn(drive(connection));
+                client
             }
-        });
+            None => {
+                let (client, connection) = self.config.connect(NoTls).await.map_err(err)?;
+                tokio::spawn(drive(connection));
+                client
+            }
+        };
         Ok(client)
     }
 

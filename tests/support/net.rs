@@ -65,6 +65,13 @@ impl Pki {
         self.leaf_with(names, |_| {})
     }
 
+    /// A server certificate for `names`, and its key, both PEM: for servers
+    /// that read files.
+    pub fn leaf_pem(&self, names: &[&str]) -> (String, String) {
+        let (cert, key) = self.issue(names, |_| {});
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// A server certificate for `names` that expired in 2021.
     pub fn expired_leaf(&self, names: &[&str]) -> Leaf {
         self.leaf_with(names, |p| {
@@ -74,6 +81,21 @@ impl Pki {
     }
 
     fn leaf_with(&self, names: &[&str], edit: impl FnOnce(&mut CertificateParams)) -> Leaf {
+        let (cert, key) = self.issue(names, edit);
+        Leaf {
+            chain: vec![cert.der().clone(), self.ca.der().clone()],
+            key_der: key.serialize_der(),
+        }
+    }
+}
+
+impl Pki {
+    /// A server certificate for `names`, edited by `edit`, signed by the CA.
+    fn issue(
+        &self,
+        names: &[&str],
+        edit: impl FnOnce(&mut CertificateParams),
+    ) -> (rcgen::Certificate, KeyPair) {
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let mut params = CertificateParams::new(names).unwrap();
         params
@@ -83,10 +105,7 @@ impl Pki {
         edit(&mut params);
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
-        Leaf {
-            chain: vec![cert.der().clone(), self.ca.der().clone()],
-            key_der: key.serialize_der(),
-        }
+        (cert, key)
     }
 }
 

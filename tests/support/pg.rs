@@ -16,6 +16,8 @@ pub struct Cluster {
     pub dir: PathBuf,
     pub port: u16,
     as_postgres: bool,
+    /// Server options besides the port, socket folder and address.
+    options: String,
 }
 
 fn find_bin() -> Option<PathBuf> {
@@ -46,6 +48,17 @@ fn find_bin() -> Option<PathBuf> {
 
 impl Cluster {
     pub fn start(name: &str) -> Cluster {
+        Cluster::start_with(name, None)
+    }
+
+    /// A cluster that speaks TLS with `cert_pem` (the chain) and `key_pem`,
+    /// and takes TCP connections over TLS only (`hostssl`): a plain one is
+    /// refused with "no encryption".
+    pub fn start_tls(name: &str, cert_pem: &str, key_pem: &str) -> Cluster {
+        Cluster::start_with(name, Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(name: &str, tls: Option<(&str, &str)>) -> Cluster {
         let bin = find_bin().unwrap_or_else(|| panic!("{INSTALL}"));
         let uid = Command::new("id").arg("-u").output().unwrap();
         let as_postgres = String::from_utf8_lossy(&uid.stdout).trim() == "0";
@@ -57,11 +70,12 @@ impl Cluster {
             .local_addr()
             .unwrap()
             .port();
-        let cluster = Cluster {
+        let mut cluster = Cluster {
             bin,
             dir,
             port,
             as_postgres,
+            options: String::new(),
         };
         if as_postgres {
             let ok = Command::new("chown")
@@ -83,8 +97,34 @@ impl Cluster {
                 "postgres",
             ],
         );
+        if let Some((cert, key)) = tls {
+            cluster.write(&data.join("server.crt"), cert, 0o644);
+            cluster.write(&data.join("server.key"), key, 0o600);
+            cluster.write(
+                &data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+                0o600,
+            );
+            cluster.options =
+                " -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key".into();
+        }
         cluster.pg_ctl(&["start"]);
         cluster
+    }
+
+    /// Writes a file the server reads, owned by the server's user.
+    fn write(&self, path: &std::path::Path, text: &str, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        if self.as_postgres {
+            let ok = Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(path)
+                .status()
+                .unwrap();
+            assert!(ok.success(), "chown of {} failed", path.display());
+        }
     }
 
     fn command(&self, tool: &str) -> Command {
@@ -112,9 +152,10 @@ impl Cluster {
         let data = self.dir.join("data");
         let log = self.dir.join("log");
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off{}",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            self.options
         );
         let mut args = vec![
             "-D",
