@@ -7,7 +7,8 @@ use std::sync::Arc;
 use pki_types::CertificateDer;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_postgres::config::SslMode;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Config, NoTls, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::store::{ClaimedJob, Finished, Learned, NewJob, StatusChange, StoreFuture, TrackStore};
@@ -241,8 +242,19 @@ impl Inner {
         pg_err(&self.target, e)
     }
 
-    fn count(&self, n: u64) {
-        self.statements.fetch_add(n, Ordering::Relaxed);
+    /// One statement that returns rows, on the connection (made again if
+    /// it was lost), counted in [`statements`](PostgresStore::statements).
+    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, Error> {
+        let client = self.client().await?;
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        client.query(sql, params).await.map_err(|e| self.err(e))
+    }
+
+    /// One statement without rows, as [`query`](Inner::query).
+    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, Error> {
+        let client = self.client().await?;
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        client.execute(sql, params).await.map_err(|e| self.err(e))
     }
 }
 
@@ -269,9 +281,7 @@ async fn insert<'a>(inner: &Inner, jobs: impl Iterator<Item = &'a NewJob>) -> Re
         tracked.push(j.tracked_at);
         deadlines.push(j.deadline);
     }
-    let client = inner.client().await?;
-    inner.count(1);
-    client
+    inner
         .execute(
             "INSERT INTO goenhance_jobs (id, meta, tracked_at, deadline, due_at) \
              SELECT id, meta, t, d, t FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) \
@@ -279,8 +289,7 @@ async fn insert<'a>(inner: &Inner, jobs: impl Iterator<Item = &'a NewJob>) -> Re
              ON CONFLICT (id) DO NOTHING",
             &[&ids, &metas, &tracked, &deadlines],
         )
-        .await
-        .map_err(|e| inner.err(e))?;
+        .await?;
     Ok(())
 }
 
@@ -307,10 +316,8 @@ impl TrackStore for PostgresStore {
     ) -> StoreFuture<'a, Vec<ClaimedJob>> {
         Box::pin(async move {
             let inner = &self.inner;
-            let client = inner.client().await?;
-            inner.count(1);
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let rows = client
+            let rows = inner
                 .query(
                     "WITH due AS ( \
                        SELECT id FROM goenhance_jobs \
@@ -323,8 +330,7 @@ impl TrackStore for PostgresStore {
                        j.last_status, j.last_change, j.last_polls",
                     &[&worker, &lease_until, &now, &limit, &take_own],
                 )
-                .await
-                .map_err(|e| inner.err(e))?;
+                .await?;
             Ok(rows
                 .into_iter()
                 .map(|r| ClaimedJob {
@@ -347,16 +353,13 @@ impl TrackStore for PostgresStore {
     fn renew<'a>(&'a self, worker: &'a str, lease_until: i64) -> StoreFuture<'a, Vec<String>> {
         Box::pin(async move {
             let inner = &self.inner;
-            let client = inner.client().await?;
-            inner.count(1);
-            let rows = client
+            let rows = inner
                 .query(
                     "UPDATE goenhance_jobs SET lease_until = $2, due_at = $2 \
                      WHERE lease_owner = $1 AND state < 2 RETURNING id",
                     &[&worker, &lease_until],
                 )
-                .await
-                .map_err(|e| inner.err(e))?;
+                .await?;
             Ok(rows.into_iter().map(|r| r.get(0)).collect())
         })
     }
@@ -371,19 +374,14 @@ impl TrackStore for PostgresStore {
             let inner = &self.inner;
             let ids: Vec<&str> = jobs.iter().map(|f| f.id.as_str()).collect();
             let outcomes: Vec<&str> = jobs.iter().map(|f| f.outcome.as_str()).collect();
-            let client = inner.client().await?;
-            inner.count(1);
-            let rows = client
-                .query(
+            let rows = inner.query(
                     "UPDATE goenhance_jobs j SET state = 1, outcome = f.outcome, finished_at = $3, \
                        deliveries = j.deliveries + 1 \
                      FROM unnest($1::text[], $2::text[]) AS f(id, outcome) \
                      WHERE j.id = ANY($1) AND j.id = f.id AND j.state = 0 AND j.lease_owner = $4 \
                      RETURNING j.id, j.deliveries",
                     &[&ids, &outcomes, &now, &worker],
-                )
-                .await
-                .map_err(|e| inner.err(e))?;
+            ).await?;
             Ok(rows
                 .into_iter()
                 .map(|r| (r.get(0), u32::try_from(r.get::<_, i32>(1)).unwrap_or(0)))
@@ -401,9 +399,7 @@ impl TrackStore for PostgresStore {
                 .iter()
                 .map(|c| i32::try_from(c.polls).unwrap_or(i32::MAX))
                 .collect();
-            let client = inner.client().await?;
-            inner.count(1);
-            client
+            inner
                 .execute(
                     "UPDATE goenhance_jobs j SET last_status = f.status, last_change = f.at, \
                        last_polls = f.polls \
@@ -412,8 +408,7 @@ impl TrackStore for PostgresStore {
                      WHERE j.id = ANY($1) AND j.id = f.id AND j.state = 0 AND j.lease_owner = $4",
                     &[&ids, &statuses, &ats, &worker, &polls],
                 )
-                .await
-                .map_err(|e| inner.err(e))?;
+                .await?;
             Ok(())
         })
     }
@@ -421,16 +416,13 @@ impl TrackStore for PostgresStore {
     fn ack(&self, ids: Vec<String>, now: i64) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let inner = &self.inner;
-            let client = inner.client().await?;
-            inner.count(1);
-            client
+            inner
                 .execute(
                     "UPDATE goenhance_jobs SET state = 2, delivered_at = $2, lease_owner = NULL \
                      WHERE state = 1 AND id = ANY($1)",
                     &[&ids, &now],
                 )
-                .await
-                .map_err(|e| inner.err(e))?;
+                .await?;
             Ok(())
         })
     }
@@ -440,17 +432,12 @@ impl TrackStore for PostgresStore {
             let inner = &self.inner;
             let ids: Vec<&str> = jobs.iter().map(|(id, _)| id.as_str()).collect();
             let ats: Vec<i64> = jobs.iter().map(|(_, at)| *at).collect();
-            let client = inner.client().await?;
-            inner.count(1);
-            client
-                .execute(
+            inner.execute(
                     "UPDATE goenhance_jobs j SET due_at = f.at, lease_owner = NULL, lease_until = 0 \
                      FROM unnest($1::text[], $2::int8[]) AS f(id, at) \
                      WHERE j.id = ANY($1) AND j.id = f.id AND j.state = 1 AND j.lease_owner = $3",
                     &[&ids, &ats, &worker],
-                )
-                .await
-                .map_err(|e| inner.err(e))?;
+            ).await?;
             Ok(())
         })
     }
@@ -458,29 +445,24 @@ impl TrackStore for PostgresStore {
     fn pending(&self) -> StoreFuture<'_, u64> {
         Box::pin(async move {
             let inner = &self.inner;
-            let client = inner.client().await?;
-            inner.count(1);
-            let row = client
-                .query_one("SELECT count(*) FROM goenhance_jobs WHERE state < 2", &[])
-                .await
-                .map_err(|e| inner.err(e))?;
-            Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+            let rows = inner
+                .query("SELECT count(*) FROM goenhance_jobs WHERE state < 2", &[])
+                .await?;
+            let count: i64 = rows.first().map_or(0, |r| r.get(0));
+            Ok(u64::try_from(count).unwrap_or(0))
         })
     }
 
     fn delivered(&self) -> StoreFuture<'_, Vec<(String, String)>> {
         Box::pin(async move {
             let inner = &self.inner;
-            let client = inner.client().await?;
-            inner.count(1);
-            let rows = client
+            let rows = inner
                 .query(
                     "SELECT id, coalesce(outcome, '') FROM goenhance_jobs WHERE state = 2 \
                      ORDER BY tracked_at, seq",
                     &[],
                 )
-                .await
-                .map_err(|e| inner.err(e))?;
+                .await?;
             Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
         })
     }
@@ -488,15 +470,12 @@ impl TrackStore for PostgresStore {
     fn load_learned(&self) -> StoreFuture<'_, Vec<Learned>> {
         Box::pin(async move {
             let inner = &self.inner;
-            let client = inner.client().await?;
-            inner.count(1);
-            let rows = client
+            let rows = inner
                 .query(
                     "SELECT job_type, samples, mean, m2 FROM goenhance_learned",
                     &[],
                 )
-                .await
-                .map_err(|e| inner.err(e))?;
+                .await?;
             Ok(rows
                 .into_iter()
                 .map(|r| Learned {
@@ -519,9 +498,7 @@ impl TrackStore for PostgresStore {
                 .collect();
             let means: Vec<f64> = learned.iter().map(|l| l.mean).collect();
             let m2s: Vec<f64> = learned.iter().map(|l| l.m2).collect();
-            let client = inner.client().await?;
-            inner.count(1);
-            client
+            inner
                 .execute(
                     "INSERT INTO goenhance_learned (job_type, samples, mean, m2) \
                      SELECT * FROM unnest($1::text[], $2::int4[], $3::float8[], $4::float8[]) \
@@ -529,8 +506,7 @@ impl TrackStore for PostgresStore {
                        mean = excluded.mean, m2 = excluded.m2",
                     &[&types, &samples, &means, &m2s],
                 )
-                .await
-                .map_err(|e| inner.err(e))?;
+                .await?;
             Ok(())
         })
     }
