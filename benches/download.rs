@@ -23,15 +23,10 @@ use goenhance_jobs::{Client, JobOutput, OutputKind};
 
 const MIB: u64 = 1 << 20;
 
-fn status_kib(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
+#[path = "common/proc.rs"]
+mod proc;
+
+use proc::status_kib;
 
 /// The child: one download, then `bytes secs vmhwm_kib` on stdout.
 fn child(url: &str, path: &str) {

@@ -30,15 +30,10 @@ use tokio::time::Instant;
 
 const INTERVAL: Duration = Duration::from_secs(5);
 
-fn status_kib(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
+#[path = "common/proc.rs"]
+mod proc;
+
+use proc::status_kib;
 
 type Answer = Result<http::Response<Full<Bytes>>, std::convert::Infallible>;
 

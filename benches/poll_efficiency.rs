@@ -63,20 +63,10 @@ fn jobs_seeded(seed: u64) -> Vec<Job> {
     jobs
 }
 
-fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap();
-    let dt = time::OffsetDateTime::from_unix_timestamp_nanos(d.as_nanos() as i128).unwrap();
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        dt.year(),
-        u8::from(dt.month()),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second(),
-        dt.millisecond()
-    )
-}
+#[path = "../tests/support/time.rs"]
+mod time_text;
+
+use time_text::rfc3339;
 
 struct Outcome {
     polls: Vec<u64>,

@@ -10,6 +10,10 @@ use goenhance_jobs::transport::mock::{MockResponse, MockTransport};
 use goenhance_jobs::{Client, JobStatus, PollPolicy};
 use tokio::time::Instant;
 
+mod support;
+
+use support::time::rfc3339;
+
 /// What the server says of a job's times.
 #[derive(Clone, Copy)]
 enum Times {
@@ -29,20 +33,6 @@ enum Times {
 struct Jobs {
     runs: Vec<Duration>,
     times: Times,
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    let t = time::OffsetDateTime::from(t);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
 }
 
 fn shifted(t: SystemTime, skew: i64) -> SystemTime {

@@ -2,12 +2,13 @@
 //! and clients set up the way most tests want them (the test key, no
 //! retries unless a test asks for them), over the in-memory transport or
 //! against a server on loopback; in [`net`], real servers and a proxy for
-//! wire tests; in [`pg`], a throwaway PostgreSQL cluster. Each test binary
-//! uses a part of it.
+//! wire tests; in [`pg`], a throwaway PostgreSQL cluster; in [`time`],
+//! times as the API writes them. Each test binary uses a part of it.
 #![allow(dead_code)]
 
 pub mod net;
 pub mod pg;
+pub mod time;
 
 use std::time::Duration;
 
