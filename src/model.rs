@@ -88,6 +88,27 @@ impl JobStatus {
             JobStatus::Unknown(raw) => raw,
         }
     }
+
+    /// The normalised name, with `unknown` for every status this crate
+    /// does not know: one of five values, whatever the server sent, for
+    /// metric labels and machine-readable output.
+    ///
+    /// ```
+    /// use goenhance_jobs::JobStatus;
+    ///
+    /// assert_eq!(JobStatus::from_raw("success").label(), "succeeded");
+    /// assert_eq!(JobStatus::from_raw("paused").label(), "unknown");
+    /// assert_eq!(JobStatus::from_raw("paused").as_str(), "paused");
+    /// ```
+    pub fn label(&self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::Processing => "processing",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Unknown(_) => "unknown",
+        }
+    }
 }
 
 impl fmt::Display for JobStatus {

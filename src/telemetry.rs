@@ -93,7 +93,9 @@ use tracing::level_filters::LevelFilter;
 use tracing::{Level, Span};
 
 use crate::error::{Error, ErrorKind};
-use crate::model::{JobDetail, JobStatus};
+use crate::model::JobDetail;
+#[cfg(any(feature = "metrics", test))]
+use crate::model::JobStatus;
 
 /// The name of the span of one HTTP attempt.
 pub const ATTEMPT_SPAN: &str = "GET";
@@ -203,21 +205,10 @@ fn status_text(status: StatusCode) -> Cow<'static, str> {
     })
 }
 
-/// A status as a label value: bounded, whatever the server sent.
-fn status_label(status: &JobStatus) -> &'static str {
-    match status {
-        JobStatus::Pending => "pending",
-        JobStatus::Processing => "processing",
-        JobStatus::Succeeded => "succeeded",
-        JobStatus::Failed => "failed",
-        _ => "unknown",
-    }
-}
-
 /// The outcome of a wait that ended with `result`.
 fn wait_outcome(result: &Result<JobDetail, Error>) -> &'static str {
     match result {
-        Ok(detail) => status_label(detail.status()),
+        Ok(detail) => detail.status().label(),
         Err(e) => e.kind().as_str(),
     }
 }
@@ -391,7 +382,7 @@ pub(crate) fn polled(result: &Result<JobDetail, Error>) {
                 JobStatus::Succeeded => {
                     metrics::counter!("goenhance.polls", "outcome" => "succeeded")
                 }
-                other => metrics::counter!(POLLS, LABEL_OUTCOME => status_label(other)),
+                other => metrics::counter!(POLLS, LABEL_OUTCOME => other.label()),
             };
             counter.increment(1)
         }
@@ -633,10 +624,7 @@ mod tests {
             error_type(&Error::timeout(std::time::Duration::from_secs(1))),
             "timeout"
         );
-        assert_eq!(
-            status_label(&JobStatus::Unknown("queued".into())),
-            "unknown"
-        );
+        assert_eq!(JobStatus::Unknown("queued".into()).label(), "unknown");
     }
 
     #[test]

@@ -37,16 +37,6 @@ fn detail_of(outcome: &Outcome) -> Option<&JobDetail> {
     }
 }
 
-fn status_name(status: &JobStatus) -> &'static str {
-    match status {
-        JobStatus::Pending => "pending",
-        JobStatus::Processing => "processing",
-        JobStatus::Succeeded => "succeeded",
-        JobStatus::Failed => "failed",
-        _ => "unknown",
-    }
-}
-
 /// What is said of a job whose wait ended without a result.
 pub(crate) const NO_RESULT: &str = "no result: the wait scheduler stopped before this job ended";
 
@@ -119,7 +109,7 @@ impl<'a> JobLine<'a> {
         let detail = detail_of(outcome);
         JobLine {
             img_uuid,
-            status: detail.map(|d| status_name(d.status())),
+            status: detail.map(|d| d.status().label()),
             job_type: detail.and_then(JobDetail::job_type),
             outputs: detail
                 .map(JobDetail::outputs)
