@@ -94,6 +94,7 @@ use crate::error::{BoxError, Error, Exhausted, Kind};
 use crate::model::JobOutput;
 use crate::retry::RetryPolicy;
 use crate::text::Rounded;
+use crate::transport::Resends;
 
 /// Downloads of one client that run at once unless
 /// [`ClientBuilder::max_downloads`](crate::ClientBuilder::max_downloads) says otherwise.
@@ -265,8 +266,7 @@ async fn run_counted(
     // The error the last retry was paid for after, for the budget's refund.
     let mut paid_after: Option<Error> = None;
     let mut rng = fastrand::Rng::new();
-    // Requests lost on reused connections sent again in a row.
-    let mut resends = 0u32;
+    let mut resends = Resends::default();
     loop {
         let before = state.offset;
         let mut error = match attempt(dl, &uri, &mut file, &mut state, &options, idle).await {
@@ -275,15 +275,10 @@ async fn run_counted(
         };
         // Lost on a pooled connection the server closed as it went out,
         // before any answer: sent again at once, not counted as a failure.
-        if state.offset == before
-            && resends < crate::transport::MAX_RESENDS
-            && crate::transport::is_lost_request(&error)
-        {
-            resends += 1;
+        if resends.send_again(&error, state.offset == before) {
             tracing::debug!(reason = %error, "request lost on a reused connection, sending it again");
             continue;
         }
-        resends = 0;
         if state.offset > before {
             failures = 0;
         }

@@ -10,6 +10,7 @@ use super::RetryPolicy;
 use crate::error::{Error, Exhausted};
 use crate::model::JobDetail;
 use crate::query::JobQuery;
+use crate::transport::Resends;
 
 /// The per-call state of a [`RetryPolicy`]: how many attempts were made and
 /// the jitter's random generator. It is what tower's retry middleware
@@ -18,9 +19,8 @@ use crate::query::JobQuery;
 pub(crate) struct Attempt {
     policy: Arc<RetryPolicy>,
     attempt: u32,
-    /// Requests lost on reused connections sent again since the last
-    /// answer of any kind.
-    resends: u32,
+    /// Requests lost on reused connections sent again in a row.
+    resends: Resends,
     rng: Option<fastrand::Rng>,
     /// The error the last retry was paid for after, for the refund.
     paid_after: Option<Error>,
@@ -40,7 +40,7 @@ impl Attempt {
         Attempt {
             policy,
             attempt: 1,
-            resends: 0,
+            resends: Resends::default(),
             rng: None,
             paid_after: None,
         }
@@ -80,17 +80,12 @@ impl tower::retry::Policy<JobQuery, JobDetail, Error> for Attempt {
         // A request lost on a pooled connection the server closed as it
         // went out goes again at once on a fresh one: not an attempt, and
         // free, as if the pool had noticed the close first.
-        if crate::transport::is_lost_request(error) {
-            let now = Instant::now();
-            if self.resends < crate::transport::MAX_RESENDS
-                && query.deadline().is_none_or(|deadline| now < deadline)
-            {
-                self.resends += 1;
-                tracing::debug!(img_uuid = %query.img_uuid(), attempt = self.attempt, reason = %error, "request lost on a reused connection, sending it again");
-                return Some(tokio::time::sleep_until(now));
-            }
+        let now = Instant::now();
+        let before_deadline = query.deadline().is_none_or(|deadline| now < deadline);
+        if self.resends.send_again(error, before_deadline) {
+            tracing::debug!(img_uuid = %query.img_uuid(), attempt = self.attempt, reason = %error, "request lost on a reused connection, sending it again");
+            return Some(tokio::time::sleep_until(now));
         }
-        self.resends = 0;
         if !policy.is_retryable(error) {
             return None;
         }
@@ -108,7 +103,7 @@ impl tower::retry::Policy<JobQuery, JobDetail, Error> for Attempt {
             return None;
         }
         let delay = self.next_delay(error);
-        let wake = crate::clock::after(Instant::now(), delay);
+        let wake = crate::clock::after(now, delay);
         if query.deadline().is_some_and(|deadline| wake >= deadline) {
             tracing::debug!(img_uuid = %query.img_uuid(), attempt = self.attempt, "no retry: the deadline comes first");
             return None;

@@ -30,6 +30,6 @@ pub mod tls;
 
 pub use self::hyper::{HyperTransport, HyperTransportBuilder};
 pub use self::proxy::Proxy;
-pub(crate) use self::reuse::{is_lost_request, MAX_RESENDS};
+pub(crate) use self::reuse::Resends;
 #[cfg(feature = "rustls")]
 pub use self::tls::TlsRoots;

@@ -42,7 +42,29 @@ use crate::error::{BoxError, Error};
 /// again: each resend drops one dead connection, and a request lost on a
 /// fresh connection is never resent, so this bounds only a pool full of
 /// connections closed at once.
-pub(crate) const MAX_RESENDS: u32 = 4;
+const MAX_RESENDS: u32 = 4;
+
+/// The requests lost on reused connections sent again in a row, for one
+/// call: what the retry policy and the download loop, which make the
+/// requests, keep.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Resends(u32);
+
+impl Resends {
+    /// Whether the request that failed with `err` goes again at once: it
+    /// was lost on a reused connection ([`is_lost_request`]), fewer than
+    /// [`MAX_RESENDS`] went in a row, and the caller `allows` it. Counts it
+    /// if so; any other failure starts the count again.
+    pub(crate) fn send_again(&mut self, err: &Error, allows: bool) -> bool {
+        if allows && self.0 < MAX_RESENDS && is_lost_request(err) {
+            self.0 += 1;
+            true
+        } else {
+            self.0 = 0;
+            false
+        }
+    }
+}
 
 /// A connection as hyper sees it, watched: the hyper I/O traits over
 /// [`Watch`] over the tokio ones.
@@ -112,10 +134,16 @@ pub(crate) struct Watch<T> {
 }
 
 impl<T> Watch<T> {
+    /// Whether this is a watched connection that had answered before: a
+    /// write cut now loses the request going out.
+    fn reused(&self) -> bool {
+        self.watched && self.answered
+    }
+
     /// Whether a close now loses a request on a connection that had
     /// answered before.
     fn loses_a_request(&self) -> bool {
-        self.watched && self.answered && self.awaiting
+        self.reused() && self.awaiting
     }
 }
 
@@ -188,7 +216,7 @@ impl<T: AsyncWrite + Unpin> Watch<T> {
             }
             // A request written on a connection that had answered before,
             // cut before any byte of its answer.
-            Poll::Ready(Err(e)) if is_cut(&e) && self.watched && self.answered => {
+            Poll::Ready(Err(e)) if is_cut(&e) && self.reused() => {
                 Poll::Ready(Err(lost(e.kind(), Some(e))))
             }
             other => other,
@@ -222,7 +250,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watch<T> {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_flush(cx) {
-            Poll::Ready(Err(e)) if is_cut(&e) && this.watched && this.answered => {
+            Poll::Ready(Err(e)) if is_cut(&e) && this.reused() => {
                 Poll::Ready(Err(lost(e.kind(), Some(e))))
             }
             other => other,
@@ -244,7 +272,7 @@ impl<T: Connection> Connection for Watch<T> {
 /// answered before and that closed or reset as this one went out, before
 /// any byte of its answer (as [`HyperTransport`](super::HyperTransport)
 /// reports it): a request to send again at once, if it is idempotent.
-pub(crate) fn is_lost_request(err: &Error) -> bool {
+fn is_lost_request(err: &Error) -> bool {
     if !err.is_transport() {
         return false;
     }
