@@ -11,21 +11,10 @@ use rustls::CertificateError;
 /// on the next attempt.
 #[cfg(feature = "rustls")]
 pub(crate) fn certificate_failure(err: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
-    let mut node: &(dyn std::error::Error + 'static) = err;
-    loop {
-        if let Some(rustls::Error::InvalidCertificate(cert)) = node.downcast_ref::<rustls::Error>()
-        {
-            return Some(describe(cert));
-        }
-        // `io::Error::source` skips the error it wraps: look inside.
-        let next = match node.downcast_ref::<std::io::Error>() {
-            Some(io) => io
-                .get_ref()
-                .map(|e| e as &(dyn std::error::Error + 'static)),
-            None => node.source(),
-        };
-        node = next?;
-    }
+    super::causes(err).find_map(|e| match e.downcast_ref::<rustls::Error>() {
+        Some(rustls::Error::InvalidCertificate(cert)) => Some(describe(cert)),
+        _ => None,
+    })
 }
 
 #[cfg(feature = "rustls")]

@@ -33,6 +33,27 @@ pub(crate) use self::proxy::ProxyAuthRequired;
 pub use self::report::PollRecord;
 pub(crate) use self::report::WaitReport;
 
+/// `err` and its causes, each I/O error replaced by the error it carries
+/// (whose text it shows: `io::Error::source` skips that error and goes on
+/// to its source), for finding a cause by its type.
+pub(crate) fn causes<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    // An I/O error may carry another one: unwrap them all.
+    fn unwrap<'a>(
+        mut e: &'a (dyn std::error::Error + 'static),
+    ) -> &'a (dyn std::error::Error + 'static) {
+        while let Some(carried) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            e = carried;
+        }
+        e
+    }
+    std::iter::successors(Some(unwrap(err)), |e| e.source().map(unwrap))
+}
+
 /// A boxed error, as tower and hyper use for service errors.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -27,17 +27,7 @@ impl std::error::Error for ProxyAuthRequired {
 /// Whether a [`ProxyAuthRequired`] is in `err`'s chain of causes (also as
 /// the payload of an I/O error, whose `source` skips its payload).
 pub(super) fn auth_required(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(err);
-    while let Some(e) = cause {
-        let payload = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::get_ref);
-        if e.is::<ProxyAuthRequired>() || payload.is_some_and(|p| p.is::<ProxyAuthRequired>()) {
-            return true;
-        }
-        cause = e.source();
-    }
-    false
+    super::causes(err).any(|e| e.is::<ProxyAuthRequired>())
 }
 
 #[cfg(test)]

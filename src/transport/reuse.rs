@@ -36,7 +36,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tower::Service;
 
-use crate::error::{BoxError, Error};
+use crate::error::{causes, BoxError, Error};
 
 /// How many times in a row a request lost on reused connections is sent
 /// again: each resend drops one dead connection, and a request lost on a
@@ -273,17 +273,5 @@ impl<T: Connection> Connection for Watch<T> {
 /// any byte of its answer (as [`HyperTransport`](super::HyperTransport)
 /// reports it): a request to send again at once, if it is idempotent.
 fn is_lost_request(err: &Error) -> bool {
-    if !err.is_transport() {
-        return false;
-    }
-    let mut cause = std::error::Error::source(err);
-    while let Some(e) = cause {
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            if io.get_ref().is_some_and(|inner| inner.is::<LostRequest>()) {
-                return true;
-            }
-        }
-        cause = e.source();
-    }
-    false
+    err.is_transport() && causes(err).any(|e| e.is::<LostRequest>())
 }
