@@ -100,12 +100,12 @@ pub(crate) fn decode(body: &[u8], expected: Option<&str>) -> Result<JobDetail, E
 
 /// Whether an answer's id names the job asked about: UUIDs compare without
 /// regard to case (RFC 9562, section 4), other ids exactly.
-fn same_job(got: &str, want: &str) -> bool {
+pub(crate) fn same_job(got: &str, want: &str) -> bool {
     got == want || (is_uuid(got) && is_uuid(want) && got.eq_ignore_ascii_case(want))
 }
 
 /// The 8-4-4-4-12 hex form of a UUID.
-fn is_uuid(s: &str) -> bool {
+pub(crate) fn is_uuid(s: &str) -> bool {
     s.len() == 36
         && s.bytes().enumerate().all(|(i, b)| match i {
             8 | 13 | 18 | 23 => b == b'-',

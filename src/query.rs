@@ -190,6 +190,30 @@ impl TryFrom<String> for JobQuery {
     }
 }
 
+impl TryFrom<&String> for JobQuery {
+    type Error = Error;
+
+    fn try_from(s: &String) -> Result<Self, Error> {
+        JobQuery::new(s)
+    }
+}
+
+/// A query given by reference is cloned (cheap), so `client.wait(&query)`
+/// works as `client.wait(query)` does.
+impl From<&JobQuery> for JobQuery {
+    fn from(query: &JobQuery) -> Self {
+        query.clone()
+    }
+}
+
+/// A conversion that cannot fail, into a query taken as
+/// `impl TryInto<JobQuery>` (a `JobQuery` itself).
+impl From<std::convert::Infallible> for Error {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

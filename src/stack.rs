@@ -32,7 +32,12 @@ pub(crate) type Stack = BoxCloneSyncService<JobQuery, JobDetail, Error>;
 pub(crate) type GetFn =
     Arc<dyn Fn(JobQuery) -> BoxFuture<'static, Result<JobDetail, Error>> + Send + Sync>;
 
-pub(crate) type MakeStack = Box<dyn FnOnce(&StackSettings) -> (Stack, GetFn, RawTransport) + Send>;
+pub(crate) type MakeStack = Box<dyn FnOnce(&StackSettings) -> Stacks + Send>;
+
+/// What a client is made of: the retried stack, the same stack without its
+/// retries (the hub schedules retries itself, so that no slot is held
+/// through a backoff), the one-off call, and the raw transport.
+pub(crate) type Stacks = (Stack, Stack, GetFn, RawTransport);
 
 pub(crate) struct StackSettings {
     pub(crate) base: BaseUrl,
@@ -42,7 +47,7 @@ pub(crate) struct StackSettings {
     pub(crate) max_body: usize,
 }
 
-pub(crate) fn make_stack<T, B>(transport: T, s: &StackSettings) -> (Stack, GetFn, RawTransport)
+pub(crate) fn make_stack<T, B>(transport: T, s: &StackSettings) -> Stacks
 where
     T: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
     T::Future: Send + 'static,
@@ -64,6 +69,7 @@ where
     let policy = Arc::new(s.retry.clone());
     let get: GetFn =
         Arc::new(move |query| Box::pin(retry::oneshot(one.clone(), Arc::clone(&policy), query)));
+    let attempts = BoxCloneSyncService::new(attempt.clone());
     let stack = RetryLayer::new(s.retry.clone()).layer(attempt);
-    (BoxCloneSyncService::new(stack), get, raw)
+    (BoxCloneSyncService::new(stack), attempts, get, raw)
 }

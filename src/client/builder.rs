@@ -212,7 +212,7 @@ impl ClientBuilder {
             retry: self.retry,
             max_body: self.max_body,
         };
-        let (stack, get, raw) = match self.transport {
+        let (stack, attempts, get, raw) = match self.transport {
             Some(make) => make(&settings),
             None => make_stack(HyperTransport::new(), &settings),
         };
@@ -220,7 +220,8 @@ impl ClientBuilder {
         if let Some(t) = self.wait_timeout {
             poll = poll.timeout(t);
         }
-        let hub = Hub::new(stack.clone(), poll.clone(), self.hub);
+        let retry = Arc::new(settings.retry.clone());
+        let hub = Hub::new(attempts, retry, poll.clone(), self.hub);
         let downloader = Downloader::new(
             raw,
             settings.retry,

@@ -92,40 +92,61 @@ impl Client {
 
     /// Fetches a job's status once (retries and the attempt timeout apply).
     ///
+    /// `query` is a [`JobQuery`] (or a reference to one) or an id as text:
+    /// `client.get("5334c57d-…")` and `client.get(query)` both work, as for
+    /// [`wait`](Self::wait), [`watch`](Self::watch) and the queries of
+    /// [`wait_all`](Self::wait_all).
+    ///
     /// # Errors
     ///
     /// An invalid id ([`Error::is_invalid_input`], nothing is sent), or the
     /// last error after retries.
-    pub async fn get(&self, img_uuid: &str) -> Result<JobDetail, Error> {
-        let query = JobQuery::new(img_uuid)?;
+    pub async fn get<Q>(&self, query: Q) -> Result<JobDetail, Error>
+    where
+        Q: TryInto<JobQuery>,
+        Q::Error: Into<Error>,
+    {
+        let query = query.try_into().map_err(Into::into)?;
         (self.inner.get)(query).await
     }
 
     /// Waits until the job is finished: `Ok` for a job that succeeded and
     /// for one that failed (check [`JobDetail::status`]).
     ///
-    /// Concurrent waits on the same job share one poll loop. Dropping the
-    /// future stops the polling (once no other waiter wants the job).
+    /// Concurrent waits on the same job share one poll loop (ids that
+    /// differ only in the case of a UUID are the same job). Each wait has
+    /// its own deadline, counted from when it was made, and its own report
+    /// when that deadline comes. Dropping the future stops the polling
+    /// (once no other waiter wants the job). The wait is served on the
+    /// runtime it is polled on.
     ///
     /// # Errors
     ///
     /// An invalid id; the deadline ([`Error::is_deadline`], with the last
     /// detail and the history); a stall ([`Error::is_stall`]) if enabled;
     /// an error that is not transient (a refused key, `code != 0`).
-    pub async fn wait(&self, img_uuid: &str) -> Result<JobDetail, Error> {
-        let query = JobQuery::new(img_uuid)?;
+    pub async fn wait<Q>(&self, query: Q) -> Result<JobDetail, Error>
+    where
+        Q: TryInto<JobQuery>,
+        Q::Error: Into<Error>,
+    {
+        let query = query.try_into().map_err(Into::into)?;
         self.inner.hub.wait(query).await
     }
 
     /// Follows a job: yields each distinct status once, ending after the
     /// terminal one (or after the error that ended the wait). Dropping the
     /// stream stops the polling.
-    pub fn watch(
+    pub fn watch<Q>(
         &self,
-        img_uuid: &str,
-    ) -> impl Stream<Item = Result<JobDetail, Error>> + Send + 'static {
+        query: Q,
+    ) -> impl Stream<Item = Result<JobDetail, Error>> + Send + 'static
+    where
+        Q: TryInto<JobQuery>,
+        Q::Error: Into<Error>,
+    {
         use futures_util::StreamExt;
-        match JobQuery::new(img_uuid) {
+        match query.try_into().map_err(Into::into) {
             Ok(query) => {
                 poll::watch(self.inner.stack.clone(), query, self.inner.poll.clone()).left_stream()
             }
@@ -135,14 +156,21 @@ impl Client {
 
     /// Waits on many jobs at once, through one scheduler: yields one
     /// `(query, result)` per query in completion order. Duplicate ids are
-    /// polled once and answered for each. Dropping the stream cancels what
+    /// polled once and answered for each.
+    ///
+    /// The queries are read lazily, a chunk of at most 4096 at a time as
+    /// the scheduler takes them in, while the stream is polled (the first
+    /// chunk at once): an iterator that is long, slow or endless is fine,
+    /// and its `size_hint` is not relied on. Each query's deadline counts
+    /// from when the scheduler took it in. Dropping the stream cancels what
     /// remains.
     pub fn wait_all<I>(
         &self,
         queries: I,
-    ) -> impl Stream<Item = (JobQuery, Result<JobDetail, Error>)> + Send + 'static
+    ) -> impl Stream<Item = (JobQuery, Result<JobDetail, Error>)> + Send
     where
         I: IntoIterator<Item = JobQuery>,
+        I::IntoIter: Send,
     {
         self.inner.hub.wait_all(queries, false)
     }
@@ -153,12 +181,19 @@ impl Client {
     /// last item is its end: a terminal detail or an error. The stream ends
     /// when every job has ended. One scheduler polls them all, as for
     /// `wait_all`; this is what a progress display wants.
+    ///
+    /// A job that another wait already follows is joined where it stands:
+    /// its first item is the job's next answer, whether or not its status
+    /// changed with it, so the first thing heard is the job's current
+    /// status as the server gives it (never a detail from before the
+    /// join); after that, each change.
     pub fn watch_all<I>(
         &self,
         queries: I,
-    ) -> impl Stream<Item = (JobQuery, Result<JobDetail, Error>)> + Send + 'static
+    ) -> impl Stream<Item = (JobQuery, Result<JobDetail, Error>)> + Send
     where
         I: IntoIterator<Item = JobQuery>,
+        I::IntoIter: Send,
     {
         self.inner.hub.wait_all(queries, true)
     }

@@ -1,11 +1,13 @@
-//! The driver: one task per client that runs every wait — a timer queue
-//! of next polls, a slab of job states, the polls in flight.
+//! The driver: one task per client and runtime that runs every wait made
+//! there — a timer queue of polls, retries and deadlines, a slab of job
+//! states, the requests in flight.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::cell::Cell;
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -14,18 +16,23 @@ use futures_util::StreamExt;
 use slab::Slab;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant, Sleep};
+use tower::retry::Policy as _;
 use tower::ServiceExt;
+use tracing::Instrument;
 
-use super::job::{Job, JobId, Sink, Waiter, Waiters};
+use super::job::{Job, JobId, Retrying, Sink, Waiter, Waiters};
+use super::queue::{floor_ms, Entry, Queue, DEADLINE};
 use super::{Answer, Command, HubConfig};
+use crate::decode::{is_uuid, same_job};
 use crate::error::Error;
 use crate::poll::state::{Step, WaitState};
 use crate::poll::PollPolicy;
+use crate::query::JobQuery;
+use crate::retry::{Attempt, RetryPolicy};
 use crate::stack::Stack;
 use crate::telemetry::{InFlight, WaitSpan};
-use tracing::Instrument;
 
-type PollFuture = Pin<Box<dyn Future<Output = (usize, Answer)> + Send>>;
+type PollFuture = Pin<Box<dyn Future<Output = (usize, JobQuery, Answer)> + Send>>;
 
 #[derive(Debug, PartialEq, Eq)]
 enum Yield {
@@ -41,29 +48,27 @@ const SHRINK_MIN: usize = 1024;
 /// Rounds of work the driver does before it yields.
 const ROUNDS_PER_TURN: u32 = 1;
 
-/// A timer entry: when (milliseconds after the driver's epoch, rounded
-/// up), the job's generation then, and its key. The generation
-/// [`DEADLINE`] marks a waiter's deadline rather than a poll.
-type TimerEntry = Reverse<(u64, u32, u32)>;
+/// The least time before a wait's deadline that a request is still worth
+/// sending: past it, the wait ends with its deadline error at the deadline.
+pub(super) const MIN_ATTEMPT: Duration = Duration::from_millis(10);
 
-/// The generation of a timer entry that checks waiters' deadlines: a job
-/// queued behind the cap on polls in flight ends at its deadline, not when
-/// its turn comes. Poll generations never take this value.
-const DEADLINE: u32 = u32::MAX;
+/// A waiter offset that stands for "no deadline".
+const NEVER: u32 = u32::MAX;
 
 pub(super) struct Driver {
-    stack: Stack,
+    attempts: Stack,
+    retry: Arc<RetryPolicy>,
     policy: PollPolicy,
     config: HubConfig,
     rx: mpsc::UnboundedReceiver<Command>,
     rx_open: bool,
     jobs: Slab<Job>,
-    /// Slab keys by id; the ids themselves live in the slab.
+    /// Slab keys by the id's canonical form; the ids live in the slab.
     index: hashbrown::HashTable<u32>,
     hasher: RandomState,
-    epoch: Instant,
-    timers: BinaryHeap<TimerEntry>,
-    ready: VecDeque<(u32, u32)>,
+    queue: Queue,
+    /// The last poll generation handed out (never 0).
+    generation: u32,
     in_flight: FuturesUnordered<PollFuture>,
     sleep: Pin<Box<Sleep>>,
     armed: Option<Instant>,
@@ -72,15 +77,31 @@ pub(super) struct Driver {
     removed_since_shrink: usize,
 }
 
+/// The hash of an id's canonical form: a UUID in lower case, any other id
+/// as it is (answers are matched the same way).
+fn hash_id(hasher: &RandomState, id: &str) -> u64 {
+    if is_uuid(id) {
+        let mut lower = [0u8; 36];
+        lower.copy_from_slice(id.as_bytes());
+        lower.make_ascii_lowercase();
+        hasher.hash_one(lower)
+    } else {
+        hasher.hash_one(id.as_bytes())
+    }
+}
+
 impl Driver {
     pub(super) fn new(
-        stack: Stack,
+        attempts: Stack,
+        retry: Arc<RetryPolicy>,
         policy: PollPolicy,
         config: HubConfig,
         rx: mpsc::UnboundedReceiver<Command>,
     ) -> Self {
+        let now = Instant::now();
         Driver {
-            stack,
+            attempts,
+            retry,
             policy,
             config,
             rx,
@@ -88,11 +109,10 @@ impl Driver {
             jobs: Slab::new(),
             index: hashbrown::HashTable::new(),
             hasher: RandomState::new(),
-            epoch: Instant::now(),
-            timers: BinaryHeap::new(),
-            ready: VecDeque::new(),
+            queue: Queue::new(now),
+            generation: 0,
             in_flight: FuturesUnordered::new(),
-            sleep: Box::pin(sleep_until(Instant::now())),
+            sleep: Box::pin(sleep_until(now)),
             armed: None,
             rate_wait: None,
             removed_since_shrink: 0,
@@ -128,8 +148,8 @@ impl Driver {
                     Poll::Pending => break,
                 }
             }
-            while let Poll::Ready(Some((key, answer))) = self.in_flight.poll_next_unpin(cx) {
-                self.on_answer(key, answer);
+            while let Poll::Ready(Some((key, query, answer))) = self.in_flight.poll_next_unpin(cx) {
+                self.on_answer(key, query, answer);
                 progressed = true;
             }
             let now = Instant::now();
@@ -155,46 +175,40 @@ impl Driver {
         }
     }
 
-    fn to_ms(&self, at: Instant) -> u64 {
-        let d = at.saturating_duration_since(self.epoch);
-        let ms = d.as_millis();
-        let ms = if d > Duration::from_millis(ms as u64) {
-            ms + 1
-        } else {
-            ms
-        };
-        u64::try_from(ms).unwrap_or(u64::MAX)
-    }
-
-    fn instant_at(&self, ms: u64) -> Instant {
-        crate::clock::after(self.epoch, Duration::from_millis(ms))
-    }
-
     fn next_wake(&self) -> Option<Instant> {
-        let timer = self
-            .timers
-            .peek()
-            .map(|Reverse((at, _, _))| self.instant_at(*at));
-        match (timer, self.rate_wait) {
+        match (self.queue.next_at(), self.rate_wait) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
 
+    /// Whether a timer entry still stands: a poll entry of the job's
+    /// current generation, or the deadline entry the job has armed.
+    fn entry_valid(jobs: &Slab<Job>, epoch: Instant, &(at, mark, key): &Entry) -> bool {
+        jobs.get(key as usize).is_some_and(|job| {
+            if mark == DEADLINE {
+                job.armed != NEVER
+                    && floor_ms(epoch, job.state.started()) + u64::from(job.armed) == at
+            } else {
+                job.generation == mark
+            }
+        })
+    }
+
+    fn push_timer(&mut self, entry: Entry) {
+        let (jobs, epoch) = (&self.jobs, self.queue.epoch());
+        self.queue
+            .push(entry, |e| Self::entry_valid(jobs, epoch, e));
+    }
+
     fn on_command(&mut self, command: Command) {
         let now = Instant::now();
-        let deadline = crate::clock::after(now, self.policy.timeout);
+        let now_ms = self.queue.floor_ms(now);
+        let timeout_ms = ceil_ms(self.policy.timeout);
         match command {
             Command::One(query, tx, parent) => {
-                self.add(
-                    query.img_uuid(),
-                    Waiter {
-                        deadline,
-                        sink: Sink::One(tx),
-                    },
-                    now,
-                    &parent,
-                );
+                let deadline = now_ms.saturating_add(timeout_ms);
+                self.add(query.img_uuid(), now_ms, deadline, Sink::One(tx), &parent);
             }
             Command::Until {
                 query,
@@ -205,13 +219,13 @@ impl Driver {
                 progress,
                 parent,
             } => {
+                let start_ms = self.queue.floor_ms(started.min(now));
+                let deadline = self.queue.ceil_ms(deadline);
                 let key = self.add(
                     query.img_uuid(),
-                    Waiter {
-                        deadline,
-                        sink: Sink::Tracked(tx, progress),
-                    },
-                    started.min(now),
+                    start_ms,
+                    deadline,
+                    Sink::Tracked(tx, progress),
                     &parent,
                 );
                 if let Some((status, at, polls)) = seed {
@@ -221,41 +235,387 @@ impl Driver {
             Command::Many {
                 changes,
                 ids,
-                more,
                 tx,
+                taken,
                 parent,
             } => {
-                let room = ids.len() + more;
-                self.jobs.reserve_exact(room);
-                let (jobs, hasher) = (&self.jobs, &self.hasher);
-                self.index
-                    .reserve(room, |&k| hasher.hash_one(jobs[k as usize].id.as_str()));
-                self.timers.reserve_exact(room);
-                self.ready.reserve_exact(room);
-                for id in ids.iter() {
-                    let sink = if changes {
-                        Sink::Watch(tx.clone())
-                    } else {
-                        Sink::Many(tx.clone())
-                    };
-                    self.add(id, Waiter { deadline, sink }, now, &parent);
+                let deadline = now_ms.saturating_add(timeout_ms);
+                let added = Cell::new(0usize);
+                // A panic while taking the chunk in ends the ids not taken
+                // in yet with an error; those taken in are the driver's.
+                let result = catch_unwind(AssertUnwindSafe(|| {
+                    let n = ids.len();
+                    self.jobs.reserve(n);
+                    let (jobs, hasher) = (&self.jobs, &self.hasher);
+                    self.index
+                        .reserve(n, |&k| hash_id(hasher, jobs[k as usize].id.as_str()));
+                    self.queue.reserve(n);
+                    for id in ids.iter() {
+                        let sink = if changes {
+                            Sink::Watch(tx.clone())
+                        } else {
+                            Sink::Many(tx.clone())
+                        };
+                        self.add(id, now_ms, deadline, sink, &parent);
+                        added.set(added.get() + 1);
+                    }
+                }));
+                if result.is_err() {
+                    let error = Error::closed()
+                        .with_message("the wait scheduler failed while taking this job in");
+                    for id in ids.iter().skip(added.get()) {
+                        let query = JobQuery::from_shared_id(Arc::from(id));
+                        let _ = tx.send((query, Err(error.clone())));
+                    }
                 }
+                let _ = taken.send(());
             }
-        }
-        // Deadline entries of jobs that ended early stay in the timer queue
-        // until their time: sweep them out once they outnumber the jobs.
-        if self.timers.len() > 4 * (self.jobs.len() + SHRINK_MIN) {
-            self.sweep_timers();
         }
     }
 
-    /// Drops the timer entries of jobs that are gone.
-    fn sweep_timers(&mut self) {
+    /// Adds a waiter that joins at `now_ms` with its deadline at
+    /// `deadline_ms` (grid times; a wait that starts anew starts at
+    /// `start_ms`); returns the job's key.
+    fn add(
+        &mut self,
+        id: &str,
+        start_ms: u64,
+        deadline_ms: u64,
+        sink: Sink,
+        parent: &tracing::Span,
+    ) -> usize {
+        let hash = hash_id(&self.hasher, id);
         let jobs = &self.jobs;
-        self.timers.retain(|Reverse((_, generation, key))| {
-            jobs.get(*key as usize)
-                .is_some_and(|j| *generation == DEADLINE || j.generation == *generation)
+        if let Some(&key) = self
+            .index
+            .find(hash, |&k| same_job(jobs[k as usize].id.as_str(), id))
+        {
+            let now_ms = self.queue.floor_ms(Instant::now());
+            let job = &mut self.jobs[key as usize];
+            let base = self.queue.floor_ms(job.state.started());
+            let sink = match sink {
+                Sink::Many(_) | Sink::Watch(_) if job.id.as_str() != id => {
+                    Sink::Spelled(Box::new((sink, Arc::from(id))))
+                }
+                sink => sink,
+            };
+            let deadline = offset(base, deadline_ms);
+            if deadline != NEVER {
+                job.state
+                    .extend_deadline(self.queue.instant_at(base + u64::from(deadline)));
+            }
+            let untold =
+                matches!(&sink, Sink::Watch(_) | Sink::Spelled(_)) && job.state.polls() > 0;
+            job.waiters.push(Waiter {
+                deadline_ms: deadline,
+                joined_ms: offset(base, now_ms.max(base)),
+                polls_before: job.state.polls(),
+                untold,
+                sink,
+            });
+            if deadline != NEVER && (job.armed == NEVER || deadline < job.armed) {
+                job.armed = deadline;
+                self.push_timer((base + u64::from(deadline), DEADLINE, key));
+            }
+            return key as usize;
+        }
+        let started = self.queue.instant_at(start_ms);
+        let mut state = WaitState::new(&self.policy, started);
+        let deadline = offset(start_ms, deadline_ms);
+        state.set_deadline(if deadline == NEVER {
+            crate::clock::far_future(started)
+        } else {
+            self.queue.instant_at(deadline_ms)
         });
+        self.generation = next_generation(self.generation);
+        let generation = self.generation;
+        let key = self.jobs.insert(Job {
+            state,
+            id: JobId::new(id),
+            waiters: Waiters::One(Waiter {
+                deadline_ms: deadline,
+                joined_ms: 0,
+                polls_before: 0,
+                untold: false,
+                sink,
+            }),
+            generation,
+            armed: deadline,
+            in_flight: false,
+            trace: WaitSpan::start(id, parent),
+            retry: None,
+        });
+        let (jobs, hasher) = (&self.jobs, &self.hasher);
+        self.index.insert_unique(hash, key as u32, |&k| {
+            hash_id(hasher, jobs[k as usize].id.as_str())
+        });
+        self.queue.ready.push_back((key as u32, generation));
+        if deadline != NEVER {
+            self.push_timer((deadline_ms, DEADLINE, key as u32));
+        }
+        key
+    }
+
+    /// Gives the waiters of job `key` whose deadline has come by `now`
+    /// their deadline errors, each with its own report, and drops the job
+    /// once no waiter is left and no request of it is out. Returns whether
+    /// the job is still followed.
+    fn expire(&mut self, key: usize, now: Instant) -> bool {
+        let now_ms = self.queue.floor_ms(now);
+        let Some(job) = self.jobs.get_mut(key) else {
+            return false;
+        };
+        let base = self.queue.floor_ms(job.state.started());
+        let rel = offset(base, now_ms);
+        if job
+            .waiters
+            .first_deadline()
+            .is_some_and(|d| d != NEVER && d <= rel)
+        {
+            let query = job.id.query();
+            let mut last = None;
+            for w in job.waiters.split_off(|w| w.deadline_ms > rel) {
+                let error =
+                    job.state
+                        .deadline_error_for(job.id.as_str(), now, w.joined_ms, w.polls_before);
+                w.deliver(&query, Err(error.clone()));
+                last = Some(error);
+            }
+            if let (true, Some(error)) = (job.waiters.is_empty(), last) {
+                job.trace.finish(&Err(error));
+            }
+        }
+        if job.waiters.is_empty() && !job.in_flight {
+            self.remove(key);
+            return false;
+        }
+        true
+    }
+
+    /// A deadline entry fell: ends the waiters whose deadline came, and
+    /// arms the next one.
+    fn on_deadline(&mut self, key: usize, at: u64, now: Instant) {
+        let valid = Self::entry_valid(&self.jobs, self.queue.epoch(), &(at, DEADLINE, key as u32));
+        if !valid || !self.expire(key, now) {
+            return;
+        }
+        let job = &mut self.jobs[key];
+        // Waiters that have gone do not keep a timer.
+        if job.waiters.as_slice().iter().any(Waiter::is_gone) {
+            drop(job.waiters.split_off(|w| !w.is_gone()));
+        }
+        job.armed = job.waiters.first_deadline().unwrap_or(NEVER);
+        if job.armed != NEVER {
+            let at = self.queue.floor_ms(job.state.started()) + u64::from(job.armed);
+            self.push_timer((at, DEADLINE, key as u32));
+        }
+    }
+
+    fn remove(&mut self, key: usize) -> Job {
+        let hash = hash_id(&self.hasher, self.jobs[key].id.as_str());
+        if let Ok(entry) = self.index.find_entry(hash, |&k| k as usize == key) {
+            entry.remove();
+        }
+        let job = self.jobs.remove(key);
+        self.removed_since_shrink += 1;
+        self.shrink();
+        job
+    }
+
+    /// Moves due timer entries to the ready queue, in due order, and ends
+    /// the waiters whose deadline came.
+    fn release_due(&mut self, now: Instant) {
+        if self.rate_wait.is_some_and(|at| at <= now) {
+            self.rate_wait = None;
+        }
+        while let Some((at, mark, key)) = self.queue.pop_due(now) {
+            if mark == DEADLINE {
+                self.on_deadline(key as usize, at, now);
+            } else {
+                self.queue.ready.push_back((key, mark));
+            }
+        }
+    }
+
+    /// Starts ready requests while the cap and the rate limit allow.
+    /// Returns whether anything changed.
+    fn start_ready(&mut self, now: Instant) -> bool {
+        let mut progressed = false;
+        if self.rate_wait.is_some() {
+            return false;
+        }
+        while self.in_flight.len() < self.config.max_in_flight {
+            let Some(&(key, generation)) = self.queue.ready.front() else {
+                break;
+            };
+            let key = key as usize;
+            let live = self
+                .jobs
+                .get(key)
+                .is_some_and(|j| j.generation == generation && !j.in_flight);
+            if !live {
+                self.queue.ready.pop_front();
+                continue;
+            }
+            let job = &mut self.jobs[key];
+            if job.waiters.as_slice().iter().any(Waiter::is_gone) {
+                drop(job.waiters.split_off(|w| !w.is_gone()));
+                if job.waiters.is_empty() {
+                    tracing::debug!(img_uuid = job.id.as_str(), "no waiter left; polling stops");
+                }
+            }
+            // Taken off the queue before `expire`, which may give the
+            // queue's memory back.
+            self.queue.ready.pop_front();
+            // No request is sent at or after a waiter's deadline.
+            if !self.expire(key, now) {
+                progressed = true;
+                continue;
+            }
+            let job = &mut self.jobs[key];
+            if job.state.deadline() < crate::clock::after(now, MIN_ATTEMPT) {
+                // Too late to be worth a request: a retry gives up with its
+                // error, and the waiters end at their deadlines.
+                job.generation = 0;
+                if let Some(retrying) = job.retry.take() {
+                    self.take_in(key, Err(retrying.error), now);
+                }
+                progressed = true;
+                continue;
+            }
+            if let Some(limit) = &self.config.throttle {
+                if let Err(at) = limit.try_acquire(now) {
+                    self.rate_wait = Some(at);
+                    self.queue.ready.push_front((key as u32, generation));
+                    break;
+                }
+            }
+            let job = &mut self.jobs[key];
+            job.in_flight = true;
+            job.generation = 0;
+            let query = match &job.retry {
+                Some(r) => r.query.clone(),
+                None => job.id.query(),
+            }
+            .with_deadline(job.state.deadline());
+            let svc = self.attempts.clone();
+            let span = job.trace.span().clone();
+            let flight = InFlight::start();
+            let sent = query.clone();
+            self.in_flight.push(Box::pin(
+                async move {
+                    let _flight = flight;
+                    let answer = svc.oneshot(sent).await;
+                    (key, query, answer)
+                }
+                .instrument(span),
+            ));
+            progressed = true;
+        }
+        progressed
+    }
+
+    /// One request's answer: retried through the queue when the retry
+    /// policy says so, else taken in as the poll's result.
+    fn on_answer(&mut self, key: usize, query: JobQuery, answer: Answer) {
+        let now = Instant::now();
+        let job = &mut self.jobs[key];
+        job.in_flight = false;
+        let (mut attempt, mut query) = match job.retry.take() {
+            Some(r) => (r.attempt, r.query),
+            None => (Attempt::new(Arc::clone(&self.retry)), query),
+        };
+        let mut result = answer;
+        if let Some(sleep) = attempt.retry(&mut query, &mut result) {
+            // The retry waits in the queue, not in a slot, and passes the
+            // throttle as any poll.
+            let wake = sleep.deadline();
+            let Err(error) = result else {
+                unreachable!("only failures are retried")
+            };
+            job.retry = Some(Box::new(Retrying {
+                attempt,
+                query,
+                error,
+            }));
+            if job.waiters.is_empty() {
+                self.remove(key);
+                return;
+            }
+            self.schedule(key, wake);
+            return;
+        }
+        self.take_in(key, result, now);
+    }
+
+    /// Schedules job `key`'s next request at `at`.
+    fn schedule(&mut self, key: usize, at: Instant) {
+        self.generation = next_generation(self.generation);
+        let generation = self.generation;
+        self.jobs[key].generation = generation;
+        let at = self.queue.ceil_ms(at);
+        self.push_timer((at, generation, key as u32));
+    }
+
+    /// Takes in the result of one poll (its retries done).
+    fn take_in(&mut self, key: usize, result: Answer, now: Instant) {
+        let job = &mut self.jobs[key];
+        job.trace.polled();
+        let untold = job.waiters.as_slice().iter().any(|w| w.untold);
+        let copy = match (&result, untold) {
+            (Ok(detail), true) => Some(detail.clone()),
+            _ => None,
+        };
+        // One job's answer must not take down every wait of the client: a
+        // panic while taking it in ends that job alone.
+        let step = catch_unwind(AssertUnwindSafe(|| {
+            crate::poll::step(&mut job.state, &self.policy, job.id.as_str(), result)
+        }))
+        .unwrap_or_else(|_| {
+            Step::Done(Err(
+                Error::closed().with_message("the wait scheduler failed on this job's answer")
+            ))
+        });
+        match step {
+            Step::Done(answer) => {
+                let mut job = self.remove(key);
+                job.trace.finish(&answer);
+                let query = job.id.query();
+                let deadline = answer.as_ref().err().is_some_and(Error::is_deadline);
+                let mut waiters = job.waiters.into_vec().into_iter().peekable();
+                while let Some(w) = waiters.next() {
+                    if deadline {
+                        let error = job.state.deadline_error_for(
+                            job.id.as_str(),
+                            now,
+                            w.joined_ms,
+                            w.polls_before,
+                        );
+                        w.deliver(&query, Err(error));
+                    } else if waiters.peek().is_none() {
+                        w.deliver(&query, answer);
+                        break;
+                    } else {
+                        w.deliver(&query, answer.clone());
+                    }
+                }
+            }
+            Step::Again { at, changed } => {
+                let detail = changed.as_ref().or(copy.as_ref());
+                if let Some(detail) = detail {
+                    let query = job.id.query();
+                    let polls = job.state.polls();
+                    for w in job.waiters.as_mut_slice() {
+                        w.tell(&query, detail, changed.is_some(), polls);
+                    }
+                }
+                // Waiters whose own deadline has come get their deadline
+                // error now; a job without waiters is dropped.
+                if self.expire(key, now) {
+                    self.schedule(key, at);
+                }
+            }
+        }
     }
 
     /// Gives memory back once most jobs have ended: a 100,000-job
@@ -263,13 +623,13 @@ impl Driver {
     ///
     /// It runs when no job is left, or once three quarters of at least
     /// 1024 slots are unused and at least as many jobs (and 64) ended since
-    /// the last time as are left,
-    /// so its cost, linear in the room, is spread over those ends. A job
-    /// that stays keeps the slots up to its own.
+    /// the last time as are left, so its cost, linear in the room, is
+    /// spread over those ends. A job that stays keeps the slots up to its
+    /// own.
     fn shrink(&mut self) {
         let len = self.jobs.len();
         let worth_it = if len == 0 {
-            self.jobs.capacity() > 0 || self.timers.capacity() > 0
+            self.jobs.capacity() > 0 || self.queue.timers_len() > 0
         } else {
             self.jobs.capacity() >= SHRINK_MIN
                 && len * 4 <= self.jobs.capacity()
@@ -283,253 +643,60 @@ impl Driver {
             // Nothing is in flight either: every structure starts afresh.
             self.jobs = Slab::new();
             self.index = hashbrown::HashTable::new();
-            self.timers = BinaryHeap::new();
-            self.ready = VecDeque::new();
-        } else {
-            // Stale entries go first, so that none is taken for a job that
-            // moves into its slot.
-            self.sweep_timers();
-            let jobs = &self.jobs;
-            self.ready.retain(|&(key, generation)| {
-                jobs.get(key as usize)
-                    .is_some_and(|j| j.generation == generation)
-            });
-            // Jobs move down into free slots (not those with a poll out,
-            // whose answer comes back by key); the index, the timers and
-            // the ready queue follow them.
-            let mut moved = std::collections::HashMap::new();
-            let (index, hasher) = (&mut self.index, &self.hasher);
-            self.jobs.compact(|job, from, to| {
-                if job.in_flight {
-                    return false;
-                }
-                let hash = hasher.hash_one(job.id.as_str());
-                if let Some(k) = index.find_mut(hash, |&k| k as usize == from) {
-                    *k = to as u32;
-                }
-                moved.insert(from as u32, to as u32);
-                true
-            });
-            let at = |key: u32| moved.get(&key).copied().unwrap_or(key);
-            let timers = std::mem::take(&mut self.timers).into_vec();
-            self.timers = timers
-                .into_iter()
-                .map(|Reverse((when, generation, key))| Reverse((when, generation, at(key))))
-                .collect();
-            for entry in &mut self.ready {
-                entry.0 = at(entry.0);
-            }
-            let (jobs, hasher) = (&self.jobs, &self.hasher);
-            self.index
-                .shrink_to_fit(|&k| hasher.hash_one(jobs[k as usize].id.as_str()));
-            self.timers.shrink_to_fit();
-            self.ready.shrink_to_fit();
+            self.queue.clear();
+            return;
         }
-    }
-
-    /// Adds a waiter; returns the job's key.
-    fn add(&mut self, id: &str, waiter: Waiter, now: Instant, parent: &tracing::Span) -> usize {
-        let hash = self.hasher.hash_one(id);
-        let jobs = &self.jobs;
-        let deadline = self.to_ms(waiter.deadline);
-        if let Some(&key) = self
-            .index
-            .find(hash, |&k| jobs[k as usize].id.as_str() == id)
-        {
-            let job = &mut self.jobs[key as usize];
-            job.state.extend_deadline(waiter.deadline);
-            job.waiters.push(waiter);
-            self.timers.push(Reverse((deadline, DEADLINE, key)));
-            return key as usize;
-        }
-        let mut state = WaitState::new(&self.policy, now);
-        state.set_deadline(waiter.deadline);
-        let key = self.jobs.insert(Job {
-            state,
-            id: JobId::new(id),
-            waiters: Waiters::One(waiter),
-            generation: 0,
-            in_flight: false,
-            trace: WaitSpan::start(id, parent),
+        // Stale entries go first, so that none is taken for a job that
+        // moves into its slot.
+        let (jobs, epoch) = (&self.jobs, self.queue.epoch());
+        self.queue.sweep(|e| Self::entry_valid(jobs, epoch, e));
+        self.queue.ready.retain(|&(key, generation)| {
+            jobs.get(key as usize)
+                .is_some_and(|j| j.generation == generation)
         });
+        // Jobs move down into free slots (not those with a request out,
+        // whose answer comes back by key); the index and the queue follow
+        // them.
+        let mut moved = std::collections::HashMap::new();
+        let (index, hasher) = (&mut self.index, &self.hasher);
+        self.jobs.compact(|job, from, to| {
+            if job.in_flight {
+                return false;
+            }
+            let hash = hash_id(hasher, job.id.as_str());
+            if let Some(k) = index.find_mut(hash, |&k| k as usize == from) {
+                *k = to as u32;
+            }
+            moved.insert(from as u32, to as u32);
+            true
+        });
+        self.queue
+            .rekey(|key| moved.get(&key).copied().unwrap_or(key));
         let (jobs, hasher) = (&self.jobs, &self.hasher);
-        self.index.insert_unique(hash, key as u32, |&k| {
-            hasher.hash_one(jobs[k as usize].id.as_str())
-        });
-        self.ready.push_back((key as u32, 0));
-        self.timers.push(Reverse((deadline, DEADLINE, key as u32)));
-        key
+        self.index
+            .shrink_to_fit(|&k| hash_id(hasher, jobs[k as usize].id.as_str()));
     }
+}
 
-    /// Gives the waiters of job `key` whose deadline has come their
-    /// deadline error, and drops the job once no waiter is left and no poll
-    /// of it is out. Returns whether the job is still followed.
-    fn expire(&mut self, key: usize, now: Instant) -> bool {
-        let Some(job) = self.jobs.get_mut(key) else {
-            return false;
-        };
-        if job.waiters.as_slice().iter().any(|w| w.deadline <= now) {
-            let error = job.state.deadline_error(job.id.as_str(), now);
-            let query = job.id.query();
-            for w in job.waiters.split_off(|w| w.deadline > now) {
-                w.deliver(&query, Err(error.clone()));
-            }
-            if job.waiters.as_slice().is_empty() {
-                job.trace.finish(&Err(error));
-            }
-        }
-        if job.waiters.as_slice().is_empty() && !job.in_flight {
-            self.remove(key);
-            return false;
-        }
-        true
+/// `at - base` in milliseconds, [`NEVER`] when that does not fit.
+fn offset(base: u64, at: u64) -> u32 {
+    u32::try_from(at.saturating_sub(base)).unwrap_or(NEVER)
+}
+
+/// Whole milliseconds of `d`, rounded up.
+fn ceil_ms(d: Duration) -> u64 {
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    if d > Duration::from_millis(ms) {
+        ms.saturating_add(1)
+    } else {
+        ms
     }
+}
 
-    fn remove(&mut self, key: usize) -> Job {
-        let hash = self.hasher.hash_one(self.jobs[key].id.as_str());
-        if let Ok(entry) = self.index.find_entry(hash, |&k| k as usize == key) {
-            entry.remove();
-        }
-        let job = self.jobs.remove(key);
-        self.removed_since_shrink += 1;
-        self.shrink();
-        job
-    }
-
-    /// Moves due timer entries to the ready queue, in due order.
-    fn release_due(&mut self, now: Instant) {
-        if self.rate_wait.is_some_and(|at| at <= now) {
-            self.rate_wait = None;
-        }
-        while let Some(Reverse((at, generation, key))) = self.timers.peek().copied() {
-            if self.instant_at(at) > now {
-                break;
-            }
-            self.timers.pop();
-            if generation == DEADLINE {
-                self.expire(key as usize, now);
-            } else {
-                self.ready.push_back((key, generation));
-            }
-        }
-    }
-
-    /// Starts ready polls while the cap and the rate limit allow. Returns
-    /// whether anything changed.
-    fn start_ready(&mut self, now: Instant) -> bool {
-        let mut progressed = false;
-        if self.rate_wait.is_some() {
-            return false;
-        }
-        while self.in_flight.len() < self.config.max_in_flight {
-            let Some(&(key, generation)) = self.ready.front() else {
-                break;
-            };
-            let key = key as usize;
-            let live = self
-                .jobs
-                .get(key)
-                .is_some_and(|j| j.generation == generation && !j.in_flight);
-            if !live {
-                self.ready.pop_front();
-                continue;
-            }
-            let job = &mut self.jobs[key];
-            if job.waiters.as_slice().iter().any(Waiter::is_gone) {
-                drop(job.waiters.split_off(|w| !w.is_gone()));
-                if job.waiters.as_slice().is_empty() {
-                    tracing::debug!(img_uuid = job.id.as_str(), "no waiter left; polling stops");
-                }
-            }
-            // Taken off the queue before `expire`, which may give the
-            // queue's memory back.
-            self.ready.pop_front();
-            // No poll is sent at or after a waiter's deadline.
-            if !self.expire(key, now) {
-                progressed = true;
-                continue;
-            }
-            if let Some(limit) = &self.config.throttle {
-                if let Err(at) = limit.try_acquire(now) {
-                    self.rate_wait = Some(at);
-                    self.ready.push_front((key as u32, generation));
-                    break;
-                }
-            }
-            let job = &mut self.jobs[key];
-            job.in_flight = true;
-            let query = job.id.query().with_deadline(job.state.deadline());
-            let svc = self.stack.clone();
-            let span = job.trace.span().clone();
-            let flight = InFlight::start();
-            self.in_flight.push(Box::pin(
-                async move {
-                    let _flight = flight;
-                    let answer = svc.oneshot(query).await;
-                    (key, answer)
-                }
-                .instrument(span),
-            ));
-            progressed = true;
-        }
-        progressed
-    }
-
-    fn on_answer(&mut self, key: usize, answer: Answer) {
-        let now = Instant::now();
-        let job = &mut self.jobs[key];
-        job.in_flight = false;
-        job.trace.polled();
-        // One job's answer must not take down every wait of the client: a
-        // panic while taking it in ends that job alone.
-        let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            crate::poll::step(&mut job.state, &self.policy, job.id.as_str(), answer)
-        }))
-        .unwrap_or_else(|_| {
-            Step::Done(Err(
-                Error::closed().with_message("the wait scheduler failed on this job's answer")
-            ))
-        });
-        match step {
-            Step::Done(answer) => {
-                let mut job = self.remove(key);
-                job.trace.finish(&answer);
-                let query = job.id.query();
-                let mut waiters = job.waiters.into_vec().into_iter().peekable();
-                while let Some(w) = waiters.next() {
-                    if waiters.peek().is_none() {
-                        w.deliver(&query, answer);
-                        break;
-                    }
-                    w.deliver(&query, answer.clone());
-                }
-            }
-            Step::Again { at, changed } => {
-                if let Some(detail) = changed {
-                    let query = job.id.query();
-                    for w in job.waiters.as_slice() {
-                        w.tell_change(&query, &detail, job.state.polls());
-                    }
-                }
-                // Waiters whose own deadline has come (they joined earlier
-                // than the latest one) get their deadline error now; a job
-                // without waiters is dropped.
-                if !self.expire(key, now) {
-                    return;
-                }
-                let job = &mut self.jobs[key];
-                let at = job
-                    .waiters
-                    .as_slice()
-                    .iter()
-                    .map(|w| w.deadline)
-                    .fold(at, Instant::min);
-                job.generation = (job.generation + 1) % DEADLINE;
-                let generation = job.generation;
-                let at = self.to_ms(at);
-                self.timers.push(Reverse((at, generation, key as u32)));
-            }
-        }
+fn next_generation(g: u32) -> u32 {
+    match g.wrapping_add(1) {
+        DEADLINE => 1,
+        g => g,
     }
 }
 
@@ -553,90 +720,5 @@ impl Drop for Driver {
         while let Ok(command) = self.rx.try_recv() {
             command.fail(&error);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use tokio::sync::oneshot;
-
-    use super::super::PackedIds;
-    use super::*;
-    use crate::model::{JobDetail, JobStatus};
-    use crate::query::JobQuery;
-
-    /// A driver over a stack that answers every job as succeeded at once.
-    fn driver() -> (Driver, mpsc::UnboundedSender<Command>) {
-        let stack = Stack::new(tower::service_fn(|q: JobQuery| async move {
-            if q.img_uuid() == "stays" {
-                std::future::pending::<()>().await;
-            }
-            Ok::<_, Error>(JobDetail::new(q.img_uuid(), JobStatus::Succeeded))
-        }));
-        let (tx, rx) = mpsc::unbounded_channel();
-        let driver = Driver::new(stack, PollPolicy::default(), HubConfig::default(), rx);
-        (driver, tx)
-    }
-
-    fn many(n: usize, tx: &mpsc::UnboundedSender<(JobQuery, Answer)>) -> Command {
-        let mut ids = PackedIds::default();
-        for i in 0..n {
-            ids.push(&format!("job-{i}"));
-        }
-        Command::Many {
-            changes: false,
-            ids,
-            more: 0,
-            tx: tx.clone(),
-            parent: tracing::Span::none(),
-        }
-    }
-
-    /// Runs the driver until `n` answers came in.
-    async fn run_until(
-        driver: &mut Driver,
-        rx: &mut mpsc::UnboundedReceiver<(JobQuery, Answer)>,
-        n: usize,
-    ) {
-        let mut got = 0;
-        while got < n {
-            let _ = std::future::poll_fn(|cx| match driver.poll(cx) {
-                Poll::Pending => Poll::Ready(Yield::Busy),
-                ready => ready,
-            })
-            .await;
-            while rx.try_recv().is_ok() {
-                got += 1;
-            }
-            tokio::task::yield_now().await;
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn memory_is_given_back_once_the_jobs_have_ended() {
-        let (mut driver, commands) = driver();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        commands.send(many(20_000, &tx)).unwrap();
-        run_until(&mut driver, &mut rx, 20_000).await;
-        assert!(driver.jobs.is_empty());
-        assert_eq!(driver.jobs.capacity(), 0);
-        assert_eq!(driver.index.capacity(), 0);
-        assert_eq!(driver.timers.capacity(), 0);
-        assert_eq!(driver.ready.capacity(), 0);
-
-        // With one job of many still waiting, most of the room goes back too.
-        let (tx2, mut rx2) = mpsc::unbounded_channel();
-        let (one_tx, _one_rx) = oneshot::channel();
-        driver.on_command(Command::One(
-            JobQuery::new("stays").unwrap(),
-            one_tx,
-            tracing::Span::none(),
-        ));
-        // The lone job is in flight; answer the batch around it.
-        commands.send(many(20_000, &tx2)).unwrap();
-        run_until(&mut driver, &mut rx2, 20_000).await;
-        assert_eq!(driver.jobs.len(), 1);
-        assert!(driver.jobs.capacity() < 1024, "{}", driver.jobs.capacity());
-        assert!(driver.timers.len() < 1024, "{}", driver.timers.len());
     }
 }

@@ -1,14 +1,23 @@
-//! The watcher hub: every wait of a [`Client`](crate::Client) runs on one
-//! scheduler.
+//! The watcher hub: the waits of a [`Client`](crate::Client) run on one
+//! scheduler per tokio runtime.
 //!
-//! One task per client holds a timer queue of next polls, a small state per
-//! job (no task and no timer per job), and the polls in flight. Waits on the
-//! same `img_uuid` share one poll loop; a cap on polls in flight (default 64)
-//! and an optional [`Throttle`] apply to all of them, and polls that come
-//! due while the cap is full start oldest-due first. A job whose every
-//! waiter has gone is polled no more. Scheduling, deadlines, stall detection
-//! and the error policy are those of a single wait
-//! ([`PollPolicy`]).
+//! One task per client and runtime holds a timer queue of next polls, a
+//! small state per job (no task and no timer per job), and the polls in
+//! flight. Waits on the same job share one poll loop: ids that differ only
+//! in the case of a UUID are one job, as answers are matched. A cap on
+//! requests in flight (default 64) and an optional [`Throttle`] apply to
+//! every poll and every retry; a retry waits for its backoff or
+//! `Retry-After` in the queue, not in a slot, and polls that come due while
+//! the cap is full start in order of their due time. A job whose every
+//! waiter has gone is polled no more. Scheduling, deadlines, stall
+//! detection and the error policy are those of a single wait
+//! ([`PollPolicy`]); each waiter has its own deadline and its own report.
+//!
+//! Waits are served on the runtime they are made on: a client shared by
+//! several runtimes (a test harness, a `block_on` per request) has a
+//! scheduler on each, and a runtime that is dropped ends only the waits
+//! made on it. The cap on requests in flight is per runtime; the retry
+//! budget and the [`Throttle`] are shared by all.
 //!
 //! ```
 //! use futures_util::StreamExt;
@@ -31,23 +40,25 @@
 
 mod driver;
 mod job;
+mod queue;
 mod throttle;
+mod wait_all;
 
 use std::fmt;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
-use futures_core::Stream;
+use tokio::runtime::{Handle, Id};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use self::driver::Driver;
 pub use self::throttle::{PerSecond, Throttle};
+pub(crate) use self::wait_all::WaitAll;
 use crate::error::Error;
 use crate::model::{JobDetail, JobStatus};
 use crate::poll::PollPolicy;
 use crate::query::JobQuery;
+use crate::retry::RetryPolicy;
 use crate::stack::Stack;
 use crate::telemetry::WaitMeter;
 
@@ -71,13 +82,20 @@ impl Default for HubConfig {
     }
 }
 
-/// The handle that clients hold; the driver task is started on first use
-/// (and again if its runtime went away).
+/// The handle that clients hold; a driver task is started on each runtime
+/// at its first wait there (and again if it stopped).
 pub(crate) struct Hub {
-    stack: Stack,
+    shared: Arc<Shared>,
+}
+
+pub(super) struct Shared {
+    /// The stack below the retries: the driver retries by itself.
+    attempts: Stack,
+    retry: Arc<RetryPolicy>,
     policy: PollPolicy,
     config: HubConfig,
-    tx: Mutex<Option<mpsc::UnboundedSender<Command>>>,
+    /// The driver of each runtime that has one.
+    drivers: Mutex<Vec<(Id, mpsc::UnboundedSender<Command>)>>,
 }
 
 pub(super) enum Command {
@@ -97,20 +115,18 @@ pub(super) enum Command {
         /// The parent of the wait's span, as for `One`.
         parent: tracing::Span,
     },
+    /// A chunk of a `wait_all`. `taken` is sent once every id of the chunk
+    /// is the driver's to answer (or answered); dropped unsent, it tells
+    /// the stream that none is, and the stream answers them itself.
     Many {
         /// Whether every status change is sent too, not only the end.
         changes: bool,
-        ids: PackedIds,
-        /// How many more ids are coming in later commands of this batch,
-        /// as far as known: room is made for them at once.
-        more: usize,
+        ids: Arc<PackedIds>,
         tx: mpsc::UnboundedSender<(JobQuery, Answer)>,
+        taken: oneshot::Sender<()>,
         parent: tracing::Span,
     },
 }
-
-/// Ids travel to the driver in chunks of this many.
-const CHUNK: usize = 4096;
 
 /// A chunk of ids packed in one string (about 40 bytes an id, where
 /// separate queries would take twice that) until the driver takes them in.
@@ -139,51 +155,28 @@ impl PackedIds {
 }
 
 impl Hub {
-    pub(crate) fn new(stack: Stack, policy: PollPolicy, config: HubConfig) -> Hub {
+    pub(crate) fn new(
+        attempts: Stack,
+        retry: Arc<RetryPolicy>,
+        policy: PollPolicy,
+        config: HubConfig,
+    ) -> Hub {
         Hub {
-            stack,
-            policy,
-            config,
-            tx: Mutex::new(None),
+            shared: Arc::new(Shared {
+                attempts,
+                retry,
+                policy,
+                config,
+                drivers: Mutex::new(Vec::new()),
+            }),
         }
-    }
-
-    /// Hands `command` to the driver, starting one if there is none (or
-    /// its runtime went away). When no driver can run, every query of the
-    /// command is answered with the error.
-    fn send(&self, command: Command) {
-        let mut tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-        let command = match tx.as_ref() {
-            Some(sender) => match sender.send(command) {
-                Ok(()) => return,
-                // The driver is gone (its runtime shut down): start another.
-                Err(mpsc::error::SendError(command)) => command,
-            },
-            None => command,
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            command.fail(&Error::no_runtime());
-            return;
-        };
-        let (new_tx, rx) = mpsc::unbounded_channel();
-        let driver = Driver::new(
-            self.stack.clone(),
-            self.policy.clone(),
-            self.config.clone(),
-            rx,
-        );
-        runtime.spawn(driver.run());
-        if let Err(mpsc::error::SendError(command)) = new_tx.send(command) {
-            command.fail(&Error::closed());
-            return;
-        }
-        *tx = Some(new_tx);
     }
 
     pub(crate) async fn wait(&self, query: JobQuery) -> Answer {
         let mut meter = WaitMeter::start(1);
         let (tx, rx) = oneshot::channel();
-        self.send(Command::One(query, tx, tracing::Span::current()));
+        self.shared
+            .send(Command::One(query, tx, tracing::Span::current()));
         let answer = rx.await.unwrap_or_else(|_| Err(Error::closed()));
         meter.end(&answer);
         answer
@@ -202,7 +195,7 @@ impl Hub {
     ) -> Answer {
         let mut meter = WaitMeter::start(1);
         let (tx, rx) = oneshot::channel();
-        self.send(Command::Until {
+        self.shared.send(Command::Until {
             query,
             started,
             deadline,
@@ -216,37 +209,55 @@ impl Hub {
         answer
     }
 
-    pub(crate) fn wait_all<I>(&self, queries: I, changes: bool) -> WaitAll
+    /// The stream of `wait_all` (`changes`: of `watch_all`). The queries
+    /// are read lazily, a chunk at a time as the driver takes them in.
+    pub(crate) fn wait_all<I>(&self, queries: I, changes: bool) -> WaitAll<I::IntoIter>
     where
         I: IntoIterator<Item = JobQuery>,
     {
-        let mut queries = queries.into_iter();
+        WaitAll::new(Arc::clone(&self.shared), queries.into_iter(), changes)
+    }
+}
+
+impl Shared {
+    /// Hands `command` to the driver of the current runtime, starting one
+    /// if there is none (or it stopped). When no driver can run, every
+    /// query of the command is answered with the error.
+    pub(super) fn send(&self, command: Command) {
+        let Ok(runtime) = Handle::try_current() else {
+            command.fail(&Error::no_runtime());
+            return;
+        };
+        let id = runtime.id();
+        let mut drivers = self.drivers.lock().unwrap_or_else(|e| e.into_inner());
+        let command = match drivers.iter().position(|(r, _)| *r == id) {
+            Some(at) => match drivers[at].1.send(command) {
+                Ok(()) => return,
+                // The driver is gone (its runtime shut down, or it failed):
+                // start another.
+                Err(mpsc::error::SendError(command)) => {
+                    drivers.swap_remove(at);
+                    command
+                }
+            },
+            None => command,
+        };
+        // Drivers of runtimes that are gone are let go of here.
+        drivers.retain(|(_, tx)| !tx.is_closed());
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut remaining = 0;
-        loop {
-            let hint = queries.size_hint().0;
-            let mut ids = PackedIds::default();
-            for query in queries.by_ref().take(CHUNK) {
-                ids.push(query.img_uuid());
-            }
-            if ids.len() == 0 {
-                break;
-            }
-            remaining += ids.len();
-            let more = hint.saturating_sub(ids.len());
-            self.send(Command::Many {
-                changes,
-                ids,
-                more,
-                tx: tx.clone(),
-                parent: tracing::Span::current(),
-            });
-        }
-        WaitAll {
+        let driver = Driver::new(
+            self.attempts.clone(),
+            Arc::clone(&self.retry),
+            self.policy.clone(),
+            self.config.clone(),
             rx,
-            remaining,
-            meter: WaitMeter::start(remaining),
+        );
+        runtime.spawn(driver.run());
+        if let Err(mpsc::error::SendError(command)) = tx.send(command) {
+            command.fail(&Error::closed());
+            return;
         }
+        drivers.push((id, tx));
     }
 }
 
@@ -257,10 +268,11 @@ impl Command {
             Command::One(_, tx, _) | Command::Until { tx, .. } => {
                 let _ = tx.send(Err(error.clone()));
             }
-            Command::Many { ids, tx, .. } => {
+            Command::Many { ids, tx, taken, .. } => {
                 for id in ids.iter() {
                     let _ = tx.send((JobQuery::from_shared_id(Arc::from(id)), Err(error.clone())));
                 }
+                let _ = taken.send(());
             }
         }
     }
@@ -269,53 +281,10 @@ impl Command {
 /// Where a tracked job's status changes go, with its polls so far.
 pub(crate) type Progress = mpsc::UnboundedSender<(JobQuery, JobStatus, u32)>;
 
-/// The stream of [`Client::wait_all`](crate::Client::wait_all).
-///
-/// It ends once every query has had its last item: each query's end (a
-/// terminal detail or an error) is sent before the driver lets go of the
-/// query, even when the driver stops early (see `Drop for Driver`).
-pub(crate) struct WaitAll {
-    rx: mpsc::UnboundedReceiver<(JobQuery, Answer)>,
-    remaining: usize,
-    /// The waits not answered yet, counted until the stream is dropped.
-    meter: WaitMeter,
-}
-
-impl Stream for WaitAll {
-    type Item = (JobQuery, Answer);
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.remaining == 0 {
-            return Poll::Ready(None);
-        }
-        match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(item)) => {
-                // A job's end is an error or a terminal detail; anything
-                // else is a status change on the way.
-                if item.1.as_ref().map_or(true, JobDetail::is_terminal) {
-                    self.remaining -= 1;
-                    self.meter.end(&item.1);
-                }
-                Poll::Ready(Some(item))
-            }
-            Poll::Ready(None) => {
-                self.remaining = 0;
-                self.meter.cancel_rest();
-                Poll::Ready(None)
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.remaining, None)
-    }
-}
-
 impl fmt::Debug for Hub {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Hub")
-            .field("config", &self.config)
+            .field("config", &self.shared.config)
             .finish_non_exhaustive()
     }
 }

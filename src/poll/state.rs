@@ -152,10 +152,22 @@ impl WaitState {
             .max(ms(deadline.saturating_duration_since(self.started)));
     }
 
-    /// The deadline error as of `now`, for a waiter whose own deadline came
-    /// before the wait's.
-    pub(crate) fn deadline_error(&self, img_uuid: &str, now: Instant) -> Error {
-        self.ended(img_uuid, End::Deadline, now)
+    /// When the wait began.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The deadline error as of `now` for a waiter that joined `joined_ms`
+    /// into the wait, after `polls_before` polls: its report counts its own
+    /// time and polls, and its history starts at its join.
+    pub(crate) fn deadline_error_for(
+        &self,
+        img_uuid: &str,
+        now: Instant,
+        joined_ms: u32,
+        polls_before: u32,
+    ) -> Error {
+        self.ended_for(img_uuid, End::Deadline, now, joined_ms, polls_before)
     }
 
     /// Takes in the result of one poll made at `now`.
@@ -261,8 +273,12 @@ impl WaitState {
         }
     }
 
+    /// Learns the run time of a job that succeeded: how long a failed job
+    /// ran says nothing of how long successes take.
     fn learn(&self, policy: &PollPolicy, detail: &JobDetail, since: Duration) {
-        if !matches!(policy.schedule, Schedule::Adaptive { .. }) {
+        if !matches!(policy.schedule, Schedule::Adaptive { .. })
+            || *detail.status() != JobStatus::Succeeded
+        {
             return;
         }
         if let (Some(job_type), Some((lo, hi))) =
@@ -360,6 +376,19 @@ impl WaitState {
     /// The error that ends the wait early, naming the last poll's error when
     /// that poll failed.
     fn ended(&self, img_uuid: &str, kind: End, now: Instant) -> Error {
+        self.ended_for(img_uuid, kind, now, 0, 0)
+    }
+
+    /// [`ended`](Self::ended) for a waiter that joined `joined_ms` into the
+    /// wait, after `polls_before` polls.
+    fn ended_for(
+        &self,
+        img_uuid: &str,
+        kind: End,
+        now: Instant,
+        joined_ms: u32,
+        polls_before: u32,
+    ) -> Error {
         let last_detail = self.history.status_of(self.last.code).map(|status| {
             let start = (self.last.start_ms != 0)
                 .then(|| UNIX_EPOCH.checked_add(Duration::from_millis(self.last.start_ms)))
@@ -370,12 +399,22 @@ impl WaitState {
                 None => d,
             }
         });
-        let waited = now.saturating_duration_since(self.started);
+        let joined = Duration::from_millis(u64::from(joined_ms));
+        let waited = now
+            .saturating_duration_since(self.started)
+            .saturating_sub(joined);
+        let mut history = self.history.records();
+        if joined_ms > 0 {
+            history.retain(|r| r.at >= joined);
+            for r in &mut history {
+                r.at -= joined;
+            }
+        }
         let report = WaitReport {
             waited,
-            polls: self.polls,
+            polls: self.polls.saturating_sub(polls_before),
             last_detail,
-            history: self.history.records(),
+            history,
             stalled_for: (kind == End::Stall).then(|| {
                 waited.saturating_sub(Duration::from_millis(u64::from(self.last_change_ms)))
             }),

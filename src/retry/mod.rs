@@ -48,7 +48,7 @@ use std::task::{Context, Poll};
 
 use tower::Service;
 
-use self::attempt::Attempt;
+pub(crate) use self::attempt::Attempt;
 pub use self::budget::{RetryBudget, TokenBucket};
 pub use self::layer::RetryLayer;
 pub(crate) use self::oneshot::oneshot;
