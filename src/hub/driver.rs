@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::stream::FuturesUnordered;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use slab::Slab;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant, Sleep};
@@ -505,7 +505,13 @@ impl Driver {
             self.in_flight.push(Box::pin(
                 async move {
                     let _flight = flight;
-                    let answer = svc.oneshot(sent).await;
+                    // A panic below (a transport's bug) ends this job alone.
+                    let answer = AssertUnwindSafe(svc.oneshot(sent))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(Error::closed().with_message("the request panicked"))
+                        });
                     (key, query, answer)
                 }
                 .instrument(span),
