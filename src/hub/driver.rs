@@ -728,3 +728,7 @@ impl Drop for Driver {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "driver_tests.rs"]
+mod tests;

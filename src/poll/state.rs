@@ -442,4 +442,23 @@ mod tests {
             std::mem::size_of::<WaitState>()
         );
     }
+
+    /// A failed job's run time is not evidence of how long successes take.
+    #[test]
+    fn only_succeeded_jobs_are_learned() {
+        let policy = PollPolicy::adaptive();
+        for (id, end, learned) in [("f", JobStatus::Failed, 0), ("s", JobStatus::Succeeded, 1)] {
+            let start = Instant::now();
+            let mut state = WaitState::new(&policy, start);
+            let seen = |status| Ok(JobDetail::new(id, status).with_job_type("mx-v2v"));
+            state.on_result(&policy, start, id, seen(JobStatus::Processing));
+            let later = start + Duration::from_secs(90);
+            assert!(matches!(
+                state.on_result(&policy, later, id, seen(end)),
+                Step::Done(Ok(_))
+            ));
+            let types: Vec<_> = policy.learner.snapshot();
+            assert_eq!(types.len(), learned, "{id}: {types:?}");
+        }
+    }
 }
