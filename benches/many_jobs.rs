@@ -9,12 +9,18 @@
 //! peak resident set (`VmHWM`) is its own; the baseline is the resident set
 //! just before the waits start.
 //!
-//! Part 2 — 10,000 jobs over real HTTP against the fake server on
+//! Part 2 — 100,000 waits given up at once, as a long-poll handler's
+//! `timeout(25 s, client.wait(id))` gives them up, on 10 live jobs (each
+//! with a waiter that stays): the wall time per wait over the first 1,000
+//! and over the last 1,000. Flat means earlier cancelled waits cost the
+//! later ones nothing (target: within 1.5×).
+//!
+//! Part 3 — 10,000 jobs over real HTTP against the fake server on
 //! loopback, through `wait_all`: requests per second achieved.
 //!
 //! Run: `cargo bench --bench many_jobs --features fake`
-//! (`-- --jobs N` to change part 1's count, `-- --memory-only` to skip
-//! part 2).
+//! (`-- --jobs N` to change part 1's count, `-- --memory-only` to run
+//! part 1 alone, `-- --cancelled-only` part 2 alone).
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -159,6 +165,76 @@ fn child(mode: &str, jobs: u64) {
     });
 }
 
+/// Part 2: `waits` cancelled waits on live jobs, timed per wait over the
+/// first and the last 1,000.
+fn cancelled_waits(waits: usize) {
+    const LIVE: usize = 10;
+    const WINDOW: usize = 1_000;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let pending = tower::service_fn(|req: http::Request<Full<Bytes>>| {
+            let id = req.uri().query().unwrap().trim_start_matches("img_uuid=").to_owned();
+            let body = format!(
+                r#"{{"code":0,"msg":"Success","data":{{"img_uuid":"{id}","status":"processing","type":"mx-v2v","json":null}}}}"#
+            );
+            std::future::ready(Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                Bytes::from(body),
+            ))))
+        });
+        let client = Client::builder()
+            .api_key("bench")
+            .retry_policy(RetryPolicy::never())
+            .poll_policy(PollPolicy::fixed(INTERVAL))
+            .wait_timeout(Duration::from_secs(7 * 86_400))
+            .transport(pending)
+            .build()
+            .unwrap();
+        let ids: Vec<String> = (0..LIVE as u64).map(uuid).collect();
+        let _stay: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let (c, id) = (client.clone(), id.clone());
+                tokio::spawn(async move { c.wait(&id).await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        // Each wait's own time, over the first and the last window: the
+        // median is what a wait costs, the mean also counts the moments
+        // the (busy) machine took the thread away.
+        let mut first = Vec::with_capacity(WINDOW);
+        let mut last = Vec::with_capacity(WINDOW);
+        for n in 0..waits {
+            let id = &ids[n % LIVE];
+            let t = std::time::Instant::now();
+            let r = tokio::time::timeout(Duration::from_millis(25), client.wait(id)).await;
+            let took = t.elapsed();
+            assert!(r.is_err(), "a live job ended");
+            if n < WINDOW {
+                first.push(took);
+            } else if n >= waits - WINDOW {
+                last.push(took);
+            }
+        }
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let median = |v: &mut Vec<Duration>| {
+            v.sort();
+            us(v[v.len() / 2])
+        };
+        let mean = |v: &[Duration]| us(v.iter().sum::<Duration>()) / v.len() as f64;
+        let (mean_first, mean_last) = (mean(&first), mean(&last));
+        let (med_first, med_last) = (median(&mut first), median(&mut last));
+        println!(
+            "cancelled waits: {waits} `timeout(25 ms, wait(id))` on {LIVE} live jobs, µs a wait (median / mean) over the first {WINDOW}: {med_first:.2} / {mean_first:.2}; over the last {WINDOW}: {med_last:.2} / {mean_last:.2}; last/first {:.2}× / {:.2}× (target at most 1.5×)",
+            med_last / med_first,
+            mean_last / mean_first,
+        );
+    });
+}
+
 fn loopback(jobs: usize) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -210,6 +286,10 @@ fn main() {
         .position(|a| a == "--jobs")
         .map(|i| args[i + 1].parse().unwrap())
         .unwrap_or(100_000);
+    if args.iter().any(|a| a == "--cancelled-only") {
+        cancelled_waits(100_000);
+        return;
+    }
     let exe = std::env::current_exe().unwrap();
     let mut rows = Vec::new();
     for mode in ["hub", "tasks", "hub-drop"] {
@@ -252,6 +332,7 @@ fn main() {
     }
     println!();
     if !args.iter().any(|a| a == "--memory-only") {
+        cancelled_waits(100_000);
         loopback(10_000);
     }
 }
