@@ -20,7 +20,7 @@ use tower::retry::Policy as _;
 use tower::ServiceExt;
 use tracing::Instrument;
 
-use super::job::{Job, JobId, Retrying, Sink, Waiter, Waiters};
+use super::job::{Job, JobId, Retrying, Sink, Waiter, Waiters, IN_FLIGHT};
 use super::queue::{floor_ms, Entry, Queue, DEADLINE};
 use super::{Answer, Command, HubConfig};
 use crate::decode::{is_uuid, same_job};
@@ -67,8 +67,11 @@ pub(super) struct Driver {
     index: hashbrown::HashTable<u32>,
     hasher: RandomState,
     queue: Queue,
-    /// The last poll generation handed out (never 0).
+    /// The last poll generation handed out (never 0 nor `IN_FLIGHT`).
     generation: u32,
+    /// The retries in progress, by job key: jobs whose last attempt failed
+    /// and is retried (few, so not a field of every job).
+    retries: std::collections::HashMap<u32, Retrying>,
     in_flight: FuturesUnordered<PollFuture>,
     sleep: Pin<Box<Sleep>>,
     armed: Option<Instant>,
@@ -111,6 +114,7 @@ impl Driver {
             hasher: RandomState::new(),
             queue: Queue::new(now),
             generation: 0,
+            retries: std::collections::HashMap::new(),
             in_flight: FuturesUnordered::new(),
             sleep: Box::pin(sleep_until(now)),
             armed: None,
@@ -188,7 +192,7 @@ impl Driver {
         jobs.get(key as usize).is_some_and(|job| {
             if mark == DEADLINE {
                 job.armed != NEVER
-                    && floor_ms(epoch, job.state.started()) + u64::from(job.armed) == at
+                    && floor_ms(epoch, job.state.started()) + i64::from(job.armed) == at
             } else {
                 job.generation == mark
             }
@@ -225,7 +229,7 @@ impl Driver {
                     query.img_uuid(),
                     start_ms,
                     deadline,
-                    Sink::Tracked(tx, progress),
+                    Sink::Tracked(Box::new((tx, progress))),
                     &parent,
                 );
                 if let Some((status, at, polls)) = seed {
@@ -279,8 +283,8 @@ impl Driver {
     fn add(
         &mut self,
         id: &str,
-        start_ms: u64,
-        deadline_ms: u64,
+        start_ms: i64,
+        deadline_ms: i64,
         sink: Sink,
         parent: &tracing::Span,
     ) -> usize {
@@ -302,7 +306,7 @@ impl Driver {
             let deadline = offset(base, deadline_ms);
             if deadline != NEVER {
                 job.state
-                    .extend_deadline(self.queue.instant_at(base + u64::from(deadline)));
+                    .extend_deadline(self.queue.instant_at(base + i64::from(deadline)));
             }
             let untold =
                 matches!(&sink, Sink::Watch(_) | Sink::Spelled(_)) && job.state.polls() > 0;
@@ -315,7 +319,7 @@ impl Driver {
             });
             if deadline != NEVER && (job.armed == NEVER || deadline < job.armed) {
                 job.armed = deadline;
-                self.push_timer((base + u64::from(deadline), DEADLINE, key));
+                self.push_timer((base + i64::from(deadline), DEADLINE, key));
             }
             return key as usize;
         }
@@ -341,9 +345,7 @@ impl Driver {
             }),
             generation,
             armed: deadline,
-            in_flight: false,
             trace: WaitSpan::start(id, parent),
-            retry: None,
         });
         let (jobs, hasher) = (&self.jobs, &self.hasher);
         self.index.insert_unique(hash, key as u32, |&k| {
@@ -385,7 +387,7 @@ impl Driver {
                 job.trace.finish(&Err(error));
             }
         }
-        if job.waiters.is_empty() && !job.in_flight {
+        if job.waiters.is_empty() && !job.in_flight() {
             self.remove(key);
             return false;
         }
@@ -394,7 +396,7 @@ impl Driver {
 
     /// A deadline entry fell: ends the waiters whose deadline came, and
     /// arms the next one.
-    fn on_deadline(&mut self, key: usize, at: u64, now: Instant) {
+    fn on_deadline(&mut self, key: usize, at: i64, now: Instant) {
         let valid = Self::entry_valid(&self.jobs, self.queue.epoch(), &(at, DEADLINE, key as u32));
         if !valid || !self.expire(key, now) {
             return;
@@ -406,7 +408,7 @@ impl Driver {
         }
         job.armed = job.waiters.first_deadline().unwrap_or(NEVER);
         if job.armed != NEVER {
-            let at = self.queue.floor_ms(job.state.started()) + u64::from(job.armed);
+            let at = self.queue.floor_ms(job.state.started()) + i64::from(job.armed);
             self.push_timer((at, DEADLINE, key as u32));
         }
     }
@@ -417,6 +419,7 @@ impl Driver {
             entry.remove();
         }
         let job = self.jobs.remove(key);
+        self.retries.remove(&(key as u32));
         self.removed_since_shrink += 1;
         self.shrink();
         job
@@ -452,7 +455,7 @@ impl Driver {
             let live = self
                 .jobs
                 .get(key)
-                .is_some_and(|j| j.generation == generation && !j.in_flight);
+                .is_some_and(|j| j.generation == generation);
             if !live {
                 self.queue.ready.pop_front();
                 continue;
@@ -477,7 +480,7 @@ impl Driver {
                 // Too late to be worth a request: a retry gives up with its
                 // error, and the waiters end at their deadlines.
                 job.generation = 0;
-                if let Some(retrying) = job.retry.take() {
+                if let Some(retrying) = self.retries.remove(&(key as u32)) {
                     self.take_in(key, Err(retrying.error), now);
                 }
                 progressed = true;
@@ -491,9 +494,8 @@ impl Driver {
                 }
             }
             let job = &mut self.jobs[key];
-            job.in_flight = true;
-            job.generation = 0;
-            let query = match &job.retry {
+            job.generation = IN_FLIGHT;
+            let query = match self.retries.get(&(key as u32)) {
                 Some(r) => r.query.clone(),
                 None => job.id.query(),
             }
@@ -526,8 +528,8 @@ impl Driver {
     fn on_answer(&mut self, key: usize, query: JobQuery, answer: Answer) {
         let now = Instant::now();
         let job = &mut self.jobs[key];
-        job.in_flight = false;
-        let (mut attempt, mut query) = match job.retry.take() {
+        job.generation = 0;
+        let (mut attempt, mut query) = match self.retries.remove(&(key as u32)) {
             Some(r) => (r.attempt, r.query),
             None => (Attempt::new(Arc::clone(&self.retry)), query),
         };
@@ -539,12 +541,16 @@ impl Driver {
             let Err(error) = result else {
                 unreachable!("only failures are retried")
             };
-            job.retry = Some(Box::new(Retrying {
-                attempt,
-                query,
-                error,
-            }));
-            if job.waiters.is_empty() {
+            let gone = job.waiters.is_empty();
+            self.retries.insert(
+                key as u32,
+                Retrying {
+                    attempt,
+                    query,
+                    error,
+                },
+            );
+            if gone {
                 self.remove(key);
                 return;
             }
@@ -650,6 +656,7 @@ impl Driver {
             self.jobs = Slab::new();
             self.index = hashbrown::HashTable::new();
             self.queue.clear();
+            self.retries = std::collections::HashMap::new();
             return;
         }
         // Stale entries go first, so that none is taken for a job that
@@ -666,7 +673,7 @@ impl Driver {
         let mut moved = std::collections::HashMap::new();
         let (index, hasher) = (&mut self.index, &self.hasher);
         self.jobs.compact(|job, from, to| {
-            if job.in_flight {
+            if job.in_flight() {
                 return false;
             }
             let hash = hash_id(hasher, job.id.as_str());
@@ -676,8 +683,12 @@ impl Driver {
             moved.insert(from as u32, to as u32);
             true
         });
-        self.queue
-            .rekey(|key| moved.get(&key).copied().unwrap_or(key));
+        let at = |key: u32| moved.get(&key).copied().unwrap_or(key);
+        self.queue.rekey(at);
+        self.retries = std::mem::take(&mut self.retries)
+            .into_iter()
+            .map(|(key, r)| (at(key), r))
+            .collect();
         let (jobs, hasher) = (&self.jobs, &self.hasher);
         self.index
             .shrink_to_fit(|&k| hash_id(hasher, jobs[k as usize].id.as_str()));
@@ -685,14 +696,14 @@ impl Driver {
 }
 
 /// `at - base` in milliseconds, [`NEVER`] when that does not fit.
-fn offset(base: u64, at: u64) -> u32 {
-    u32::try_from(at.saturating_sub(base)).unwrap_or(NEVER)
+fn offset(base: i64, at: i64) -> u32 {
+    u32::try_from(at.saturating_sub(base).max(0)).unwrap_or(NEVER)
 }
 
 /// Whole milliseconds of `d`, rounded up.
-fn ceil_ms(d: Duration) -> u64 {
-    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    if d > Duration::from_millis(ms) {
+fn ceil_ms(d: Duration) -> i64 {
+    let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    if d > Duration::from_millis(ms.unsigned_abs()) {
         ms.saturating_add(1)
     } else {
         ms
@@ -701,7 +712,7 @@ fn ceil_ms(d: Duration) -> u64 {
 
 fn next_generation(g: u32) -> u32 {
     match g.wrapping_add(1) {
-        DEADLINE => 1,
+        DEADLINE | IN_FLIGHT => 1,
         g => g,
     }
 }

@@ -146,3 +146,19 @@ async fn a_uuid_is_merged_without_regard_to_case() {
     }
     assert_eq!(driver.jobs.len(), 3);
 }
+
+/// What a waiting job costs the driver in its slab: its id inline, its
+/// wait state, one waiter inline, its marks and span handle.
+#[test]
+fn a_job_is_small() {
+    assert!(
+        std::mem::size_of::<Waiter>() <= 32,
+        "{}",
+        std::mem::size_of::<Waiter>()
+    );
+    assert!(
+        std::mem::size_of::<Job>() <= 208,
+        "{}",
+        std::mem::size_of::<Job>()
+    );
+}

@@ -16,7 +16,8 @@ use crate::telemetry::WaitSpan;
 pub(super) enum Sink {
     One(oneshot::Sender<Answer>),
     /// A tracked job: its end, and its status changes for the store.
-    Tracked(oneshot::Sender<Answer>, Progress),
+    /// (Boxed: a sink is then one pointer, whichever it is.)
+    Tracked(Box<(oneshot::Sender<Answer>, Progress)>),
     Many(mpsc::UnboundedSender<(JobQuery, Answer)>),
     /// Also told of every status change.
     Watch(mpsc::UnboundedSender<(JobQuery, Answer)>),
@@ -28,7 +29,8 @@ pub(super) enum Sink {
 impl Sink {
     fn is_closed(&self) -> bool {
         match self {
-            Sink::One(tx) | Sink::Tracked(tx, _) => tx.is_closed(),
+            Sink::One(tx) => tx.is_closed(),
+            Sink::Tracked(t) => t.0.is_closed(),
             Sink::Many(tx) | Sink::Watch(tx) => tx.is_closed(),
             Sink::Spelled(inner) => inner.0.is_closed(),
         }
@@ -80,8 +82,8 @@ impl Waiter {
                     let _ = tx.send((self.sink.query(query), Ok(detail.clone())));
                 }
             }
-            Sink::Tracked(_, progress) if changed => {
-                let _ = progress.send((query.clone(), detail.status().clone(), polls));
+            Sink::Tracked(t) if changed => {
+                let _ = t.1.send((query.clone(), detail.status().clone(), polls));
             }
             _ => {}
         }
@@ -94,8 +96,11 @@ impl Waiter {
             sink => sink,
         };
         match sink {
-            Sink::One(tx) | Sink::Tracked(tx, _) => {
+            Sink::One(tx) => {
                 let _ = tx.send(answer);
+            }
+            Sink::Tracked(t) => {
+                let _ = t.0.send(answer);
             }
             Sink::Many(tx) | Sink::Watch(tx) => {
                 let _ = tx.send((query, answer));
@@ -234,20 +239,27 @@ pub(super) struct Retrying {
     pub(super) error: Error,
 }
 
+/// The generation of a job whose request is out.
+pub(super) const IN_FLIGHT: u32 = u32::MAX;
+
 pub(super) struct Job {
     pub(super) id: JobId,
     pub(super) state: WaitState,
     pub(super) waiters: Waiters,
-    /// The mark of the job's poll entry in the timer queue (0: none), so
-    /// stale entries are recognised; unique across the driver.
+    /// The mark of the job's poll entry in the timer queue, so stale
+    /// entries are recognised: unique across the driver; 0 for none,
+    /// [`IN_FLIGHT`] while a request is out.
     pub(super) generation: u32,
     /// The deadline (as a waiter's offset) of the job's deadline entry in
     /// the timer queue, `u32::MAX` for none: never later than its earliest
     /// waiter's.
     pub(super) armed: u32,
-    pub(super) in_flight: bool,
     /// The wait's span; nothing when nobody listens.
     pub(super) trace: WaitSpan,
-    /// The retry in progress, if the last attempt failed and is retried.
-    pub(super) retry: Option<Box<Retrying>>,
+}
+
+impl Job {
+    pub(super) fn in_flight(&self) -> bool {
+        self.generation == IN_FLIGHT
+    }
 }

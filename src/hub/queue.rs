@@ -11,16 +11,43 @@ use tokio::time::Instant;
 /// starting a poll; poll entries carry their job's generation, never 0.
 pub(super) const DEADLINE: u32 = 0;
 
-/// A timer entry: when (milliseconds after the driver's epoch), its mark
+/// A timer entry: when (milliseconds from the driver's epoch), its mark
 /// (a poll's generation, or [`DEADLINE`]), and the job's key.
-pub(super) type Entry = (u64, u32, u32);
+pub(super) type Entry = (i64, u32, u32);
 
 /// Below this many entries the heap is never swept.
 const SWEEP_MIN: usize = 4096;
 
-/// `at` on the grid of `epoch`, rounded down.
-pub(super) fn floor_ms(epoch: Instant, at: Instant) -> u64 {
-    u64::try_from(at.saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX)
+/// `at` on the grid of `epoch`, rounded down. The grid reaches before the
+/// epoch (negative times): a tracked wait may have begun before the driver.
+pub(super) fn floor_ms(epoch: Instant, at: Instant) -> i64 {
+    if at >= epoch {
+        ms_i64(at - epoch)
+    } else {
+        -ceil_i64(epoch - at)
+    }
+}
+
+/// `at` on the grid of `epoch`, rounded up.
+fn ceil_ms(epoch: Instant, at: Instant) -> i64 {
+    if at >= epoch {
+        ceil_i64(at - epoch)
+    } else {
+        -ms_i64(epoch - at)
+    }
+}
+
+fn ms_i64(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn ceil_i64(d: Duration) -> i64 {
+    let ms = ms_i64(d);
+    if d > Duration::from_millis(ms.unsigned_abs()) {
+        ms.saturating_add(1)
+    } else {
+        ms
+    }
 }
 
 pub(super) struct Queue {
@@ -48,7 +75,7 @@ impl Queue {
     }
 
     /// `at` on the grid, rounded down: when a wait starts.
-    pub(super) fn floor_ms(&self, at: Instant) -> u64 {
+    pub(super) fn floor_ms(&self, at: Instant) -> i64 {
         floor_ms(self.epoch, at)
     }
 
@@ -60,19 +87,18 @@ impl Queue {
     /// `at` on the grid, rounded up: when a deadline or a timer falls. A
     /// deadline is never earlier than asked for, and the timer of a time
     /// and the time itself are the same instant.
-    pub(super) fn ceil_ms(&self, at: Instant) -> u64 {
-        let d = at.saturating_duration_since(self.epoch);
-        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        if d > Duration::from_millis(ms) {
-            ms.saturating_add(1)
-        } else {
-            ms
-        }
+    pub(super) fn ceil_ms(&self, at: Instant) -> i64 {
+        ceil_ms(self.epoch, at)
     }
 
     /// The instant of grid time `ms`.
-    pub(super) fn instant_at(&self, ms: u64) -> Instant {
-        crate::clock::after(self.epoch, Duration::from_millis(ms))
+    pub(super) fn instant_at(&self, ms: i64) -> Instant {
+        let d = Duration::from_millis(ms.unsigned_abs());
+        if ms >= 0 {
+            crate::clock::after(self.epoch, d)
+        } else {
+            self.epoch.checked_sub(d).unwrap_or(self.epoch)
+        }
     }
 
     pub(super) fn push(&mut self, entry: Entry, valid: impl FnMut(&Entry) -> bool) {
