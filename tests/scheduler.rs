@@ -107,13 +107,15 @@ fn dropping_a_runtime_fails_only_the_waits_made_on_it() {
         std::thread::yield_now();
     }
     let kept = paused_runtime();
-    let kept_wait = kept.block_on(async {
-        let wait = tokio::spawn({
-            let c = c.clone();
-            async move { c.wait("kept").await }
-        });
-        tokio::task::yield_now().await;
-        wait
+    let kept_wait = kept.spawn({
+        let c = c.clone();
+        async move { c.wait("kept").await }
+    });
+    // The kept wait starts (its first poll goes out) before the drop.
+    kept.block_on(async {
+        while mock.count_for("kept") == 0 {
+            tokio::task::yield_now().await;
+        }
     });
     doomed_rt.shutdown_background();
     // The doomed wait's task was dropped with its runtime: no answer.

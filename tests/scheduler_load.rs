@@ -22,7 +22,7 @@ const JOBS: usize = 10_000;
 const SICK_FOR: Duration = Duration::from_secs(180);
 
 fn is_sick(i: usize) -> bool {
-    i % 5 == 0
+    i.is_multiple_of(5)
 }
 
 /// When healthy job `i` finishes: 10 to 16 s after the start.
