@@ -371,3 +371,28 @@ async fn no_request_starts_too_close_to_the_deadline() {
     assert_eq!(mock.request_count(), 1);
     assert_eq!(err.history().len(), 1);
 }
+
+/// A job whose last poll was not sent (too close to its waiters'
+/// deadline) is polled again for a waiter that joins it then.
+#[tokio::test(start_paused = true)]
+async fn a_waiter_joining_a_job_with_no_poll_ahead_gets_polled() {
+    let mock = MockTransport::new();
+    mock.timeline("j", &["pending", "pending", "success"]);
+    let c = builder(&mock).wait_timeout(ms(10_005)).build().unwrap();
+    let first = tokio::spawn({
+        let c = c.clone();
+        async move { c.wait("j").await }
+    });
+    tokio::time::sleep(ms(10_002)).await;
+    // The poll due at 10 s was 5 ms before the first wait's deadline: not
+    // sent.
+    assert_eq!(mock.count_for("j"), 2);
+    let late = c.wait("j").await.unwrap();
+    assert_eq!(late.status(), &JobStatus::Succeeded);
+    assert_eq!(mock.count_for("j"), 3);
+    // Its answer came before the first wait's deadline too.
+    assert_eq!(
+        first.await.unwrap().unwrap().status(),
+        &JobStatus::Succeeded
+    );
+}

@@ -152,15 +152,16 @@ impl ClientBuilder {
         self
     }
 
-    /// The most polls in flight at once, over all waits of the client
-    /// (default 64).
+    /// The most status requests in flight at once, retries included, over
+    /// all waits of the client on one runtime (default 64). A retry holds
+    /// a slot only while it is on the wire, not through its backoff.
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.hub.max_in_flight = n.max(1);
         self
     }
 
-    /// A limit on polls started per second, over all waits of the client
-    /// (default none).
+    /// A limit on status requests started per second, retries included,
+    /// over all waits of the client (default none).
     pub fn poll_rate_limit(mut self, limiter: impl Throttle + 'static) -> Self {
         self.hub.throttle = Some(Arc::new(limiter));
         self

@@ -317,9 +317,18 @@ impl Driver {
                 untold,
                 sink,
             });
+            // A job left without a next poll (its last one came too close
+            // to the deadline of the waiters then) is polled again for this
+            // one.
+            let idle = job.generation == 0;
             if deadline != NEVER && (job.armed == NEVER || deadline < job.armed) {
                 job.armed = deadline;
                 self.push_timer((base + i64::from(deadline), DEADLINE, key));
+            }
+            if idle {
+                self.generation = next_generation(self.generation);
+                self.jobs[key as usize].generation = self.generation;
+                self.queue.ready.push_back((key, self.generation));
             }
             return key as usize;
         }
