@@ -2,7 +2,6 @@
 //! there — a timer queue of polls, retries and deadlines, a slab of job
 //! states, the requests in flight.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -20,17 +19,20 @@ use tower::retry::Policy as _;
 use tower::ServiceExt;
 use tracing::Instrument;
 
-use super::job::{Job, JobId, Retrying, Sink, Waiter, Waiters, IN_FLIGHT};
+use super::job::{Job, Retrying, Waiter, IN_FLIGHT};
 use super::queue::{floor_ms, Entry, Queue, DEADLINE};
 use super::{Answer, Command, HubConfig};
-use crate::decode::{is_uuid, same_job};
+use crate::decode::is_uuid;
 use crate::error::Error;
-use crate::poll::state::{Step, WaitState};
+use crate::poll::state::Step;
 use crate::poll::PollPolicy;
 use crate::query::JobQuery;
 use crate::retry::{Attempt, RetryPolicy};
 use crate::stack::Stack;
-use crate::telemetry::{InFlight, WaitSpan};
+use crate::telemetry::InFlight;
+
+mod intake;
+mod memory;
 
 type PollFuture = Pin<Box<dyn Future<Output = (usize, JobQuery, Answer)> + Send>>;
 
@@ -205,168 +207,6 @@ impl Driver {
             .push(entry, |e| Self::entry_valid(jobs, epoch, e));
     }
 
-    fn on_command(&mut self, command: Command) {
-        let now = Instant::now();
-        let now_ms = self.queue.floor_ms(now);
-        let timeout_ms = ceil_ms(self.policy.timeout);
-        match command {
-            Command::One(query, tx, parent) => {
-                let deadline = now_ms.saturating_add(timeout_ms);
-                self.add(query.img_uuid(), now_ms, deadline, Sink::One(tx), &parent);
-            }
-            Command::Until {
-                query,
-                started,
-                deadline,
-                seed,
-                tx,
-                progress,
-                parent,
-            } => {
-                let start_ms = self.queue.floor_ms(started.min(now));
-                let deadline = self.queue.ceil_ms(deadline);
-                let key = self.add(
-                    query.img_uuid(),
-                    start_ms,
-                    deadline,
-                    Sink::Tracked(Box::new((tx, progress))),
-                    &parent,
-                );
-                if let Some((status, at, polls)) = seed {
-                    self.jobs[key].state.resume(&status, at, polls);
-                }
-            }
-            Command::Many {
-                changes,
-                ids,
-                tx,
-                taken,
-                parent,
-            } => {
-                let deadline = now_ms.saturating_add(timeout_ms);
-                let added = Cell::new(0usize);
-                // A panic while taking the chunk in ends the ids not taken
-                // in yet with an error; those taken in are the driver's.
-                let result = catch_unwind(AssertUnwindSafe(|| {
-                    let n = ids.len();
-                    self.jobs.reserve(n);
-                    let (jobs, hasher) = (&self.jobs, &self.hasher);
-                    self.index
-                        .reserve(n, |&k| hash_id(hasher, jobs[k as usize].id.as_str()));
-                    self.queue.reserve(n);
-                    for id in ids.iter() {
-                        let sink = if changes {
-                            Sink::Watch(tx.clone())
-                        } else {
-                            Sink::Many(tx.clone())
-                        };
-                        self.add(id, now_ms, deadline, sink, &parent);
-                        added.set(added.get() + 1);
-                    }
-                }));
-                if result.is_err() {
-                    let error = Error::closed()
-                        .with_message("the wait scheduler failed while taking this job in");
-                    for id in ids.iter().skip(added.get()) {
-                        let query = JobQuery::from_shared_id(Arc::from(id));
-                        let _ = tx.send((query, Err(error.clone())));
-                    }
-                }
-                let _ = taken.send(());
-            }
-        }
-    }
-
-    /// Adds a waiter that joins at `now_ms` with its deadline at
-    /// `deadline_ms` (grid times; a wait that starts anew starts at
-    /// `start_ms`); returns the job's key.
-    fn add(
-        &mut self,
-        id: &str,
-        start_ms: i64,
-        deadline_ms: i64,
-        sink: Sink,
-        parent: &tracing::Span,
-    ) -> usize {
-        let hash = hash_id(&self.hasher, id);
-        let jobs = &self.jobs;
-        if let Some(&key) = self
-            .index
-            .find(hash, |&k| same_job(jobs[k as usize].id.as_str(), id))
-        {
-            let now_ms = self.queue.floor_ms(Instant::now());
-            let job = &mut self.jobs[key as usize];
-            let base = self.queue.floor_ms(job.state.started());
-            let sink = match sink {
-                Sink::Many(_) | Sink::Watch(_) if job.id.as_str() != id => {
-                    Sink::Spelled(Box::new((sink, Arc::from(id))))
-                }
-                sink => sink,
-            };
-            let deadline = offset(base, deadline_ms);
-            if deadline != NEVER {
-                job.state
-                    .extend_deadline(self.queue.instant_at(base + i64::from(deadline)));
-            }
-            let untold =
-                matches!(&sink, Sink::Watch(_) | Sink::Spelled(_)) && job.state.polls() > 0;
-            job.waiters.push(Waiter {
-                deadline_ms: deadline,
-                joined_ms: offset(base, now_ms.max(base)),
-                polls_before: job.state.polls(),
-                untold,
-                sink,
-            });
-            // A job left without a next poll (its last one came too close
-            // to the deadline of the waiters then) is polled again for this
-            // one.
-            let idle = job.generation == 0;
-            if deadline != NEVER && (job.armed == NEVER || deadline < job.armed) {
-                job.armed = deadline;
-                self.push_timer((base + i64::from(deadline), DEADLINE, key));
-            }
-            if idle {
-                self.generation = next_generation(self.generation);
-                self.jobs[key as usize].generation = self.generation;
-                self.queue.ready.push_back((key, self.generation));
-            }
-            return key as usize;
-        }
-        let started = self.queue.instant_at(start_ms);
-        let mut state = WaitState::new(&self.policy, started);
-        let deadline = offset(start_ms, deadline_ms);
-        state.set_deadline(if deadline == NEVER {
-            crate::clock::far_future(started)
-        } else {
-            self.queue.instant_at(deadline_ms)
-        });
-        self.generation = next_generation(self.generation);
-        let generation = self.generation;
-        let key = self.jobs.insert(Job {
-            state,
-            id: JobId::new(id),
-            waiters: Waiters::One(Waiter {
-                deadline_ms: deadline,
-                joined_ms: 0,
-                polls_before: 0,
-                untold: false,
-                sink,
-            }),
-            generation,
-            armed: deadline,
-            trace: WaitSpan::start(id, parent),
-        });
-        let (jobs, hasher) = (&self.jobs, &self.hasher);
-        self.index.insert_unique(hash, key as u32, |&k| {
-            hash_id(hasher, jobs[k as usize].id.as_str())
-        });
-        self.queue.ready.push_back((key as u32, generation));
-        if deadline != NEVER {
-            self.push_timer((deadline_ms, DEADLINE, key as u32));
-        }
-        key
-    }
-
     /// Gives the waiters of job `key` whose deadline has come by `now`
     /// their deadline errors, each with its own report, and drops the job
     /// once no waiter is left and no request of it is out. Returns whether
@@ -485,7 +325,13 @@ impl Driver {
                 continue;
             }
             let job = &mut self.jobs[key];
-            if job.state.deadline() < crate::clock::after(now, MIN_ATTEMPT) {
+            // Waiters are in deadline order: the last has the latest.
+            let bounded = job
+                .waiters
+                .as_slice()
+                .last()
+                .is_some_and(|w| w.deadline_ms != NEVER);
+            if bounded && job.state.deadline() < crate::clock::after(now, MIN_ATTEMPT) {
                 // Too late to be worth a request: a retry gives up with its
                 // error, and the waiters end at their deadlines.
                 job.generation = 0;
@@ -637,70 +483,6 @@ impl Driver {
                 }
             }
         }
-    }
-
-    /// Gives memory back once most jobs have ended: a 100,000-job
-    /// `wait_all` must not keep its peak for the life of the client.
-    ///
-    /// It runs when no job is left, or once three quarters of at least
-    /// 1024 slots are unused and at least as many jobs (and 64) ended since
-    /// the last time as are left, so its cost, linear in the room, is
-    /// spread over those ends. A job that stays keeps the slots up to its
-    /// own.
-    fn shrink(&mut self) {
-        let len = self.jobs.len();
-        let worth_it = if len == 0 {
-            self.jobs.capacity() > 0 || self.queue.timers_len() > 0
-        } else {
-            self.jobs.capacity() >= SHRINK_MIN
-                && len * 4 <= self.jobs.capacity()
-                && self.removed_since_shrink >= len.max(64)
-        };
-        if !worth_it {
-            return;
-        }
-        self.removed_since_shrink = 0;
-        if self.jobs.is_empty() {
-            // Nothing is in flight either: every structure starts afresh.
-            self.jobs = Slab::new();
-            self.index = hashbrown::HashTable::new();
-            self.queue.clear();
-            self.retries = std::collections::HashMap::new();
-            return;
-        }
-        // Stale entries go first, so that none is taken for a job that
-        // moves into its slot.
-        let (jobs, epoch) = (&self.jobs, self.queue.epoch());
-        self.queue.sweep(|e| Self::entry_valid(jobs, epoch, e));
-        self.queue.ready.retain(|&(key, generation)| {
-            jobs.get(key as usize)
-                .is_some_and(|j| j.generation == generation)
-        });
-        // Jobs move down into free slots (not those with a request out,
-        // whose answer comes back by key); the index and the queue follow
-        // them.
-        let mut moved = std::collections::HashMap::new();
-        let (index, hasher) = (&mut self.index, &self.hasher);
-        self.jobs.compact(|job, from, to| {
-            if job.in_flight() {
-                return false;
-            }
-            let hash = hash_id(hasher, job.id.as_str());
-            if let Some(k) = index.find_mut(hash, |&k| k as usize == from) {
-                *k = to as u32;
-            }
-            moved.insert(from as u32, to as u32);
-            true
-        });
-        let at = |key: u32| moved.get(&key).copied().unwrap_or(key);
-        self.queue.rekey(at);
-        self.retries = std::mem::take(&mut self.retries)
-            .into_iter()
-            .map(|(key, r)| (at(key), r))
-            .collect();
-        let (jobs, hasher) = (&self.jobs, &self.hasher);
-        self.index
-            .shrink_to_fit(|&k| hash_id(hasher, jobs[k as usize].id.as_str()));
     }
 }
 
