@@ -62,7 +62,8 @@ use crate::retry::RetryPolicy;
 use crate::stack::Stack;
 use crate::telemetry::WaitMeter;
 
-/// The default cap on polls in flight.
+/// The default cap on status requests in flight (retries included) per
+/// runtime.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 
 pub(super) type Answer = Result<JobDetail, Error>;
