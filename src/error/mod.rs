@@ -17,6 +17,7 @@ mod certificate;
 mod kind;
 mod proxy;
 mod report;
+mod tls;
 
 use std::fmt;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ pub(crate) use self::kind::ErrorKind as Kind;
 pub(crate) use self::proxy::ProxyAuthRequired;
 pub use self::report::PollRecord;
 pub(crate) use self::report::WaitReport;
+pub(crate) use self::tls::TlsUnavailable;
 
 /// `err` and its causes, each I/O error replaced by the error it carries
 /// (whose text it shows: `io::Error::source` skips that error and goes on
@@ -146,6 +148,9 @@ impl Error {
             return Error::new(Kind::Certificate)
                 .with_message(failure)
                 .with_source(source);
+        }
+        if tls::tls_unavailable(&*source) {
+            return Error::invalid_input(tls::MESSAGE);
         }
         if proxy::auth_required(&*source) {
             return Error::new(Kind::ProxyAuth)

@@ -21,6 +21,8 @@
 //! ```
 
 mod hyper;
+#[cfg(feature = "mock")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
 pub mod mock;
 pub mod proxy;
 mod reuse;
