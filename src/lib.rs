@@ -109,7 +109,7 @@ pub use crate::client::{Client, ClientBuilder, ENV_API_KEY, ENV_BASE_URL};
 pub use crate::download::{Download, DownloadOptions, Progress};
 pub use crate::error::{BoxError, Error, ErrorKind, PollRecord};
 pub use crate::model::{JobDetail, JobOutput, JobStatus, OutputKind};
-pub use crate::poll::{PollLayer, PollPolicy};
+pub use crate::poll::{PollLayer, PollPolicy, PollSchedule};
 pub use crate::query::{JobQuery, MAX_ID_LEN};
 pub use crate::retry::{RetryLayer, RetryPolicy};
 pub use crate::service::{BaseUrl, JobStatusService};

@@ -14,6 +14,7 @@
 //! ```
 
 mod certificate;
+mod job_failed;
 mod kind;
 mod proxy;
 mod report;
@@ -33,6 +34,7 @@ pub(crate) use self::kind::ErrorKind as Kind;
 pub(crate) use self::proxy::ProxyAuthRequired;
 pub use self::report::PollRecord;
 pub(crate) use self::report::WaitReport;
+#[cfg(not(feature = "rustls"))]
 pub(crate) use self::tls::TlsUnavailable;
 
 /// `err` and its causes, each I/O error replaced by the error it carries
@@ -125,6 +127,51 @@ impl Error {
                 retries_exhausted: None,
                 wait: None,
             }),
+        }
+    }
+
+    /// An error of `kind` caused by `source`, for code outside this crate
+    /// that must answer with this crate's error: a [`TrackStore`] of your
+    /// own, or a `Service<JobQuery>` middleware in the stack.
+    ///
+    /// The kinds such code meets are [`ErrorKind::Store`],
+    /// [`ErrorKind::Transport`] (transient: a
+    /// [`RetryPolicy`](crate::RetryPolicy) sends the request again),
+    /// [`ErrorKind::InvalidInput`] and [`ErrorKind::Other`]. The other kinds
+    /// carry what only this crate knows (an HTTP status, a wait's history),
+    /// so any of them is made as [`ErrorKind::Other`]. The `Display` of the
+    /// error is its kind's words and `source`'s text; `source` is also its
+    /// [`source`](std::error::Error::source).
+    ///
+    /// [`TrackStore`]: crate::track::TrackStore
+    ///
+    /// ```
+    /// use goenhance_jobs::{Error, ErrorKind};
+    ///
+    /// let err = Error::custom(ErrorKind::Store, "the ledger is read-only");
+    /// assert!(err.is_store());
+    /// assert_eq!(err.kind(), ErrorKind::Store);
+    /// assert_eq!(err.to_string(), "store error: the ledger is read-only");
+    ///
+    /// let err = Error::custom(ErrorKind::Other, "quota of the day spent");
+    /// assert_eq!(err.to_string(), "quota of the day spent");
+    /// assert!(!err.is_transient());
+    /// assert!(Error::custom(ErrorKind::Transport, "link down").is_transient());
+    /// // A kind that only the crate makes:
+    /// assert_eq!(Error::custom(ErrorKind::Deadline, "late").kind(), ErrorKind::Other);
+    /// ```
+    pub fn custom(kind: ErrorKind, source: impl Into<BoxError>) -> Error {
+        let kind = match kind {
+            Kind::Store | Kind::Transport | Kind::InvalidInput => kind,
+            _ => Kind::Other,
+        };
+        let source = source.into();
+        let message = source.to_string();
+        let err = Error::new(kind).with_source(source);
+        if message.is_empty() {
+            err
+        } else {
+            err.with_message(message)
         }
     }
 
@@ -384,6 +431,13 @@ impl Error {
         self.inner.kind == Kind::Expired
     }
 
+    /// The job failed, and [`JobDetail::into_result`](crate::JobDetail::into_result)
+    /// made that an error; [`last_detail`](Error::last_detail) gives the
+    /// job's detail.
+    pub fn is_job_failed(&self) -> bool {
+        self.inner.kind == Kind::JobFailed
+    }
+
     /// A local file could not be created, written, synced or moved into
     /// place (a download's target folder is missing, the disk is full).
     pub fn is_io(&self) -> bool {
@@ -427,8 +481,9 @@ impl Error {
             | Kind::Stall
             | Kind::Closed
             | Kind::Expired
-            | Kind::Io => false,
-            Kind::Store | Kind::StoreSchema => false,
+            | Kind::Io
+            | Kind::JobFailed => false,
+            Kind::Store | Kind::StoreSchema | Kind::Other => false,
         }
     }
 
@@ -448,7 +503,8 @@ impl Error {
     }
 
     /// The last job detail a wait saw before it ended with a deadline or a
-    /// stall, if any poll succeeded.
+    /// stall, if any poll succeeded; the failed job's detail for
+    /// [`is_job_failed`](Error::is_job_failed).
     pub fn last_detail(&self) -> Option<&JobDetail> {
         self.inner.wait.as_ref()?.last_detail.as_ref()
     }
@@ -541,10 +597,12 @@ impl fmt::Display for Error {
             Kind::Expired => f.write_str("output url expired")?,
             Kind::Io => f.write_str("file error")?,
             Kind::Store | Kind::StoreSchema => f.write_str("store error")?,
+            Kind::JobFailed => f.write_str("job failed")?,
+            Kind::Other => {}
         }
         let sep = if matches!(
             inner.kind,
-            Kind::Timeout | Kind::BodyTooLarge | Kind::Closed
+            Kind::Timeout | Kind::BodyTooLarge | Kind::Closed | Kind::Other
         ) {
             ""
         } else {

@@ -49,7 +49,7 @@ use std::task::{Context, Poll};
 use tower::Service;
 
 pub use self::layer::PollLayer;
-pub use self::policy::{PollPolicy, DEFAULT_WAIT_TIMEOUT};
+pub use self::policy::{PollPolicy, PollSchedule, DEFAULT_WAIT_TIMEOUT};
 pub(crate) use self::wait::{step, wait, watch};
 use crate::error::Error;
 use crate::model::JobDetail;

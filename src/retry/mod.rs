@@ -25,15 +25,17 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use goenhance_jobs::backoff::Jitter;
+//! use goenhance_jobs::backoff::{ExponentialBackoff, Jitter};
 //! use goenhance_jobs::RetryPolicy;
 //!
+//! let backoff = ExponentialBackoff::new(Duration::from_millis(100), 2.0, Duration::from_secs(10))
+//!     .jitter(Jitter::None);
+//! assert_eq!(backoff.base_delay(1), Duration::from_millis(200));
 //! let policy = RetryPolicy::default()
 //!     .max_attempts(3)
-//!     .initial_backoff(Duration::from_millis(100))
-//!     .jitter(Jitter::None)
+//!     .backoff(backoff)
 //!     .max_retry_after(Duration::from_secs(30));
-//! assert_eq!(policy.get_backoff().base_delay(1), Duration::from_millis(200));
+//! # drop(policy);
 //! ```
 
 mod attempt;

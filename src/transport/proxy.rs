@@ -318,9 +318,7 @@ impl Service<Uri> for ProxyConnector {
         // `https` URL and send the key in clear: refuse before connecting.
         #[cfg(not(feature = "rustls"))]
         if dst.scheme() == Some(&http::uri::Scheme::HTTPS) {
-            return Box::pin(std::future::ready(Err(
-                crate::error::TlsUnavailable.into()
-            )));
+            return Box::pin(std::future::ready(Err(crate::error::TlsUnavailable.into())));
         }
         match self.proxy.route(&dst) {
             Route::Direct => {

@@ -170,12 +170,12 @@ mod tests {
 
     #[test]
     fn success_line_lists_outputs() {
-        let detail = JobDetail::new("a1", JobStatus::Succeeded)
-            .with_job_type("mx-v2v")
-            .with_output(JobOutput::new(
-                OutputKind::Video,
-                "https://cdn.example/a1.mp4",
-            ));
+        let mut detail = JobDetail::new("a1", JobStatus::Succeeded);
+        detail.set_job_type("mx-v2v");
+        detail.push_output(JobOutput::new(
+            OutputKind::Video,
+            "https://cdn.example/a1.mp4",
+        ));
         let outcome = Ok(detail);
         assert_eq!(
             parse(&JobLine::new("a1", &outcome)),
@@ -199,7 +199,8 @@ mod tests {
 
     #[test]
     fn text_lines_escape_what_the_server_sent() {
-        let detail = JobDetail::new("a1", JobStatus::Succeeded).with_output(JobOutput::new(
+        let mut detail = JobDetail::new("a1", JobStatus::Succeeded);
+        detail.push_output(JobOutput::new(
             OutputKind::Video,
             "https://cdn.example/x\nb2 succeeded https://evil.example/\u{1b}[2J",
         ));
