@@ -85,9 +85,9 @@ pub mod backoff;
 mod client;
 mod clock;
 mod decode;
-pub mod download;
+mod download;
 mod error;
-pub mod hub;
+mod hub;
 mod model;
 pub mod poll;
 mod query;
@@ -104,20 +104,28 @@ pub mod transport;
 #[cfg_attr(docsrs, doc(cfg(feature = "fake")))]
 pub mod fake;
 
-pub use crate::auth::{ApiKey, AuthLayer};
+// Each public type has one path: those of the stack's contract are here,
+// and their modules keep only what goes with them (futures, services,
+// strategies, defaults).
+pub use crate::auth::key::ApiKey;
+pub use crate::auth::layer::AuthLayer;
 pub use crate::client::{Client, ClientBuilder, ENV_API_KEY, ENV_BASE_URL};
-pub use crate::download::{Download, DownloadOptions, Progress};
+pub use crate::download::{Download, DownloadOptions, Progress, DEFAULT_MAX_DOWNLOADS};
 pub use crate::error::{BoxError, Error, ErrorKind, PollRecord};
+pub use crate::hub::{PerSecond, Throttle, DEFAULT_MAX_IN_FLIGHT};
 pub use crate::model::{JobDetail, JobOutput, JobStatus, OutputKind};
-pub use crate::poll::{PollLayer, PollPolicy, PollSchedule};
+pub use crate::poll::layer::PollLayer;
+pub use crate::poll::policy::{PollPolicy, PollSchedule};
 pub use crate::query::{JobQuery, MAX_ID_LEN};
-pub use crate::retry::{RetryLayer, RetryPolicy};
-pub use crate::service::{BaseUrl, JobStatusService};
-pub use crate::timeout::TimeoutLayer;
-pub use crate::transport::HyperTransport;
-pub use crate::transport::Proxy;
+pub use crate::retry::layer::RetryLayer;
+pub use crate::retry::policy::RetryPolicy;
+pub use crate::service::base_url::BaseUrl;
+pub use crate::service::job_status::JobStatusService;
+pub use crate::timeout::layer::TimeoutLayer;
+pub use crate::transport::hyper::HyperTransport;
+pub use crate::transport::proxy::Proxy;
 #[cfg(feature = "rustls")]
-pub use crate::transport::TlsRoots;
+pub use crate::transport::tls::TlsRoots;
 
 /// The README's examples, compiled as doc tests.
 #[cfg(doctest)]

@@ -35,9 +35,9 @@
 //! ```
 
 mod history;
-mod layer;
+pub(crate) mod layer;
 pub(crate) mod learner;
-mod policy;
+pub(crate) mod policy;
 pub(crate) mod state;
 mod wait;
 
@@ -48,8 +48,8 @@ use std::task::{Context, Poll};
 
 use tower::Service;
 
-pub use self::layer::PollLayer;
-pub use self::policy::{PollPolicy, PollSchedule, DEFAULT_WAIT_TIMEOUT};
+pub(crate) use self::policy::PollPolicy;
+pub use self::policy::DEFAULT_WAIT_TIMEOUT;
 pub(crate) use self::wait::{step, wait, watch};
 use crate::error::Error;
 use crate::model::JobDetail;

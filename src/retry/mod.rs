@@ -39,11 +39,11 @@
 //! ```
 
 mod attempt;
-pub mod budget;
+mod budget;
 pub mod future;
-mod layer;
+pub(crate) mod layer;
 mod oneshot;
-mod policy;
+pub(crate) mod policy;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -52,9 +52,9 @@ use tower::Service;
 
 use self::attempt::Attempt;
 pub use self::budget::{RetryBudget, TokenBucket};
-pub use self::layer::RetryLayer;
+pub(crate) use self::layer::RetryLayer;
 pub(crate) use self::oneshot::oneshot;
-pub use self::policy::RetryPolicy;
+pub(crate) use self::policy::RetryPolicy;
 use crate::error::Error;
 use crate::model::JobDetail;
 use crate::query::JobQuery;
