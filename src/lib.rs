@@ -9,7 +9,7 @@
 //! deadline, and follows thousands of jobs from one scheduler.
 //!
 //! ```
-//! use goenhance_jobs::transport::mock::MockTransport;
+//! use goenhance_jobs::transport::mock::MockTransport; // feature `mock`
 //! use goenhance_jobs::{Client, JobStatus};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -69,8 +69,15 @@
 //! # Features
 //!
 //! - `rustls` (default): HTTPS for [`HyperTransport`], trusting the web PKI
-//!   and the platform's roots ([`TlsRoots`]) and any extra CA.
+//!   and the platform's roots ([`TlsRoots`]) and any extra CA. Without it,
+//!   [`HyperTransport`] refuses every `https` URL before it connects (an
+//!   [`Error::is_invalid_input`] that names the feature): nothing meant for
+//!   TLS is ever sent in clear.
 //! - `fake`: [`fake`], a fake GoEnhance server on loopback for tests.
+//! - `mock`: [`transport::mock`], an in-memory transport with scripted
+//!   answers, for tests.
+//! - `test-util`: test support for code outside the crate (hooks on the
+//!   in-memory store, the store conformance suite).
 //! - `sqlite`: [`track::SqliteStore`], durable tracking in an embedded SQLite file.
 //! - `postgres`: [`track::PostgresStore`], a fleet of workers sharing tracked jobs.
 //! - `metrics`: counters, gauges and histograms through the `metrics`
@@ -85,7 +92,7 @@ pub mod backoff;
 mod client;
 mod clock;
 mod decode;
-mod download;
+pub mod download;
 mod error;
 mod hub;
 mod model;
@@ -110,7 +117,6 @@ pub mod fake;
 pub use crate::auth::key::ApiKey;
 pub use crate::auth::layer::AuthLayer;
 pub use crate::client::{Client, ClientBuilder, ENV_API_KEY, ENV_BASE_URL};
-pub use crate::download::{Download, DownloadOptions, Progress, DEFAULT_MAX_DOWNLOADS};
 pub use crate::error::{BoxError, Error, ErrorKind, PollRecord};
 pub use crate::hub::{PerSecond, Throttle, DEFAULT_MAX_IN_FLIGHT};
 pub use crate::model::{JobDetail, JobOutput, JobStatus, OutputKind};

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use goenhance_jobs::backoff::Jitter;
+use goenhance_jobs::download::{DownloadOptions, Progress};
 use goenhance_jobs::fake::{FakeFile, FakeServer, FileFault, FileFaults, Timeline};
 use goenhance_jobs::{Client, JobDetail, JobOutput, OutputKind, RetryPolicy};
-use goenhance_jobs::{DownloadOptions, Progress};
 use http::StatusCode;
 use sha2::{Digest, Sha256};
 

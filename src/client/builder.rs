@@ -167,7 +167,7 @@ impl ClientBuilder {
     }
 
     /// The most downloads of this client (and its clones) that run at once
-    /// (default [`DEFAULT_MAX_DOWNLOADS`](crate::DEFAULT_MAX_DOWNLOADS); at least 1). Others wait for a
+    /// (default [`DEFAULT_MAX_DOWNLOADS`](crate::download::DEFAULT_MAX_DOWNLOADS); at least 1). Others wait for a
     /// free slot before sending anything.
     pub fn max_downloads(mut self, n: usize) -> Self {
         self.downloads.max_downloads = n.max(1);

@@ -4,7 +4,7 @@
 //! ```
 //! use bytes::Bytes;
 //! use goenhance_jobs::{Client, JobOutput, OutputKind};
-//! use goenhance_jobs::{DownloadOptions, Progress};
+//! use goenhance_jobs::download::{DownloadOptions, Progress};
 //! use http_body_util::Full;
 //!
 //! # #[tokio::main(flavor = "current_thread")]

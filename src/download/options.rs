@@ -30,7 +30,7 @@ type Callback = Arc<dyn Fn(Progress) + Send + Sync>;
 ///
 /// ```
 /// use std::time::Duration;
-/// use goenhance_jobs::{DownloadOptions, Progress};
+/// use goenhance_jobs::download::{DownloadOptions, Progress};
 ///
 /// let (tx, rx) = tokio::sync::watch::channel(Progress::default());
 /// let options = DownloadOptions::new()

@@ -1,7 +1,7 @@
 //! Status polling: a query becomes a future that resolves when the job is
 //! finished.
 //!
-//! [`PollLayer`] wraps any `Service<JobQuery, Response = JobDetail, Error =
+//! [`PollLayer`](crate::PollLayer) wraps any `Service<JobQuery, Response = JobDetail, Error =
 //! Error>` (typically retry over timeout over
 //! [`JobStatusService`](crate::JobStatusService)). Its future polls at once,
 //! then on the [`PollPolicy`]'s schedule, and resolves with `Ok` for a job
@@ -60,7 +60,7 @@ pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<JobDetail, Error>> 
 
 /// Polls the service below it until the job is finished.
 ///
-/// Made by [`PollLayer`]. The service below must be `Clone`; each wait
+/// Made by [`PollLayer`](crate::PollLayer). The service below must be `Clone`; each wait
 /// takes the clone that was made ready.
 #[derive(Clone)]
 pub struct Poller<S> {

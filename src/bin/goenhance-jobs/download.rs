@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use futures_util::future::{join_all, BoxFuture};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use goenhance_jobs::DownloadOptions;
+use goenhance_jobs::download::DownloadOptions;
 use goenhance_jobs::{Client, JobOutput, JobStatus};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
