@@ -133,7 +133,8 @@ pub use crate::transport::proxy::Proxy;
 #[cfg(feature = "rustls")]
 pub use crate::transport::tls::TlsRoots;
 
-/// The README's examples, compiled as doc tests.
-#[cfg(doctest)]
+/// The README's examples, compiled as doc tests (in the default build: they
+/// set up TLS).
+#[cfg(all(doctest, feature = "rustls"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
