@@ -91,7 +91,25 @@ impl Default for PollPolicy {
 /// let sparse = PollPolicy::new(PollSchedule::Adaptive {
 ///     tradeoff: Duration::from_millis(500),
 /// });
-/// # drop((gentle, sparse));
+/// assert_eq!(
+///     sparse.schedule(),
+///     PollSchedule::Adaptive { tradeoff: Duration::from_millis(500) }
+/// );
+/// // A factor below 1 would shrink the intervals: it counts as 1.
+/// let flat = PollPolicy::new(PollSchedule::Exponential {
+///     initial: Duration::from_secs(3),
+///     factor: 0.5,
+///     max: Duration::from_secs(60),
+/// });
+/// assert_eq!(
+///     flat.schedule(),
+///     PollSchedule::Exponential {
+///         initial: Duration::from_secs(3),
+///         factor: 1.0,
+///         max: Duration::from_secs(60),
+///     }
+/// );
+/// # drop(gentle);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
