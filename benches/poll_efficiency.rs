@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use goenhance_jobs::transport::mock::{MockResponse, MockTransport};
-use goenhance_jobs::{Client, PollPolicy};
+use goenhance_jobs::{Client, PollPolicy, PollSchedule};
 use rand::SeedableRng;
 use rand_distr::{Distribution, LogNormal};
 use tokio::time::Instant;
@@ -286,19 +286,35 @@ fn main() {
         ("default (adaptive)", Box::new(PollPolicy::default)),
         (
             "adaptive, tradeoff 0.36 s (the default before)",
-            Box::new(|| PollPolicy::adaptive().tradeoff(Duration::from_millis(360))),
+            Box::new(|| {
+                PollPolicy::new(PollSchedule::Adaptive {
+                    tradeoff: Duration::from_millis(360),
+                })
+            }),
         ),
         (
             "adaptive, tradeoff 0.34 s",
-            Box::new(|| PollPolicy::adaptive().tradeoff(Duration::from_millis(340))),
+            Box::new(|| {
+                PollPolicy::new(PollSchedule::Adaptive {
+                    tradeoff: Duration::from_millis(340),
+                })
+            }),
         ),
         (
             "adaptive, tradeoff 0.32 s",
-            Box::new(|| PollPolicy::adaptive().tradeoff(Duration::from_millis(320))),
+            Box::new(|| {
+                PollPolicy::new(PollSchedule::Adaptive {
+                    tradeoff: Duration::from_millis(320),
+                })
+            }),
         ),
         (
             "adaptive, tradeoff 0.30 s",
-            Box::new(|| PollPolicy::adaptive().tradeoff(Duration::from_millis(300))),
+            Box::new(|| {
+                PollPolicy::new(PollSchedule::Adaptive {
+                    tradeoff: Duration::from_millis(300),
+                })
+            }),
         ),
     ];
     println!(

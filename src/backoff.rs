@@ -115,23 +115,18 @@ impl ExponentialBackoff {
     }
 
     /// The first delay.
-    pub fn get_initial(&self) -> Duration {
+    pub(crate) fn get_initial(&self) -> Duration {
         self.initial
     }
 
     /// The growth factor.
-    pub fn get_factor(&self) -> f64 {
+    pub(crate) fn get_factor(&self) -> f64 {
         self.factor
     }
 
     /// The longest delay.
-    pub fn get_max(&self) -> Duration {
+    pub(crate) fn get_max(&self) -> Duration {
         self.max
-    }
-
-    /// The jitter.
-    pub fn get_jitter(&self) -> Jitter {
-        self.jitter
     }
 
     /// The delay before retry number `n + 1` (`n` from 0), before jitter.

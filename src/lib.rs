@@ -9,7 +9,7 @@
 //! deadline, and follows thousands of jobs from one scheduler.
 //!
 //! ```
-//! use goenhance_jobs::transport::mock::MockTransport;
+//! use goenhance_jobs::transport::mock::MockTransport; // feature `mock`
 //! use goenhance_jobs::{Client, JobStatus};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -69,8 +69,15 @@
 //! # Features
 //!
 //! - `rustls` (default): HTTPS for [`HyperTransport`], trusting the web PKI
-//!   and the platform's roots ([`TlsRoots`]) and any extra CA.
+//!   and the platform's roots ([`TlsRoots`]) and any extra CA. Without it,
+//!   [`HyperTransport`] refuses every `https` URL before it connects (an
+//!   [`Error::is_invalid_input`] that names the feature): nothing meant for
+//!   TLS is ever sent in clear.
 //! - `fake`: [`fake`], a fake GoEnhance server on loopback for tests.
+//! - `mock`: [`transport::mock`], an in-memory transport with scripted
+//!   answers, for tests.
+//! - `test-util`: test support for code outside the crate (hooks on the
+//!   in-memory store, the store conformance suite).
 //! - `sqlite`: [`track::SqliteStore`], durable tracking in an embedded SQLite file.
 //! - `postgres`: [`track::PostgresStore`], a fleet of workers sharing tracked jobs.
 //! - `metrics`: counters, gauges and histograms through the `metrics`
@@ -87,7 +94,7 @@ mod clock;
 mod decode;
 pub mod download;
 mod error;
-pub mod hub;
+mod hub;
 mod model;
 pub mod poll;
 mod query;
@@ -104,22 +111,30 @@ pub mod transport;
 #[cfg_attr(docsrs, doc(cfg(feature = "fake")))]
 pub mod fake;
 
-pub use crate::auth::{ApiKey, AuthLayer};
+// Each public type has one path: those of the stack's contract are here,
+// and their modules keep only what goes with them (futures, services,
+// strategies, defaults).
+pub use crate::auth::key::ApiKey;
+pub use crate::auth::layer::AuthLayer;
 pub use crate::client::{Client, ClientBuilder, ENV_API_KEY, ENV_BASE_URL};
-pub use crate::download::{Download, DownloadOptions, Progress};
 pub use crate::error::{BoxError, Error, ErrorKind, PollRecord};
+pub use crate::hub::{PerSecond, Throttle, DEFAULT_MAX_IN_FLIGHT};
 pub use crate::model::{JobDetail, JobOutput, JobStatus, OutputKind};
-pub use crate::poll::{PollLayer, PollPolicy};
+pub use crate::poll::layer::PollLayer;
+pub use crate::poll::policy::{PollPolicy, PollSchedule};
 pub use crate::query::{JobQuery, MAX_ID_LEN};
-pub use crate::retry::{RetryLayer, RetryPolicy};
-pub use crate::service::{BaseUrl, JobStatusService};
-pub use crate::timeout::TimeoutLayer;
-pub use crate::transport::HyperTransport;
-pub use crate::transport::Proxy;
+pub use crate::retry::layer::RetryLayer;
+pub use crate::retry::policy::RetryPolicy;
+pub use crate::service::base_url::BaseUrl;
+pub use crate::service::job_status::JobStatusService;
+pub use crate::timeout::layer::TimeoutLayer;
+pub use crate::transport::hyper::HyperTransport;
+pub use crate::transport::proxy::Proxy;
 #[cfg(feature = "rustls")]
-pub use crate::transport::TlsRoots;
+pub use crate::transport::tls::TlsRoots;
 
-/// The README's examples, compiled as doc tests.
-#[cfg(doctest)]
+/// The README's examples, compiled as doc tests (in the default build: they
+/// set up TLS).
+#[cfg(all(doctest, feature = "rustls"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -175,10 +175,9 @@ impl JobOutput {
         }
     }
 
-    /// Sets when the URL stops working (builder style, for tests and fakes).
-    pub fn with_expires_at(mut self, at: SystemTime) -> JobOutput {
+    /// Sets when the URL stops working (for tests and fakes).
+    pub fn set_expires_at(&mut self, at: SystemTime) {
         self.expires_at = Some(at);
-        self
     }
 
     /// When the signed URL stops working, if the API said so
@@ -231,22 +230,42 @@ impl JobDetail {
         }
     }
 
-    /// Sets the job type (builder style, for tests and fakes).
-    pub fn with_job_type(mut self, job_type: impl Into<String>) -> JobDetail {
+    /// Sets the job type (for tests and fakes).
+    pub fn set_job_type(&mut self, job_type: impl Into<String>) {
         self.job_type = Some(job_type.into());
-        self
     }
 
-    /// Adds an output (builder style, for tests and fakes).
-    pub fn with_output(mut self, output: JobOutput) -> JobDetail {
+    /// Adds an output (for tests and fakes).
+    pub fn push_output(&mut self, output: JobOutput) {
         self.outputs.push(output);
-        self
     }
 
-    /// Sets the start and end times (builder style, for tests and fakes).
-    pub fn with_times(mut self, start: Option<SystemTime>, end: Option<SystemTime>) -> JobDetail {
+    /// Sets the start and end times (for tests and fakes).
+    pub fn set_times(&mut self, start: Option<SystemTime>, end: Option<SystemTime>) {
         self.start_time = start;
         self.end_time = end;
+    }
+
+    /// [`set_job_type`](Self::set_job_type) in a chain, inside the crate.
+    pub(crate) fn with_job_type(mut self, job_type: impl Into<String>) -> JobDetail {
+        self.set_job_type(job_type);
+        self
+    }
+
+    /// [`push_output`](Self::push_output) in a chain, inside the crate.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn with_output(mut self, output: JobOutput) -> JobDetail {
+        self.push_output(output);
+        self
+    }
+
+    /// [`set_times`](Self::set_times) in a chain, inside the crate.
+    pub(crate) fn with_times(
+        mut self,
+        start: Option<SystemTime>,
+        end: Option<SystemTime>,
+    ) -> JobDetail {
+        self.set_times(start, end);
         self
     }
 

@@ -77,13 +77,18 @@ impl JobQuery {
         }
     }
 
-    /// The same query with a deadline that the layers below must respect.
-    pub fn with_deadline(mut self, deadline: Instant) -> JobQuery {
+    /// Sets a deadline that the layers below must respect.
+    pub fn set_deadline(&mut self, deadline: Instant) {
         self.deadline = Some(deadline);
+    }
+
+    /// [`set_deadline`](Self::set_deadline) in a chain, inside the crate.
+    pub(crate) fn with_deadline(mut self, deadline: Instant) -> JobQuery {
+        self.set_deadline(deadline);
         self
     }
 
-    /// The deadline set by [`with_deadline`](JobQuery::with_deadline), if any.
+    /// The deadline set by [`set_deadline`](JobQuery::set_deadline), if any.
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
     }

@@ -28,6 +28,31 @@ pub(crate) fn redact(text: &str, secret: &str) -> String {
     text.replace(secret, "[redacted]")
 }
 
+/// Whether `body` holds `secret` (not empty) anywhere.
+pub(crate) fn holds(body: &[u8], secret: &str) -> bool {
+    let needle = secret.as_bytes();
+    !needle.is_empty() && body.windows(needle.len()).any(|w| w == needle)
+}
+
+/// `body` with every occurrence of `secret` replaced by `[redacted]`,
+/// before anything reads it: what is decoded from it, and cut short for a
+/// message, can then hold no piece of the secret.
+pub(crate) fn redact_bytes(body: bytes::Bytes, secret: &str) -> bytes::Bytes {
+    if !holds(&body, secret) {
+        return body;
+    }
+    let needle = secret.as_bytes();
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest = &body[..];
+    while let Some(at) = rest.windows(needle.len()).position(|w| w == needle) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(b"[redacted]");
+        rest = &rest[at + needle.len()..];
+    }
+    out.extend_from_slice(rest);
+    out.into()
+}
+
 /// A message the server wrote, made fit for a one-line error: control
 /// characters and runs of white space become one space, a trailing period
 /// goes, and it is cut at 200 bytes.

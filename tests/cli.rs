@@ -677,8 +677,88 @@ async fn text_output_escapes_what_the_server_sent() {
     let text = stdout(&out);
     assert_eq!(
         text,
-        "esc-1 succeeded https://cdn.example/x.mp4\\nforged-9 succeeded https://evil.example/\\u{1b}[2J\n"
+        "esc-1 succeeded https://cdn.example/x.mp4\\nforged-9 succeeded https://evil.example/\\u001b[2J\n"
     );
+}
+
+/// Whether a character of the output would act on a terminal instead of
+/// showing: a control character other than the line ends, a bidi control,
+/// a zero-width character.
+fn acts_on_a_terminal(c: char) -> bool {
+    (c.is_control() && c != '\n')
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{FEFF}'
+        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_raw_control_or_bidi_character_reaches_the_terminal() {
+    // A clipboard write (OSC 52 … BEL), a screen wipe, a right-to-left
+    // override and a zero-width space in the output URL; the URL cannot be
+    // fetched, so `--download` prints it in its failure lines too.
+    let hostile = "http://127.0.0.1:9/a\u{1b}]52;c;aGk=\u{7}\u{1b}[2J\u{202e}4pm.exe\u{200b}";
+    let server = server(&[(
+        "esc-2",
+        Timeline::new("mx-v2v")
+            .pending(ms(20))
+            .succeed("video", hostile),
+    )])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_str().unwrap();
+    let runs: [&[&str]; 6] = [
+        &["wait", "esc-2"],
+        &["get", "esc-2"],
+        &["wait", "esc-2", "-o", "json"],
+        &["wait", "esc-2", "--download", dir],
+        &["get", "esc-2", "--download", dir],
+        &["wait", "esc-2", "--download", dir, "-o", "json"],
+    ];
+    for args in runs {
+        // The first run waits for the job's end, so `get` sees it ended.
+        let out = Run::new(args).against(&server).output().await;
+        let (stdout, stderr) = (stdout(&out), stderr(&out));
+        for (name, text) in [("stdout", &stdout), ("stderr", &stderr)] {
+            let raw: Vec<char> = text.chars().filter(|c| acts_on_a_terminal(*c)).collect();
+            assert!(raw.is_empty(), "{args:?}: raw {raw:?} on {name}: {text:?}");
+        }
+        // The URL was shown, escaped.
+        let shown = format!("{stdout}{stderr}");
+        assert!(
+            shown.contains("a\\u001b]52;c;aGk=\\u0007\\u001b[2J\\u202e4pm.exe\\u200b"),
+            "{args:?}: {shown:?}"
+        );
+        if args.contains(&"json") {
+            for line in stdout.lines() {
+                let v: Value = serde_json::from_str(line).expect("each line is JSON");
+                assert_eq!(v["outputs"][0]["url"], hostile, "{args:?}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_download_checks_the_folder_before_sending() {
+    let server = server(&[("dl-1", quick_video())]).await;
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let not_a_dir = file.path().to_str().unwrap();
+    let out = Run::new(&["get", "dl-1", "--download", not_a_dir])
+        .against(&server)
+        .output()
+        .await
+        .code(2);
+    assert!(
+        stderr(&out).starts_with(&format!("goenhance-jobs: cannot create {not_a_dir}: ")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out), "");
+    assert_eq!(server.total_requests(), 0, "nothing was sent");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use goenhance_jobs::hub::PerSecond;
 use goenhance_jobs::transport::mock::{MockResponse, MockTransport};
+use goenhance_jobs::PerSecond;
 use goenhance_jobs::{ClientBuilder, JobStatus, PollPolicy};
 use support::{mock_client, q, secs};
 use tokio::time::Instant;

@@ -2,7 +2,9 @@
 //! that names it back, directly or through others. Read from the sources:
 //! every `crate::<module>` path in a module's code (imports and paths; not
 //! comments or doc links), and every `crate::<Item>` the root re-exports,
-//! is an edge from that module to the one that defines it.
+//! is an edge from that module to the one that defines it. The same holds
+//! for the modules of the command-line tool, whose root (`main.rs`) only
+//! runs the commands: no module takes anything from it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -42,8 +44,10 @@ fn root_reexports(src: &Path) -> BTreeMap<String, String> {
         let items = items
             .trim_end_matches(';')
             .trim_matches(|c| c == '{' || c == '}');
+        // `pub use crate::auth::layer::AuthLayer;` names `AuthLayer`.
         for item in items.split(',') {
-            names.insert(item.trim().to_owned(), module.to_owned());
+            let name = item.trim().rsplit("::").next().unwrap();
+            names.insert(name.to_owned(), module.to_owned());
         }
     }
     names
@@ -53,13 +57,37 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
-    let modules: BTreeSet<String> = files.iter().filter_map(|f| module_of(&src, f)).collect();
-    let reexports = root_reexports(&src);
+    let files: Vec<(String, PathBuf)> = files
+        .into_iter()
+        .filter_map(|f| Some((module_of(&src, &f)?, f)))
+        .collect();
+    edges_of(&files, &root_reexports(&src), None)
+}
+
+/// The modules of the command-line tool and what each takes from the
+/// others; an item of `main.rs` is an edge to `main`.
+fn cli_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bin/goenhance-jobs");
+    let mut files = Vec::new();
+    rust_files(&dir, &mut files);
+    let files: Vec<(String, PathBuf)> = files
+        .into_iter()
+        .map(|f| (f.file_stem().unwrap().to_str().unwrap().to_owned(), f))
+        .collect();
+    edges_of(&files, &BTreeMap::new(), Some("main"))
+}
+
+/// The edges between `files` (module name, path): a `crate::<name>` path
+/// names a module, an item the root re-exports, or (when `root_items` is
+/// given) an item of that root module.
+fn edges_of(
+    files: &[(String, PathBuf)],
+    reexports: &BTreeMap<String, String>,
+    root_items: Option<&str>,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let modules: BTreeSet<String> = files.iter().map(|(m, _)| m.clone()).collect();
     let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for file in &files {
-        let Some(from) = module_of(&src, file) else {
-            continue;
-        };
+    for (from, file) in files {
         // Code only: a doc link up the hierarchy is not a dependency.
         let text: String = std::fs::read_to_string(file)
             .unwrap()
@@ -83,9 +111,12 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
             let target = if modules.contains(&name) {
                 Some(name)
             } else {
-                reexports.get(&name).cloned()
+                reexports
+                    .get(&name)
+                    .cloned()
+                    .or(root_items.map(str::to_owned))
             };
-            if let Some(target) = target.filter(|t| *t != from) {
+            if let Some(target) = target.filter(|t| t != from) {
                 deps.insert(target);
             }
         }
@@ -132,6 +163,29 @@ fn no_module_depends_on_one_that_depends_on_it() {
         assert!(
             cycle.is_none(),
             "module cycle: {}",
+            cycle.unwrap().join(" → ")
+        );
+    }
+}
+
+#[test]
+fn no_module_of_the_cli_depends_on_one_that_depends_on_it() {
+    let edges = cli_graph();
+    // The graph is read, not empty.
+    assert!(edges["main"].contains("waits"), "{edges:?}");
+    assert!(edges["download"].contains("report"), "{edges:?}");
+    for (module, deps) in &edges {
+        assert!(
+            module == "main" || !deps.contains("main"),
+            "{module} takes an item of main.rs: {deps:?}"
+        );
+    }
+    for start in edges.keys() {
+        let mut path = vec![start.clone()];
+        let cycle = cycle_from(&edges, start, start, &mut path, &mut BTreeSet::new());
+        assert!(
+            cycle.is_none(),
+            "module cycle in the cli: {}",
             cycle.unwrap().join(" → ")
         );
     }

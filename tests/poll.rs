@@ -7,7 +7,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use goenhance_jobs::backoff::Jitter;
 use goenhance_jobs::transport::mock::{MockResponse, MockTransport};
-use goenhance_jobs::{Client, JobQuery, JobStatus, JobStatusService, PollLayer, PollPolicy};
+use goenhance_jobs::{
+    Client, JobQuery, JobStatus, JobStatusService, PollLayer, PollPolicy, PollSchedule,
+};
 use support::{mock_client, secs};
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -213,6 +215,24 @@ async fn exponential_schedule_without_jitter() {
         offsets_s(&mock, start),
         [0.0, 1.0, 3.0, 7.0, 15.0, 23.0, 31.0, 39.0]
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exponential_schedule_follows_its_own_factor() {
+    let mock = MockTransport::new();
+    mock.timeline("j", &["pending"; 5]);
+    mock.script("j", [MockResponse::job("j", "success")]);
+    let policy = PollPolicy::new(PollSchedule::Exponential {
+        initial: secs(1),
+        factor: 3.0,
+        max: secs(20),
+    })
+    .jitter(Jitter::None);
+    let c = client(&mock, policy);
+    let start = Instant::now();
+    c.wait("j").await.unwrap();
+    // Intervals 1, 3, 9, 20 (27 capped), 20.
+    assert_eq!(offsets_s(&mock, start), [0.0, 1.0, 4.0, 13.0, 33.0, 53.0]);
 }
 
 #[tokio::test(start_paused = true)]

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use goenhance_jobs::backoff::Jitter;
-use goenhance_jobs::hub::PerSecond;
 use goenhance_jobs::transport::mock::{MockResponse, MockTransport};
+use goenhance_jobs::PerSecond;
 use goenhance_jobs::{ClientBuilder, JobQuery, JobStatus, PollPolicy, RetryPolicy};
 use support::{mock_client, ms, q, secs};
 use tokio::time::Instant;

@@ -287,3 +287,52 @@ fn the_key_never_shows() {
         }
     }
 }
+
+/// A key the server echoes after 0 to 260 bytes of filler, across the
+/// 200-byte cut of the message: no 8-byte piece of it shows in the error,
+/// in `Display`, alternate `Display` or `Debug`. The 401 goes through the
+/// error-status path, the 200 with `code != 0` through the envelope.
+#[tokio::test]
+async fn a_key_across_the_cut_of_a_server_message_shows_no_piece() {
+    const LONG_KEY: &str = "sk-live-Q7f3a9cW2mZx8KpL4nRt6VbY1dHs0JeU";
+    assert_eq!(LONG_KEY.len(), 40);
+    let pieces: Vec<&str> = (0..=LONG_KEY.len() - 8)
+        .map(|i| &LONG_KEY[i..i + 8])
+        .collect();
+    let mock = MockTransport::new();
+    let client = Client::builder()
+        .api_key(LONG_KEY)
+        .retry_policy(RetryPolicy::never())
+        .transport(mock.clone())
+        .build()
+        .unwrap();
+    let mut checked = 0;
+    for offset in 0..=260 {
+        let msg = format!("{}{LONG_KEY} is not a valid token", "x".repeat(offset));
+        let body = serde_json::json!({"code": 401, "msg": msg, "data": null}).to_string();
+        for answer in [MockResponse::new(401, body.clone()), MockResponse::ok(body)] {
+            mock.push(answer);
+            let err = client.get("job-1").await.unwrap_err();
+            assert_eq!(err.api_code(), Some(401), "{err:?}");
+            for shown in [format!("{err}"), format!("{err:#}"), format!("{err:?}")] {
+                for piece in &pieces {
+                    assert!(
+                        !shown.contains(piece),
+                        "offset {offset}: {piece:?} shows in {shown:?}"
+                    );
+                }
+            }
+            // What is kept is the message with the key cut out, then cut
+            // at 200 bytes.
+            let redacted = format!("{}[redacted] is not a valid token", "x".repeat(offset));
+            let kept = if redacted.len() <= 200 {
+                redacted
+            } else {
+                format!("{}…", &redacted[..200])
+            };
+            assert!(err.to_string().ends_with(&format!(": {kept}")), "{err}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 2 * 261);
+}

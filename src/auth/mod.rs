@@ -16,98 +16,28 @@
 //! ```
 
 mod future;
-mod key;
+pub(crate) mod key;
+pub(crate) mod layer;
 
 use std::fmt;
 use std::task::{Context, Poll};
 
 use http::header::{HeaderValue, AUTHORIZATION};
 use http::{Request, Response};
-use tower::{Layer, Service};
+use tower::Service;
 
 pub use self::future::ResponseFuture;
 pub(crate) use self::future::SentKey;
-pub use self::key::ApiKey;
-use crate::error::Error;
-
-/// Adds `Authorization: Bearer <key>` to every request of the transport it
-/// wraps.
-#[derive(Clone)]
-pub struct AuthLayer {
-    header: HeaderValue,
-}
-
-impl AuthLayer {
-    /// A layer that authorizes with this key.
-    ///
-    /// # Panics
-    ///
-    /// If the key is not valid in a header (empty, surrounding whitespace, a
-    /// control character). Use [`AuthLayer::try_bearer`] for keys that come
-    /// from outside the program.
-    pub fn bearer(key: impl Into<ApiKey>) -> AuthLayer {
-        match AuthLayer::try_bearer(key) {
-            Ok(layer) => layer,
-            Err(e) => panic!("{e}"),
-        }
-    }
-
-    /// A layer that authorizes with this key.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::is_invalid_input`] when the key is not valid in a header.
-    pub fn try_bearer(key: impl Into<ApiKey>) -> Result<AuthLayer, Error> {
-        Ok(AuthLayer {
-            header: key.into().bearer_header()?,
-        })
-    }
-
-    /// The transport wrapped without marking its answers with the key, for
-    /// a stack whose service was given the key to redact with
-    /// (`JobStatusService::redacting`): the mark is a map insert per answer
-    /// that such a stack does not need.
-    pub(crate) fn layer_unmarked<S>(&self, inner: S) -> AddAuthorization<S> {
-        AddAuthorization {
-            inner,
-            header: self.header.clone(),
-            mark: false,
-        }
-    }
-
-    /// The key this layer sends, to redact with.
-    pub(crate) fn sent_key(&self) -> SentKey {
-        SentKey::new(self.header.clone())
-    }
-}
-
-impl fmt::Debug for AuthLayer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthLayer")
-            .field("authorization", &"Bearer [redacted]")
-            .finish()
-    }
-}
-
-impl<S> Layer<S> for AuthLayer {
-    type Service = AddAuthorization<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        AddAuthorization {
-            inner,
-            header: self.header.clone(),
-            mark: true,
-        }
-    }
-}
+pub(crate) use self::key::ApiKey;
+pub(crate) use self::layer::AuthLayer;
 
 /// The transport wrapped by [`AuthLayer`].
 #[derive(Clone)]
 pub struct AddAuthorization<S> {
-    inner: S,
-    header: HeaderValue,
+    pub(super) inner: S,
+    pub(super) header: HeaderValue,
     /// Whether answers are marked with the key ([`SentKey`]).
-    mark: bool,
+    pub(super) mark: bool,
 }
 
 impl<S> AddAuthorization<S> {
@@ -161,7 +91,7 @@ where
 mod tests {
     use super::*;
     use std::convert::Infallible;
-    use tower::ServiceExt;
+    use tower::{Layer, ServiceExt};
 
     #[tokio::test]
     async fn adds_a_sensitive_bearer_header() {

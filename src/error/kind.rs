@@ -55,11 +55,18 @@ pub enum ErrorKind {
     Store,
     /// A tracking store holds a schema newer than this crate knows.
     StoreSchema,
+    /// The job itself failed: [`JobDetail::into_result`](crate::JobDetail::into_result)
+    /// turned its answer into this error.
+    JobFailed,
+    /// A failure of code outside this crate that fits no other kind: a
+    /// middleware of the caller's, say, made with
+    /// [`Error::custom`](super::Error::custom).
+    Other,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order.
-    pub(crate) const ALL: [ErrorKind; 16] = [
+    pub(crate) const ALL: [ErrorKind; 18] = [
         ErrorKind::InvalidInput,
         ErrorKind::Transport,
         ErrorKind::Certificate,
@@ -76,12 +83,15 @@ impl ErrorKind {
         ErrorKind::Io,
         ErrorKind::Store,
         ErrorKind::StoreSchema,
+        ErrorKind::JobFailed,
+        ErrorKind::Other,
     ];
 
     /// A stable snake-case name: `invalid_input`, `transport`,
     /// `certificate`, `proxy_auth`, `timeout`,
     /// `http`, `api`, `decode`, `body_too_large`, `deadline`, `stall`,
-    /// `closed`, `expired`, `io`, `store`, `store_schema`.
+    /// `closed`, `expired`, `io`, `store`, `store_schema`, `job_failed`,
+    /// `other`.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::InvalidInput => "invalid_input",
@@ -100,6 +110,8 @@ impl ErrorKind {
             ErrorKind::Io => "io",
             ErrorKind::Store => "store",
             ErrorKind::StoreSchema => "store_schema",
+            ErrorKind::JobFailed => "job_failed",
+            ErrorKind::Other => "other",
         }
     }
 }

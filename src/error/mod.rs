@@ -13,12 +13,15 @@
 //! assert_eq!(err.to_string(), "invalid input: job id has a character outside [A-Za-z0-9._~-] at byte 1");
 //! ```
 
+mod build;
 mod certificate;
+mod display;
+mod job_failed;
 mod kind;
 mod proxy;
 mod report;
+mod tls;
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +35,8 @@ pub(crate) use self::kind::ErrorKind as Kind;
 pub(crate) use self::proxy::ProxyAuthRequired;
 pub use self::report::PollRecord;
 pub(crate) use self::report::WaitReport;
+#[cfg(not(feature = "rustls"))]
+pub(crate) use self::tls::TlsUnavailable;
 
 /// `err` and its causes, each I/O error replaced by the error it carries
 /// (whose text it shows: `io::Error::source` skips that error and goes on
@@ -111,192 +116,6 @@ pub(crate) enum Exhausted {
 }
 
 impl Error {
-    pub(crate) fn new(kind: Kind) -> Self {
-        Error {
-            inner: Box::new(Inner {
-                kind,
-                message: None,
-                source: None,
-                status: None,
-                api_code: None,
-                retry_after: None,
-                retries_exhausted: None,
-                wait: None,
-            }),
-        }
-    }
-
-    pub(crate) fn with_message(mut self, message: impl Into<Box<str>>) -> Self {
-        self.inner.message = Some(message.into());
-        self
-    }
-
-    pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Self {
-        self.inner.source = Some(Arc::from(source.into()));
-        self
-    }
-
-    pub(crate) fn invalid_input(message: impl Into<Box<str>>) -> Self {
-        Error::new(Kind::InvalidInput).with_message(message)
-    }
-
-    pub(crate) fn transport(source: impl Into<BoxError>) -> Self {
-        let source = source.into();
-        if let Some(failure) = certificate::certificate_failure(&*source) {
-            return Error::new(Kind::Certificate)
-                .with_message(failure)
-                .with_source(source);
-        }
-        if proxy::auth_required(&*source) {
-            return Error::new(Kind::ProxyAuth)
-                .with_message("proxy authentication required")
-                .with_source(source);
-        }
-        let connect = source
-            .downcast_ref::<hyper_util::client::legacy::Error>()
-            .is_some_and(|e| e.is_connect());
-        let err = Error::new(Kind::Transport).with_source(source);
-        // What failed, not why: the source says why.
-        if connect {
-            err.with_message("cannot connect")
-        } else {
-            err
-        }
-    }
-
-    pub(crate) fn decode(message: impl Into<Box<str>>) -> Self {
-        Error::new(Kind::Decode).with_message(message)
-    }
-
-    pub(crate) fn timeout(after: Duration) -> Self {
-        Error::new(Kind::Timeout)
-            .with_message(format!("attempt timed out after {}", Rounded(after)))
-    }
-
-    pub(crate) fn http(status: StatusCode, retry_after: Option<Duration>) -> Self {
-        let mut err = Error::new(Kind::Http);
-        err.inner.status = Some(status);
-        err.inner.retry_after = retry_after;
-        err
-    }
-
-    pub(crate) fn api(code: i64, msg: &str) -> Self {
-        let mut err = Error::new(Kind::Api).with_message(server_text(msg));
-        err.inner.api_code = Some(code);
-        err
-    }
-
-    pub(crate) fn body_too_large(limit: usize) -> Self {
-        Error::new(Kind::BodyTooLarge)
-            .with_message(format!("response body exceeds the {limit} byte limit"))
-    }
-
-    pub(crate) fn closed() -> Self {
-        Error::new(Kind::Closed).with_message("the wait scheduler has stopped")
-    }
-
-    pub(crate) fn store(message: impl Into<Box<str>>) -> Self {
-        Error::new(Kind::Store).with_message(message)
-    }
-
-    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-    pub(crate) fn store_schema(message: impl Into<Box<str>>) -> Self {
-        Error::new(Kind::StoreSchema).with_message(message)
-    }
-
-    /// Rebuilds an error from what a tracking store kept of it.
-    pub(crate) fn from_parts(
-        kind: Kind,
-        message: Option<Box<str>>,
-        status: Option<StatusCode>,
-        api_code: Option<i64>,
-        wait: Option<WaitReport>,
-    ) -> Self {
-        let mut err = Error::new(kind);
-        err.inner.message = message;
-        err.inner.status = status;
-        err.inner.api_code = api_code;
-        err.inner.wait = wait;
-        err
-    }
-
-    pub(crate) fn message(&self) -> Option<&str> {
-        self.inner.message.as_deref()
-    }
-
-    pub(crate) fn wait_report(&self) -> Option<&WaitReport> {
-        self.inner.wait.as_ref()
-    }
-
-    pub(crate) fn expired(status: Option<StatusCode>, message: impl Into<Box<str>>) -> Self {
-        let mut err = Error::new(Kind::Expired).with_message(message);
-        err.inner.status = status;
-        err
-    }
-
-    pub(crate) fn with_status(mut self, status: StatusCode) -> Self {
-        self.inner.status = Some(status);
-        self
-    }
-
-    pub(crate) fn io(message: impl Into<Box<str>>, source: std::io::Error) -> Self {
-        Error::new(Kind::Io)
-            .with_message(message)
-            .with_source(source)
-    }
-
-    pub(crate) fn no_runtime() -> Self {
-        Error::new(Kind::Closed)
-            .with_message("waits need a tokio runtime and none is running on this thread")
-    }
-
-    /// A wait reached its deadline; `report` tells what it saw.
-    pub(crate) fn deadline(report: WaitReport) -> Self {
-        Error::new(Kind::Deadline).with_report(report)
-    }
-
-    /// A job's status stopped changing; `report` tells what the wait saw.
-    pub(crate) fn stall(report: WaitReport) -> Self {
-        Error::new(Kind::Stall).with_report(report)
-    }
-
-    fn with_report(mut self, report: WaitReport) -> Self {
-        self.inner.wait = Some(report);
-        self
-    }
-
-    pub(crate) fn set_api_code(&mut self, code: i64) {
-        self.inner.api_code = Some(code);
-    }
-
-    pub(crate) fn set_message(&mut self, message: impl Into<Box<str>>) {
-        self.inner.message = Some(message.into());
-    }
-
-    /// Cuts `secret` out of everything the server wrote into this error:
-    /// the message and, where its text holds the secret, the source.
-    pub(crate) fn redact(&mut self, secret: &str) {
-        if secret.is_empty() {
-            return;
-        }
-        if let Some(message) = &mut self.inner.message {
-            if message.contains(secret) {
-                *message = redact(message, secret).into();
-            }
-        }
-        if let Some(source) = &self.inner.source {
-            let text = source.to_string();
-            if text.contains(secret) {
-                let redacted: BoxError = redact(&text, secret).into();
-                self.inner.source = Some(Arc::from(redacted));
-            }
-        }
-    }
-
-    pub(crate) fn set_exhausted(&mut self, why: Exhausted) {
-        self.inner.retries_exhausted = Some(why);
-    }
-
     /// What kind of failure this is; the `is_*` methods ask the same
     /// question one kind at a time.
     pub fn kind(&self) -> ErrorKind {
@@ -379,6 +198,13 @@ impl Error {
         self.inner.kind == Kind::Expired
     }
 
+    /// The job failed, and [`JobDetail::into_result`](crate::JobDetail::into_result)
+    /// made that an error; [`last_detail`](Error::last_detail) gives the
+    /// job's detail.
+    pub fn is_job_failed(&self) -> bool {
+        self.inner.kind == Kind::JobFailed
+    }
+
     /// A local file could not be created, written, synced or moved into
     /// place (a download's target folder is missing, the disk is full).
     pub fn is_io(&self) -> bool {
@@ -422,8 +248,9 @@ impl Error {
             | Kind::Stall
             | Kind::Closed
             | Kind::Expired
-            | Kind::Io => false,
-            Kind::Store | Kind::StoreSchema => false,
+            | Kind::Io
+            | Kind::JobFailed => false,
+            Kind::Store | Kind::StoreSchema | Kind::Other => false,
         }
     }
 
@@ -443,7 +270,8 @@ impl Error {
     }
 
     /// The last job detail a wait saw before it ended with a deadline or a
-    /// stall, if any poll succeeded.
+    /// stall, if any poll succeeded; the failed job's detail for
+    /// [`is_job_failed`](Error::is_job_failed).
     pub fn last_detail(&self) -> Option<&JobDetail> {
         self.inner.wait.as_ref()?.last_detail.as_ref()
     }
@@ -461,147 +289,6 @@ impl Error {
     }
 }
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if f.alternate() {
-            return with_causes(f, self);
-        }
-        let inner = &*self.inner;
-        match inner.retries_exhausted {
-            Some(Exhausted::Attempts(n)) => write!(f, "gave up after {n} attempts: ")?,
-            Some(Exhausted::Budget(n)) => write!(f, "retry budget exhausted after {n} attempts: ")?,
-            Some(Exhausted::RetryAfterTooLong) => {
-                if let Some(after) = inner.retry_after {
-                    write!(
-                        f,
-                        "server asked to retry after {}, longer than allowed: ",
-                        Rounded(after)
-                    )?
-                }
-            }
-            None => {}
-        }
-        match inner.kind {
-            Kind::InvalidInput => f.write_str("invalid input")?,
-            Kind::Transport | Kind::Certificate | Kind::ProxyAuth => {
-                f.write_str("transport error")?
-            }
-            Kind::Timeout => {}
-            Kind::Http => {
-                let status = inner.status.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                write!(f, "http status {}", status.as_u16())?;
-                if let Some(reason) = status.canonical_reason() {
-                    write!(f, " {}", reason.to_ascii_lowercase())?;
-                }
-            }
-            Kind::Api => write!(f, "api error code {}", inner.api_code.unwrap_or_default())?,
-            Kind::Decode => f.write_str("cannot decode the job detail")?,
-            Kind::BodyTooLarge => {}
-            Kind::Deadline | Kind::Stall => {
-                let w = inner.wait.as_ref();
-                let waited = w.map(|w| w.waited).unwrap_or_default();
-                let polls = w.map(|w| w.polls).unwrap_or_default();
-                let last = w
-                    .and_then(|w| w.last_detail.as_ref())
-                    .map(|d| d.status().as_str().to_owned())
-                    .unwrap_or_else(|| "none".to_owned());
-                if inner.kind == Kind::Deadline {
-                    write!(
-                        f,
-                        "wait deadline reached after {} ({polls} polls, last status {last}",
-                        Rounded(waited)
-                    )?;
-                    // The error of the last poll is the source; name its
-                    // kind here so a one-line report says that answers
-                    // failed, not only that time ran out.
-                    match inner
-                        .source
-                        .as_deref()
-                        .and_then(|s| s.downcast_ref::<Error>())
-                    {
-                        Some(last) => write!(f, ", last poll failed: {})", last.kind())?,
-                        None => f.write_str(")")?,
-                    }
-                } else {
-                    let stalled = w.and_then(|w| w.stalled_for).unwrap_or_default();
-                    write!(
-                        f,
-                        "job stalled: status {last} unchanged for {} ({polls} polls over {})",
-                        Rounded(stalled),
-                        Rounded(waited)
-                    )?;
-                }
-            }
-            Kind::Closed => {}
-            Kind::Expired => f.write_str("output url expired")?,
-            Kind::Io => f.write_str("file error")?,
-            Kind::Store | Kind::StoreSchema => f.write_str("store error")?,
-        }
-        let sep = if matches!(
-            inner.kind,
-            Kind::Timeout | Kind::BodyTooLarge | Kind::Closed
-        ) {
-            ""
-        } else {
-            ": "
-        };
-        if let Some(msg) = &inner.message {
-            write!(f, "{sep}{msg}")?;
-        }
-        // The cause is not repeated here: `source()` gives it, and error
-        // reporters (anyhow, eyre, tracing) print the chain themselves.
-        Ok(())
-    }
-}
-
-/// The alternate form: the line, then `: cause: cause…` for each source of
-/// `err`, skipping one whose text the line already ends with (some errors
-/// repeat their cause).
-fn with_causes(f: &mut fmt::Formatter<'_>, err: &Error) -> fmt::Result {
-    let mut last = err.to_string();
-    f.write_str(&last)?;
-    let mut cause = std::error::Error::source(err);
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !text.is_empty() && !last.ends_with(&text) {
-            write!(f, ": {text}")?;
-        }
-        last = text;
-        cause = c.source();
-    }
-    Ok(())
-}
-
-impl fmt::Debug for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let inner = &*self.inner;
-        let mut d = f.debug_struct("Error");
-        d.field("kind", &inner.kind);
-        if let Some(m) = &inner.message {
-            d.field("message", m);
-        }
-        if let Some(s) = inner.status {
-            d.field("status", &s);
-        }
-        if let Some(c) = inner.api_code {
-            d.field("api_code", &c);
-        }
-        if let Some(r) = inner.retry_after {
-            d.field("retry_after", &r);
-        }
-        if let Some(e) = inner.retries_exhausted {
-            d.field("retries_exhausted", &e);
-        }
-        if let Some(w) = &inner.wait {
-            d.field("wait", w);
-        }
-        if let Some(s) = &inner.source {
-            d.field("source", s);
-        }
-        d.finish()
-    }
-}
-
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.inner
@@ -613,6 +300,8 @@ impl std::error::Error for Error {
 
 #[cfg(test)]
 mod tests {
+    use std::fmt;
+
     use super::*;
 
     const _: fn() = || {

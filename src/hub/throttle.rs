@@ -18,7 +18,7 @@ pub trait Throttle: fmt::Debug + Send + Sync {
 /// `burst`.
 ///
 /// ```
-/// use goenhance_jobs::hub::{PerSecond, Throttle};
+/// use goenhance_jobs::{PerSecond, Throttle};
 /// use tokio::time::Instant;
 ///
 /// let limit = PerSecond::new(2.0).burst(1);

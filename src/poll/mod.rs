@@ -1,7 +1,7 @@
 //! Status polling: a query becomes a future that resolves when the job is
 //! finished.
 //!
-//! [`PollLayer`] wraps any `Service<JobQuery, Response = JobDetail, Error =
+//! [`PollLayer`](crate::PollLayer) wraps any `Service<JobQuery, Response = JobDetail, Error =
 //! Error>` (typically retry over timeout over
 //! [`JobStatusService`](crate::JobStatusService)). Its future polls at once,
 //! then on the [`PollPolicy`]'s schedule, and resolves with `Ok` for a job
@@ -35,9 +35,9 @@
 //! ```
 
 mod history;
-mod layer;
+pub(crate) mod layer;
 pub(crate) mod learner;
-mod policy;
+pub(crate) mod policy;
 pub(crate) mod state;
 mod wait;
 
@@ -48,8 +48,8 @@ use std::task::{Context, Poll};
 
 use tower::Service;
 
-pub use self::layer::PollLayer;
-pub use self::policy::{PollPolicy, DEFAULT_WAIT_TIMEOUT};
+pub(crate) use self::policy::PollPolicy;
+pub use self::policy::DEFAULT_WAIT_TIMEOUT;
 pub(crate) use self::wait::{step, wait, watch};
 use crate::error::Error;
 use crate::model::JobDetail;
@@ -60,7 +60,7 @@ pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<JobDetail, Error>> 
 
 /// Polls the service below it until the job is finished.
 ///
-/// Made by [`PollLayer`]. The service below must be `Clone`; each wait
+/// Made by [`PollLayer`](crate::PollLayer). The service below must be `Clone`; each wait
 /// takes the clone that was made ready.
 #[derive(Clone)]
 pub struct Poller<S> {

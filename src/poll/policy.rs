@@ -75,7 +75,102 @@ impl Default for PollPolicy {
     }
 }
 
+/// Which schedule a [`PollPolicy`] follows, with the settings of that
+/// schedule and no other, so no setting can be given to a schedule that
+/// would ignore it.
+///
+/// ```
+/// use std::time::Duration;
+/// use goenhance_jobs::{PollPolicy, PollSchedule};
+///
+/// let gentle = PollPolicy::new(PollSchedule::Exponential {
+///     initial: Duration::from_secs(2),
+///     factor: 1.5,
+///     max: Duration::from_secs(60),
+/// });
+/// let sparse = PollPolicy::new(PollSchedule::Adaptive {
+///     tradeoff: Duration::from_millis(500),
+/// });
+/// assert_eq!(
+///     sparse.schedule(),
+///     PollSchedule::Adaptive { tradeoff: Duration::from_millis(500) }
+/// );
+/// // A factor below 1 would shrink the intervals: it counts as 1.
+/// let flat = PollPolicy::new(PollSchedule::Exponential {
+///     initial: Duration::from_secs(3),
+///     factor: 0.5,
+///     max: Duration::from_secs(60),
+/// });
+/// assert_eq!(
+///     flat.schedule(),
+///     PollSchedule::Exponential {
+///         initial: Duration::from_secs(3),
+///         factor: 1.0,
+///         max: Duration::from_secs(60),
+///     }
+/// );
+/// # drop(gentle);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum PollSchedule {
+    /// Every `interval`, without jitter ([`PollPolicy::fixed`]).
+    Fixed {
+        /// The time between polls.
+        interval: Duration,
+    },
+    /// After `initial`, then × `factor` each time up to `max`, with ±10 %
+    /// jitter ([`PollPolicy::exponential`] has `factor` 2).
+    Exponential {
+        /// The first interval.
+        initial: Duration,
+        /// The growth of each interval over the one before (at least 1).
+        factor: f64,
+        /// The longest interval.
+        max: Duration,
+    },
+    /// What [`PollPolicy::adaptive`] describes, with the detection delay a
+    /// poll must buy back (330 ms there): larger means fewer polls and
+    /// later detection.
+    Adaptive {
+        /// The expected wasted wait a poll buys back.
+        tradeoff: Duration,
+    },
+}
+
 impl PollPolicy {
+    /// A policy that follows `schedule`, with that schedule's defaults for
+    /// the interval bounds and jitter: those of [`fixed`](Self::fixed),
+    /// [`exponential`](Self::exponential) and [`adaptive`](Self::adaptive).
+    pub fn new(schedule: PollSchedule) -> Self {
+        match schedule {
+            PollSchedule::Fixed { interval } => PollPolicy::with_schedule(
+                Schedule::Fixed(interval),
+                interval,
+                interval,
+                Jitter::None,
+            ),
+            PollSchedule::Exponential {
+                initial,
+                factor,
+                max,
+            } => PollPolicy::with_schedule(
+                Schedule::Exponential(
+                    ExponentialBackoff::new(initial, factor, max).jitter(Jitter::None),
+                ),
+                initial,
+                max,
+                Jitter::Proportional(0.1),
+            ),
+            PollSchedule::Adaptive { tradeoff } => PollPolicy::with_schedule(
+                Schedule::Adaptive { tradeoff },
+                Duration::from_secs(1),
+                Duration::from_secs(60),
+                Jitter::Proportional(0.1),
+            ),
+        }
+    }
+
     fn with_schedule(schedule: Schedule, min: Duration, max: Duration, jitter: Jitter) -> Self {
         PollPolicy {
             schedule,
@@ -94,18 +189,18 @@ impl PollPolicy {
     /// Polls every `interval`, without jitter (the GoEnhance docs suggest
     /// 5 s).
     pub fn fixed(interval: Duration) -> Self {
-        PollPolicy::with_schedule(Schedule::Fixed(interval), interval, interval, Jitter::None)
+        PollPolicy::new(PollSchedule::Fixed { interval })
     }
 
     /// Polls after `initial`, then × 2 each time up to `max`, with ±10 %
-    /// jitter (AWS's waiters use 2 s to 120 s).
+    /// jitter (AWS's waiters use 2 s to 120 s). Another factor:
+    /// [`PollSchedule::Exponential`].
     pub fn exponential(initial: Duration, max: Duration) -> Self {
-        PollPolicy::with_schedule(
-            Schedule::Exponential(ExponentialBackoff::new(initial, 2.0, max).jitter(Jitter::None)),
+        PollPolicy::new(PollSchedule::Exponential {
             initial,
+            factor: 2.0,
             max,
-            Jitter::Proportional(0.1),
-        )
+        })
     }
 
     /// The default: learns how long jobs of each `job_type` take, from the
@@ -114,7 +209,8 @@ impl PollPolicy {
     ///
     /// It fits a log-normal to the run times of each type and picks each
     /// interval `h` so that `h × P(finish within h | still running) ≈
-    /// tradeoff` (default 0.33 s): the expected wasted wait a poll buys
+    /// tradeoff` (default 0.33 s, another with [`PollSchedule::Adaptive`]):
+    /// the expected wasted wait a poll buys
     /// back. A run time is the server's `end_time − start_time` when it
     /// agrees with what the wait saw (the last answer that said running,
     /// the first that said finished), else what the wait saw: wrong server
@@ -126,31 +222,26 @@ impl PollPolicy {
     /// 3σ off); after three such jobs in a row the fit starts over from
     /// them. Memory is bounded: a few numbers per type, at most 256 types.
     pub fn adaptive() -> Self {
-        PollPolicy::with_schedule(
-            Schedule::Adaptive {
-                tradeoff: Duration::from_millis(330),
+        PollPolicy::new(PollSchedule::Adaptive {
+            tradeoff: Duration::from_millis(330),
+        })
+    }
+
+    /// The schedule this policy follows.
+    pub fn schedule(&self) -> PollSchedule {
+        match &self.schedule {
+            Schedule::Fixed(interval) => PollSchedule::Fixed {
+                interval: *interval,
             },
-            Duration::from_secs(1),
-            Duration::from_secs(60),
-            Jitter::Proportional(0.1),
-        )
-    }
-
-    /// For the adaptive schedule: the detection delay a poll must buy back
-    /// (default 330 ms). Larger means fewer polls and later detection.
-    pub fn tradeoff(mut self, tradeoff: Duration) -> Self {
-        if let Schedule::Adaptive { tradeoff: t } = &mut self.schedule {
-            *t = tradeoff;
+            Schedule::Exponential(b) => PollSchedule::Exponential {
+                initial: b.get_initial(),
+                factor: b.get_factor(),
+                max: b.get_max(),
+            },
+            Schedule::Adaptive { tradeoff } => PollSchedule::Adaptive {
+                tradeoff: *tradeoff,
+            },
         }
-        self
-    }
-
-    /// For the exponential schedule: the growth factor (default 2).
-    pub fn factor(mut self, factor: f64) -> Self {
-        if let Schedule::Exponential(b) = &mut self.schedule {
-            *b = b.factor(factor);
-        }
-        self
     }
 
     /// The shortest interval between polls.
@@ -201,26 +292,6 @@ impl PollPolicy {
 
     pub(crate) fn jitter_seed(&self) -> u64 {
         self.seed.unwrap_or(self.random_seed)
-    }
-
-    /// The deadline of a wait.
-    pub fn get_timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    /// The shortest interval between polls.
-    pub fn get_min_interval(&self) -> Duration {
-        self.min_interval
-    }
-
-    /// The longest interval between polls.
-    pub fn get_max_interval(&self) -> Duration {
-        self.max_interval
-    }
-
-    /// After how long without a status change a wait ends, if set.
-    pub fn get_stall_after(&self) -> Option<Duration> {
-        self.stall_after
     }
 }
 

@@ -25,23 +25,25 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use goenhance_jobs::backoff::Jitter;
+//! use goenhance_jobs::backoff::{ExponentialBackoff, Jitter};
 //! use goenhance_jobs::RetryPolicy;
 //!
+//! let backoff = ExponentialBackoff::new(Duration::from_millis(100), 2.0, Duration::from_secs(10))
+//!     .jitter(Jitter::None);
+//! assert_eq!(backoff.base_delay(1), Duration::from_millis(200));
 //! let policy = RetryPolicy::default()
 //!     .max_attempts(3)
-//!     .initial_backoff(Duration::from_millis(100))
-//!     .jitter(Jitter::None)
+//!     .backoff(backoff)
 //!     .max_retry_after(Duration::from_secs(30));
-//! assert_eq!(policy.get_backoff().base_delay(1), Duration::from_millis(200));
+//! # drop(policy);
 //! ```
 
 mod attempt;
-pub mod budget;
+mod budget;
 pub mod future;
-mod layer;
+pub(crate) mod layer;
 mod oneshot;
-mod policy;
+pub(crate) mod policy;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -50,9 +52,9 @@ use tower::Service;
 
 pub(crate) use self::attempt::Attempt;
 pub use self::budget::{RetryBudget, TokenBucket};
-pub use self::layer::RetryLayer;
+pub(crate) use self::layer::RetryLayer;
 pub(crate) use self::oneshot::oneshot;
-pub use self::policy::RetryPolicy;
+pub(crate) use self::policy::RetryPolicy;
 use crate::error::Error;
 use crate::model::JobDetail;
 use crate::query::JobQuery;

@@ -72,7 +72,7 @@ impl RetryPolicy {
     }
 
     /// Replaces the whole backoff.
-    pub fn with_backoff(mut self, backoff: ExponentialBackoff) -> Self {
+    pub fn backoff(mut self, backoff: ExponentialBackoff) -> Self {
         self.backoff = backoff;
         self
     }
@@ -121,22 +121,22 @@ impl RetryPolicy {
     }
 
     /// The backoff.
-    pub fn get_backoff(&self) -> &ExponentialBackoff {
+    pub(crate) fn get_backoff(&self) -> &ExponentialBackoff {
         &self.backoff
     }
 
     /// Attempts in all.
-    pub fn get_max_attempts(&self) -> u32 {
+    pub(crate) fn get_max_attempts(&self) -> u32 {
         self.max_attempts
     }
 
     /// The longest `Retry-After` honoured.
-    pub fn get_max_retry_after(&self) -> Duration {
+    pub(crate) fn get_max_retry_after(&self) -> Duration {
         self.max_retry_after
     }
 
     /// The budget, if any.
-    pub fn get_budget(&self) -> Option<&Arc<dyn RetryBudget>> {
+    pub(crate) fn get_budget(&self) -> Option<&Arc<dyn RetryBudget>> {
         self.budget.as_ref()
     }
 

@@ -100,22 +100,37 @@ where
                     let read = ready!(body.poll(cx));
                     let parts = parts.take().expect("polled after completion");
                     let query = this.query.take().expect("polled after completion");
+                    let sent = this
+                        .key
+                        .as_ref()
+                        .or_else(|| parts.extensions.get::<SentKey>());
+                    // The key is cut out of what the server wrote before
+                    // any of it is shortened to fit a message: a key cut
+                    // in two would no longer be found whole.
+                    let secret = sent.map(SentKey::key);
                     let mut result = match read {
-                        Ok(collected) => on_response(&parts, collected.to_bytes(), &query),
-                        Err(_) if !parts.status.is_success() => Err(http_error(&parts, None)),
+                        Ok(collected) => {
+                            let body = collected.to_bytes();
+                            match (on_response(&parts, body.clone(), &query, secret), secret) {
+                                // An error from a body that holds the key:
+                                // read again with the key cut out first.
+                                (Err(_), Some(s)) if crate::text::holds(&body, s) => {
+                                    let body = crate::text::redact_bytes(body, s);
+                                    on_response(&parts, body, &query, secret)
+                                }
+                                (result, _) => result,
+                            }
+                        }
+                        Err(_) if !parts.status.is_success() => {
+                            Err(http_error(&parts, None, secret))
+                        }
                         Err(e) if e.is::<LengthLimitError>() => {
                             Err(Error::body_too_large(*this.max_body))
                         }
                         Err(e) => Err(Error::transport(e)),
                     };
-                    if let Err(e) = &mut result {
-                        let sent = this
-                            .key
-                            .as_ref()
-                            .or_else(|| parts.extensions.get::<SentKey>());
-                        if let Some(sent) = sent {
-                            e.redact(sent.key());
-                        }
+                    if let (Err(e), Some(secret)) = (&mut result, secret) {
+                        e.redact(secret);
                     }
                     *this.query = Some(query);
                     return Poll::Ready(finish(this.trace, result));

@@ -11,15 +11,20 @@ use crate::decode::decode;
 use crate::error::Error;
 use crate::model::JobDetail;
 use crate::query::JobQuery;
+use crate::text::{redact, server_text};
 
 pub(super) fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
+/// `body` is the answer with the key already cut out; `secret` is the key,
+/// cut out again of what is decoded from it (JSON may spell it with
+/// escapes) before any text is shortened for a message.
 pub(super) fn on_response(
     parts: &http::response::Parts,
     body: Bytes,
     query: &JobQuery,
+    secret: Option<&str>,
 ) -> Result<JobDetail, Error> {
     if parts.status.is_success() {
         decode(&body, Some(query.img_uuid())).map_err(|mut e| {
@@ -33,18 +38,29 @@ pub(super) fn on_response(
                 {
                     e.set_message(format!(
                         "body is {}, not json",
-                        crate::text::server_text(kind)
+                        server_text(&redact_opt(kind, secret))
                     ));
                 }
             }
             e
         })
     } else {
-        Err(http_error(parts, Some(&body)))
+        Err(http_error(parts, Some(&body), secret))
     }
 }
 
-pub(super) fn http_error(parts: &http::response::Parts, body: Option<&[u8]>) -> Error {
+fn redact_opt<'a>(text: &'a str, secret: Option<&str>) -> std::borrow::Cow<'a, str> {
+    match secret {
+        Some(s) if text.contains(s) => redact(text, s).into(),
+        _ => text.into(),
+    }
+}
+
+pub(super) fn http_error(
+    parts: &http::response::Parts,
+    body: Option<&[u8]>,
+    secret: Option<&str>,
+) -> Error {
     let mut err = Error::http(parts.status, retry_after(&parts.headers));
     #[derive(serde::Deserialize)]
     struct ErrorBody {
@@ -65,7 +81,7 @@ pub(super) fn http_error(parts: &http::response::Parts, body: Option<&[u8]>) -> 
             .msg
             .filter(|m| !m.is_empty() && !m.eq_ignore_ascii_case(reason))
         {
-            err.set_message(crate::text::server_text(&msg));
+            err.set_message(server_text(&redact_opt(&msg, secret)));
         }
     }
     if parts.status.is_redirection() && parts.status != StatusCode::NOT_MODIFIED {

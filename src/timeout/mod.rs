@@ -24,7 +24,7 @@
 //! # }
 //! ```
 
-mod layer;
+pub(crate) mod layer;
 
 pub mod future;
 
@@ -34,7 +34,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tower::Service;
 
-pub use self::layer::TimeoutLayer;
+pub(crate) use self::layer::TimeoutLayer;
 use crate::error::Error;
 use crate::model::JobDetail;
 use crate::query::JobQuery;

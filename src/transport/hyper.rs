@@ -33,6 +33,11 @@ type Connector = WatchConnector<ProxyConnector>;
 /// connect timeout (default 10 s). Redirects are never followed. Clones
 /// share the pool.
 ///
+/// A build without a TLS feature refuses every `https` URL before it
+/// connects, with an [`Error::is_invalid_input`](crate::Error::is_invalid_input)
+/// error that names the feature to enable: nothing meant for TLS (the key
+/// above all) is ever sent in clear.
+///
 /// No connection goes stale under a request. A request that finds its
 /// pooled connection closed by the server (an idle timeout on the other
 /// side) is sent on a fresh connection by the pool itself. When the close

@@ -20,16 +20,16 @@
 //! # Ok::<(), goenhance_jobs::Error>(())
 //! ```
 
-mod hyper;
+pub(crate) mod hyper;
+#[cfg(feature = "mock")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
 pub mod mock;
-pub mod proxy;
+pub(crate) mod proxy;
 mod reuse;
 #[cfg(feature = "rustls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
-pub mod tls;
+pub(crate) mod tls;
 
-pub use self::hyper::{HyperTransport, HyperTransportBuilder};
-pub use self::proxy::Proxy;
+pub(crate) use self::hyper::HyperTransport;
+pub use self::hyper::HyperTransportBuilder;
 pub(crate) use self::reuse::Resends;
-#[cfg(feature = "rustls")]
-pub use self::tls::TlsRoots;

@@ -314,6 +314,12 @@ impl Service<Uri> for ProxyConnector {
     }
 
     fn call(&mut self, dst: Uri) -> Self::Future {
+        // Without TLS, the connector would open a plain connection to an
+        // `https` URL and send the key in clear: refuse before connecting.
+        #[cfg(not(feature = "rustls"))]
+        if dst.scheme() == Some(&http::uri::Scheme::HTTPS) {
+            return Box::pin(std::future::ready(Err(crate::error::TlsUnavailable.into())));
+        }
         match self.proxy.route(&dst) {
             Route::Direct => {
                 let connecting = self.http.call(dst);

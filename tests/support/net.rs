@@ -9,17 +9,20 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use goenhance_jobs::{Client, HyperTransport, Proxy, RetryPolicy, TlsRoots};
+use goenhance_jobs::{Client, HyperTransport, RetryPolicy};
+#[cfg(feature = "rustls")]
+use goenhance_jobs::{Proxy, TlsRoots};
 use http::{Request, Response, Version};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::TlsAcceptor;
 
 use super::KEY;
@@ -348,6 +351,7 @@ async fn read_head<S: AsyncRead + Unpin>(io: &mut S) -> Option<String> {
 pub const API_HOST: &str = "api.goenhance.test";
 
 /// A transport trusting only `pki`'s CA, through `proxy`.
+#[cfg(feature = "rustls")]
 pub fn proxy_transport(pki: &Pki, proxy: Proxy) -> HyperTransport {
     HyperTransport::builder()
         .tls_roots(TlsRoots::None)

@@ -13,8 +13,9 @@ use goenhance_jobs::{Client, JobQuery, PollPolicy};
 use crate::args::DemoArgs;
 use crate::download::Saver;
 use crate::live::Live;
+use crate::out::{complain, note};
 use crate::report::code;
-use crate::{complain, live_display, run_waits};
+use crate::waits::{live_display, run_waits};
 
 /// The fake server's key; the demo never reads `GOENHANCE_*`.
 const DEMO_KEY: &str = "demo-key";
@@ -126,14 +127,14 @@ pub(crate) async fn run(args: DemoArgs) -> u8 {
         server.add_job(*id, timeline.clone());
     }
     let dir = std::env::temp_dir().join(format!("goenhance-jobs-demo-{}", std::process::id()));
-    eprintln!(
+    note(format_args!(
         "demo: a fake GoEnhance server on {} with {} jobs; one of them fails, \
          and about 1 request in 8 gets a 503, a 502 or a reset to show the retries; \
          the outputs are downloaded into {} through cut connections",
         server.base_url(),
         jobs.len(),
         dir.display()
-    );
+    ));
 
     let format = args.out.output;
     let builder = Client::builder()
@@ -164,14 +165,14 @@ pub(crate) async fn run(args: DemoArgs) -> u8 {
     if tally.code == code::INTERRUPTED {
         return tally.code;
     }
-    eprintln!(
+    note(format_args!(
         "demo: {} succeeded, {} failed, {} errors in {:.1}s; the server answered {} requests",
         tally.succeeded,
         tally.failed,
         tally.errors,
         started.elapsed().as_secs_f64(),
         server.total_requests()
-    );
+    ));
     show_folder(&dir);
     server.shutdown().await;
     // The failed job is part of the script; only an error is a failed demo.
@@ -198,8 +199,12 @@ fn show_folder(dir: &std::path::Path) {
         }
     };
     files.sort();
-    eprintln!("demo: {} files in {}:", files.len(), dir.display());
+    note(format_args!(
+        "demo: {} files in {}:",
+        files.len(),
+        dir.display()
+    ));
     for (name, len) in files {
-        eprintln!("  {name:24} {len:>10} bytes");
+        note(format_args!("  {name:24} {len:>10} bytes"));
     }
 }

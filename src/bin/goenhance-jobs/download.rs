@@ -9,14 +9,13 @@ use std::time::Instant;
 use futures_util::future::{join_all, BoxFuture};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use goenhance_jobs::download::DownloadOptions;
-use goenhance_jobs::{Client, Error, JobOutput, JobStatus};
+use goenhance_jobs::{Client, JobOutput, JobStatus};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde::Serialize;
 
 use crate::args::Format;
 use crate::live::Live;
-use crate::report::{chain, code, JobLine, Outcome};
-use crate::{complain, emit};
+use crate::out::{complain, emit, printable};
+use crate::report::{code, FileError, FileJson, JobLine, Outcome};
 
 /// One output of a job, saved or not.
 #[derive(Debug)]
@@ -24,35 +23,6 @@ pub(crate) struct Saved {
     url: String,
     path: PathBuf,
     result: Result<(u64, Option<String>), FileError>,
-}
-
-/// Why a file was not saved.
-#[derive(Debug, Serialize)]
-pub(crate) struct FileError {
-    kind: &'static str,
-    message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    http_status: Option<u16>,
-}
-
-impl From<Error> for FileError {
-    fn from(e: Error) -> Self {
-        FileError {
-            kind: e.kind().as_str(),
-            message: chain(&e),
-            http_status: e.status().map(|s| s.as_u16()),
-        }
-    }
-}
-
-/// A file in a JSON line: where it was saved, or why it was not.
-#[derive(Debug, Serialize)]
-pub(crate) struct FileJson<'a> {
-    url: &'a str,
-    path: Option<String>,
-    bytes: Option<u64>,
-    content_type: Option<&'a str>,
-    error: Option<&'a FileError>,
 }
 
 type Pending = BoxFuture<'static, (String, Outcome, Vec<Saved>)>;
@@ -181,7 +151,7 @@ async fn save_one(
             bar.set_position(p.bytes);
         });
     } else {
-        eprintln!("goenhance-jobs: downloading {stem}");
+        complain(format_args!("downloading {stem}"));
     }
     let started = Instant::now();
     let result = client.download_with(output, &target, options).await;
@@ -218,10 +188,10 @@ async fn save_one(
         Ok((path, bytes, content_type)) => {
             if bars.is_none() {
                 let secs = started.elapsed().as_secs_f64();
-                eprintln!(
-                    "goenhance-jobs: saved {} ({bytes} bytes in {secs:.1}s)",
+                complain(format_args!(
+                    "saved {} ({bytes} bytes in {secs:.1}s)",
                     path.display()
-                );
+                ));
             }
             Saved {
                 url: output.url().to_owned(),
@@ -255,7 +225,8 @@ pub(crate) fn print_saved(
             live.finish(id, outcome);
             let mp = live.multi();
             for s in saved.iter().filter(|s| s.result.is_ok()) {
-                let _ = mp.println(format!("  saved {}", s.path.display()));
+                let line = format!("  saved {}", s.path.display());
+                let _ = mp.println(printable(&line));
             }
         }
         (Format::Text, None) => emit(&text_line(id, outcome, saved)),

@@ -94,7 +94,7 @@ impl Live {
         if let Mode::PerJob(lines) = &self.mode {
             for line in lines.iter().filter(|l| !l.done && l.id == id) {
                 line.bar
-                    .set_message(crate::report::printable(status).into_owned());
+                    .set_message(crate::out::printable(status).into_owned());
             }
         }
     }
@@ -127,7 +127,7 @@ impl Live {
                 line.bar.finish_with_message(format!(
                     "{} {id:width$} {}",
                     symbol(outcome),
-                    crate::report::printable(&outcome_text(outcome, &elapsed))
+                    crate::out::printable(&outcome_text(outcome, &elapsed))
                 ));
             }
             Mode::Summary {

@@ -4,6 +4,8 @@
 use goenhance_jobs::{Error, JobDetail, JobStatus};
 use serde::Serialize;
 
+use crate::out::printable;
+
 /// Exit codes; the largest that applies wins.
 pub(crate) mod code {
     pub(crate) const OK: u8 = 0;
@@ -57,22 +59,33 @@ pub(crate) fn chain(e: &Error) -> String {
     format!("{e:#}")
 }
 
-/// Text from the server made safe for a terminal: control characters
-/// (a newline in a URL that would forge a result line, an escape sequence)
-/// are written as escapes, the rest as it is.
-pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
+/// Why a file was not saved.
+#[derive(Debug, Serialize)]
+pub(crate) struct FileError {
+    pub(crate) kind: &'static str,
+    pub(crate) message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) http_status: Option<u16>,
+}
+
+impl From<Error> for FileError {
+    fn from(e: Error) -> Self {
+        FileError {
+            kind: e.kind().as_str(),
+            message: chain(&e),
+            http_status: e.status().map(|s| s.as_u16()),
         }
     }
-    std::borrow::Cow::Owned(out)
+}
+
+/// A file in a JSON line: where it was saved, or why it was not.
+#[derive(Debug, Serialize)]
+pub(crate) struct FileJson<'a> {
+    pub(crate) url: &'a str,
+    pub(crate) path: Option<String>,
+    pub(crate) bytes: Option<u64>,
+    pub(crate) content_type: Option<&'a str>,
+    pub(crate) error: Option<&'a FileError>,
 }
 
 /// One JSON line: `{"img_uuid", "status", "job_type", "outputs", "error"}`.
@@ -85,7 +98,7 @@ pub(crate) struct JobLine<'a> {
     error: Option<ErrorJson>,
     /// With `--download`: the saved files.
     #[serde(skip_serializing_if = "Option::is_none")]
-    files: Option<Vec<crate::download::FileJson<'a>>>,
+    files: Option<Vec<FileJson<'a>>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -131,7 +144,7 @@ impl<'a> JobLine<'a> {
     }
 
     /// Adds the saved files (`--download`).
-    pub(crate) fn with_files(mut self, files: Vec<crate::download::FileJson<'a>>) -> Self {
+    pub(crate) fn with_files(mut self, files: Vec<FileJson<'a>>) -> Self {
         self.files = Some(files);
         self
     }
@@ -142,7 +155,7 @@ impl<'a> JobLine<'a> {
 }
 
 /// One plain line: `<id> <status> <url> <url>…`, or `<id> error: <message>`,
-/// with control characters escaped (see [`printable`]).
+/// escaped for a terminal ([`printable`]).
 pub(crate) fn text_line(img_uuid: &str, outcome: &Outcome) -> String {
     let line = match outcome {
         Ok(d) => {
@@ -170,12 +183,12 @@ mod tests {
 
     #[test]
     fn success_line_lists_outputs() {
-        let detail = JobDetail::new("a1", JobStatus::Succeeded)
-            .with_job_type("mx-v2v")
-            .with_output(JobOutput::new(
-                OutputKind::Video,
-                "https://cdn.example/a1.mp4",
-            ));
+        let mut detail = JobDetail::new("a1", JobStatus::Succeeded);
+        detail.set_job_type("mx-v2v");
+        detail.push_output(JobOutput::new(
+            OutputKind::Video,
+            "https://cdn.example/a1.mp4",
+        ));
         let outcome = Ok(detail);
         assert_eq!(
             parse(&JobLine::new("a1", &outcome)),
@@ -199,13 +212,14 @@ mod tests {
 
     #[test]
     fn text_lines_escape_what_the_server_sent() {
-        let detail = JobDetail::new("a1", JobStatus::Succeeded).with_output(JobOutput::new(
+        let mut detail = JobDetail::new("a1", JobStatus::Succeeded);
+        detail.push_output(JobOutput::new(
             OutputKind::Video,
             "https://cdn.example/x\nb2 succeeded https://evil.example/\u{1b}[2J",
         ));
         assert_eq!(
             text_line("a1", &Ok(detail)),
-            "a1 succeeded https://cdn.example/x\\nb2 succeeded https://evil.example/\\u{1b}[2J"
+            "a1 succeeded https://cdn.example/x\\nb2 succeeded https://evil.example/\\u001b[2J"
         );
     }
 

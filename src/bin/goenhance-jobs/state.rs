@@ -14,8 +14,9 @@ use goenhance_jobs::{Client, JobQuery, JobStatus};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::args::Format;
+use crate::out::complain;
 use crate::report::{code, exit_code, Outcome};
-use crate::{complain, print_outcome, Tally};
+use crate::waits::{print_outcome, Tally};
 
 /// The worker name of the command in its file: a rerun takes back the
 /// jobs of the run it follows at once.

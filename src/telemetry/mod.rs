@@ -84,14 +84,17 @@
 //! Without the feature the crate does not depend on `metrics` and the
 //! recording calls compile to nothing.
 
+mod attempt;
+mod wait;
+
 use std::borrow::Cow;
-use std::fmt;
 
-use http::{StatusCode, Uri};
-use tracing::field::Empty;
+use http::StatusCode;
 use tracing::level_filters::LevelFilter;
-use tracing::{Level, Span};
+use tracing::Level;
 
+pub(crate) use self::attempt::{cut_by_timeout, AttemptTrace};
+pub(crate) use self::wait::{InFlight, WaitMeter, WaitSpan};
 use crate::error::{Error, ErrorKind};
 use crate::model::JobDetail;
 #[cfg(any(feature = "metrics", test))]
@@ -205,166 +208,18 @@ fn status_text(status: StatusCode) -> Cow<'static, str> {
     })
 }
 
+/// Whether a `tracing` subscriber could want an `INFO` span: the level
+/// every subscriber installed so far lets through (`OFF` while there is
+/// none). One atomic load.
+fn spans_listened() -> bool {
+    LevelFilter::current() >= Level::INFO
+}
+
 /// The outcome of a wait that ended with `result`.
 fn wait_outcome(result: &Result<JobDetail, Error>) -> &'static str {
     match result {
         Ok(detail) => detail.status().label(),
         Err(e) => e.kind().as_str(),
-    }
-}
-
-thread_local! {
-    /// Set while the timeout layer drops an attempt it cut, so that the
-    /// attempt's span says `timeout` rather than `cancelled`.
-    static CUTTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Runs `drop_attempt`, which drops an attempt cut by its timeout.
-pub(crate) fn cut_by_timeout(drop_attempt: impl FnOnce()) {
-    /// Clears the flag however `drop_attempt` returns, a panic included.
-    struct Reset;
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            CUTTING.with(|c| c.set(false));
-        }
-    }
-    CUTTING.with(|c| c.set(true));
-    let _reset = Reset;
-    drop_attempt();
-}
-
-/// The span and the timing of one HTTP attempt.
-pub(crate) struct AttemptTrace {
-    span: Span,
-    #[cfg(feature = "metrics")]
-    started: tokio::time::Instant,
-    #[cfg(feature = "metrics")]
-    status: Option<StatusCode>,
-    done: bool,
-}
-
-impl fmt::Debug for AttemptTrace {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AttemptTrace")
-            .field("done", &self.done)
-            .finish_non_exhaustive()
-    }
-}
-
-impl AttemptTrace {
-    /// Opens the span of an attempt at `uri`; `attempt` is 1 for the first.
-    pub(crate) fn start(uri: &Uri, attempt: u32) -> AttemptTrace {
-        if !spans_listened() {
-            return AttemptTrace {
-                span: Span::none(),
-                #[cfg(feature = "metrics")]
-                started: tokio::time::Instant::now(),
-                #[cfg(feature = "metrics")]
-                status: None,
-                done: false,
-            };
-        }
-        let span = tracing::info_span!(
-            "GET",
-            "otel.kind" = "client",
-            "http.request.method" = "GET",
-            "server.address" = uri.host().unwrap_or_default(),
-            "server.port" = uri.port_u16().unwrap_or(match uri.scheme_str() {
-                Some("http") => 80,
-                _ => 443,
-            }),
-            "url.full" = %uri,
-            "http.request.resend_count" = Empty,
-            "http.response.status_code" = Empty,
-            "error.type" = Empty,
-        );
-        if attempt > 1 {
-            span.record("http.request.resend_count", attempt - 1);
-        }
-        AttemptTrace {
-            span,
-            #[cfg(feature = "metrics")]
-            started: tokio::time::Instant::now(),
-            #[cfg(feature = "metrics")]
-            status: None,
-            done: false,
-        }
-    }
-
-    /// The attempt's span.
-    pub(crate) fn span(&self) -> &Span {
-        &self.span
-    }
-
-    /// Notes the status of the answer.
-    pub(crate) fn response(&mut self, status: StatusCode) {
-        self.span
-            .record("http.response.status_code", status.as_u16());
-        #[cfg(feature = "metrics")]
-        {
-            self.status = Some(status);
-        }
-    }
-
-    /// Ends the attempt with `result`.
-    pub(crate) fn finish(&mut self, result: &Result<JobDetail, Error>) {
-        let error = result.as_ref().err().map(error_type);
-        self.end(error);
-    }
-
-    fn end(&mut self, error: Option<Cow<'static, str>>) {
-        self.done = true;
-        if let Some(e) = &error {
-            if !self.span.is_disabled() {
-                self.span.record("error.type", &**e);
-            }
-        }
-        #[cfg(feature = "metrics")]
-        {
-            let seconds = self.started.elapsed().as_secs_f64();
-            let h = match (self.status, error) {
-                // The common case with a key made at compile time: no
-                // allocation, its hash computed once.
-                (Some(StatusCode::OK), None) => metrics::histogram!(
-                    "http.client.request.duration",
-                    "http.request.method" => "GET",
-                    "http.response.status_code" => "200"
-                ),
-                (Some(s), Some(e)) => metrics::histogram!(
-                    HTTP_CLIENT_REQUEST_DURATION,
-                    LABEL_METHOD => "GET",
-                    LABEL_STATUS_CODE => status_text(s),
-                    LABEL_ERROR_TYPE => e
-                ),
-                (Some(s), None) => metrics::histogram!(
-                    HTTP_CLIENT_REQUEST_DURATION,
-                    LABEL_METHOD => "GET",
-                    LABEL_STATUS_CODE => status_text(s)
-                ),
-                (None, Some(e)) => metrics::histogram!(
-                    HTTP_CLIENT_REQUEST_DURATION,
-                    LABEL_METHOD => "GET",
-                    LABEL_ERROR_TYPE => e
-                ),
-                (None, None) => {
-                    metrics::histogram!(HTTP_CLIENT_REQUEST_DURATION, LABEL_METHOD => "GET")
-                }
-            };
-            h.record(seconds);
-        }
-    }
-}
-
-impl Drop for AttemptTrace {
-    fn drop(&mut self) {
-        if !self.done {
-            let cut = CUTTING.with(|c| c.get());
-            self.end(Some(Cow::Borrowed(if cut {
-                "timeout"
-            } else {
-                "cancelled"
-            })));
-        }
     }
 }
 
@@ -435,177 +290,6 @@ pub(crate) fn download_ended<T>(result: &Result<T, Error>) {
     let _ = result;
 }
 
-/// One poll in flight, counted in [`POLLS_IN_FLIGHT`] until dropped.
-#[derive(Debug)]
-pub(crate) struct InFlight(());
-
-impl InFlight {
-    pub(crate) fn start() -> InFlight {
-        #[cfg(feature = "metrics")]
-        metrics::gauge!(POLLS_IN_FLIGHT).increment(1.0);
-        InFlight(())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        #[cfg(feature = "metrics")]
-        metrics::gauge!(POLLS_IN_FLIGHT).decrement(1.0);
-    }
-}
-
-/// Waits in progress, counted in [`WAITS_ACTIVE`] until they end or this
-/// is dropped; each end timed in [`WAIT_DURATION`] from when this was made.
-pub(crate) struct WaitMeter {
-    #[cfg(feature = "metrics")]
-    started: tokio::time::Instant,
-    #[cfg(feature = "metrics")]
-    open: u64,
-}
-
-impl fmt::Debug for WaitMeter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WaitMeter").finish_non_exhaustive()
-    }
-}
-
-impl WaitMeter {
-    /// `waits` waits that start now.
-    pub(crate) fn start(waits: usize) -> WaitMeter {
-        #[cfg(feature = "metrics")]
-        {
-            let open = waits as u64;
-            if open > 0 {
-                metrics::gauge!(WAITS_ACTIVE).increment(open as f64);
-            }
-            WaitMeter {
-                started: tokio::time::Instant::now(),
-                open,
-            }
-        }
-        #[cfg(not(feature = "metrics"))]
-        {
-            let _ = waits;
-            WaitMeter {}
-        }
-    }
-
-    /// One of the waits ended with `result`.
-    pub(crate) fn end(&mut self, result: &Result<JobDetail, Error>) {
-        #[cfg(feature = "metrics")]
-        if self.open > 0 {
-            self.open -= 1;
-            metrics::gauge!(WAITS_ACTIVE).decrement(1.0);
-            metrics::histogram!(WAIT_DURATION, LABEL_OUTCOME => wait_outcome(result))
-                .record(self.started.elapsed().as_secs_f64());
-        }
-        #[cfg(not(feature = "metrics"))]
-        let _ = result;
-    }
-
-    /// The waits not ended yet end now, cancelled.
-    pub(crate) fn cancel_rest(&mut self) {
-        #[cfg(feature = "metrics")]
-        if self.open > 0 {
-            let open = std::mem::take(&mut self.open);
-            metrics::gauge!(WAITS_ACTIVE).decrement(open as f64);
-            metrics::histogram!(WAIT_DURATION, LABEL_OUTCOME => "cancelled")
-                .record_many(self.started.elapsed().as_secs_f64(), open as usize);
-        }
-    }
-}
-
-impl Drop for WaitMeter {
-    fn drop(&mut self) {
-        self.cancel_rest();
-    }
-}
-
-/// The `goenhance.wait` span of one wait and its count of polls; nothing
-/// (and no allocation) when no subscriber wants the span.
-#[derive(Default)]
-pub(crate) struct WaitSpan(Option<Box<WaitSpanInner>>);
-
-struct WaitSpanInner {
-    span: Span,
-    polls: u32,
-    done: bool,
-}
-
-static NO_SPAN: Span = Span::none();
-
-impl fmt::Debug for WaitSpan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("WaitSpan").field(&self.span()).finish()
-    }
-}
-
-/// Whether a `tracing` subscriber could want an `INFO` span: the level
-/// every subscriber installed so far lets through (`OFF` while there is
-/// none). One atomic load.
-fn spans_listened() -> bool {
-    LevelFilter::current() >= Level::INFO
-}
-
-impl WaitSpan {
-    /// Opens the span of a wait on `img_uuid` under `parent`.
-    pub(crate) fn start(img_uuid: &str, parent: &Span) -> WaitSpan {
-        if !spans_listened() {
-            return WaitSpan(None);
-        }
-        let span = tracing::info_span!(
-            parent: parent,
-            "goenhance.wait",
-            "goenhance.job.id" = img_uuid,
-            "goenhance.wait.polls" = Empty,
-            "goenhance.wait.outcome" = Empty,
-        );
-        if span.is_disabled() {
-            return WaitSpan(None);
-        }
-        WaitSpan(Some(Box::new(WaitSpanInner {
-            span,
-            polls: 0,
-            done: false,
-        })))
-    }
-
-    /// The span (a disabled one when nobody listens).
-    pub(crate) fn span(&self) -> &Span {
-        self.0.as_ref().map_or(&NO_SPAN, |w| &w.span)
-    }
-
-    /// Counts one poll.
-    pub(crate) fn polled(&mut self) {
-        if let Some(w) = &mut self.0 {
-            w.polls = w.polls.saturating_add(1);
-        }
-    }
-
-    /// The wait ended with `result`.
-    pub(crate) fn finish(&mut self, result: &Result<JobDetail, Error>) {
-        if let Some(w) = &mut self.0 {
-            w.end(wait_outcome(result));
-        }
-    }
-}
-
-impl WaitSpanInner {
-    fn end(&mut self, outcome: &str) {
-        if !self.done {
-            self.done = true;
-            self.span.record("goenhance.wait.polls", self.polls);
-            self.span.record("goenhance.wait.outcome", outcome);
-        }
-    }
-}
-
-impl Drop for WaitSpanInner {
-    fn drop(&mut self) {
-        self.end("cancelled");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -626,13 +310,6 @@ mod tests {
         );
         assert_eq!(JobStatus::Unknown("queued".into()).label(), "unknown");
     }
-
-    #[test]
-    fn a_wait_span_costs_no_allocation_without_a_subscriber() {
-        let w = WaitSpan::start("job-1", &Span::none());
-        assert!(w.0.is_none());
-        assert!(w.span().is_disabled());
-    }
 }
 
 #[cfg(all(test, feature = "metrics"))]
@@ -640,7 +317,11 @@ mod static_keys {
     /// The keys written out as literals (for speed) are the documented ones.
     #[test]
     fn literal_names_match_the_constants() {
-        let src = include_str!("telemetry.rs");
+        let src = concat!(
+            include_str!("mod.rs"),
+            include_str!("attempt.rs"),
+            include_str!("wait.rs")
+        );
         for literal in [
             "\"http.client.request.duration\"",
             "\"http.request.method\"",
