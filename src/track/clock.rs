@@ -1,53 +1,56 @@
-//! The tracker's clock: wall-clock milliseconds that move with tokio's clock.
+//! The tracker's clocks: the store's wall clock as read here, and tokio
+//! instants of store times.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-/// Wall-clock milliseconds that move with tokio's clock.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Clock {
-    wall0: i64,
-    t0: Instant,
+/// The wall clock as tokio's clock moves: the system's time when this
+/// process first asked, plus tokio's time since. One for the process, so
+/// every store that follows it agrees; on a paused clock it moves only
+/// when tokio's does.
+pub(crate) fn tokio_wall() -> SystemTime {
+    static START: OnceLock<(SystemTime, Instant)> = OnceLock::new();
+    let (wall0, t0) = *START.get_or_init(|| (SystemTime::now(), Instant::now()));
+    wall0 + Instant::now().saturating_duration_since(t0)
 }
 
-impl Clock {
-    /// One clock per process, so that every tracker in it agrees.
-    pub(crate) fn shared() -> Clock {
-        static CLOCK: std::sync::OnceLock<Clock> = std::sync::OnceLock::new();
-        *CLOCK.get_or_init(Clock::new)
-    }
-
-    fn new() -> Clock {
-        let wall0 = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        Clock {
-            wall0,
-            t0: Instant::now(),
-        }
-    }
-
-    pub(crate) fn now_ms(&self) -> i64 {
-        let since = Instant::now().saturating_duration_since(self.t0);
-        self.wall0
-            .saturating_add(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
-    }
-
-    /// The tokio instant of a wall-clock time; times before this process
-    /// could measure come out as the earliest instant it can.
-    pub(crate) fn instant(&self, ms: i64) -> Instant {
-        let now_ms = self.now_ms();
-        let now = Instant::now();
-        if ms >= now_ms {
-            now + Duration::from_millis(u64::try_from(ms - now_ms).unwrap_or(0))
-        } else {
-            let back = Duration::from_millis(u64::try_from(now_ms - ms).unwrap_or(0));
-            now.checked_sub(back).unwrap_or(now)
-        }
+/// `t` shifted by `offset_ms` (either way).
+pub(crate) fn shift(t: SystemTime, offset_ms: i64) -> SystemTime {
+    let by = Duration::from_millis(offset_ms.unsigned_abs());
+    if offset_ms >= 0 {
+        t + by
+    } else {
+        t.checked_sub(by).unwrap_or(SystemTime::UNIX_EPOCH)
     }
 }
 
-pub(crate) fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+/// The tokio instant of the store time `t`, given that the store's clock
+/// read `now` at the tokio instant `at`; times before anything this
+/// process can measure come out as the earliest instant it can.
+pub(crate) fn instant_of(t: SystemTime, now: SystemTime, at: Instant) -> Instant {
+    match t.duration_since(now) {
+        Ok(ahead) => at + ahead,
+        Err(e) => at.checked_sub(e.duration()).unwrap_or(at),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_times_become_instants_around_the_reading() {
+        let at = Instant::now();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let later = now + Duration::from_millis(1500);
+        assert_eq!(instant_of(later, now, at), at + Duration::from_millis(1500));
+        assert_eq!(instant_of(now, now, at), at);
+        assert_eq!(
+            shift(now, -2_000),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(998)
+        );
+        assert_eq!(shift(now, 30_000), now + Duration::from_secs(30));
+    }
 }

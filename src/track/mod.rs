@@ -76,11 +76,16 @@
 mod builder;
 mod clock;
 mod completion;
+mod fence;
+mod handlers;
+mod listing;
 mod memory;
 mod outcome;
+mod records;
 mod run;
 mod store;
 mod tracker;
+mod waits;
 
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -89,7 +94,12 @@ mod sqlite;
 
 use std::time::Duration;
 
+pub use self::builder::{
+    TrackerBuilder, DEFAULT_HANDLER_TIMEOUT, DEFAULT_MAX_DELIVERIES, DEFAULT_RETENTION,
+    DEFAULT_STORE_TIMEOUT,
+};
 pub use self::completion::Completion;
+pub use self::listing::{DeadJob, DeliveredJob, Page};
 pub use self::memory::MemoryStore;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
@@ -98,9 +108,10 @@ pub use self::postgres::PostgresStore;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use self::sqlite::SqliteStore;
 pub use self::store::{
-    ClaimedJob, Finished, Learned, NewJob, StatusChange, StoreFuture, TrackStore,
+    Claim, Claimed, ClaimedJob, EndedJob, Finished, Learned, Listing, NewJob, Retry, StatusChange,
+    StoreFuture, TrackStore, WorkerId,
 };
-pub use self::tracker::{Tracker, TrackerBuilder};
+pub use self::tracker::Tracker;
 
 /// The default lease on a claimed job.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
