@@ -84,6 +84,9 @@ mod outcome;
 mod records;
 mod run;
 mod store;
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod testing;
 mod tracker;
 mod waits;
 
