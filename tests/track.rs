@@ -645,6 +645,98 @@ mod sqlite {
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
+    /// A file as the version with per-job leases left it (schema 2): a
+    /// job leased to a worker that is gone, one delivered, one waiting.
+    fn old_file(path: &std::path::Path) {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.execute_batch(concat!(
+            include_str!("../src/track/migrations/sqlite/V1__jobs.sql"),
+            include_str!("../src/track/migrations/sqlite/V2__status.sql"),
+            "INSERT INTO goenhance_jobs (id, meta, tracked_at, deadline, due_at, state, \
+               lease_owner, lease_until) VALUES \
+               ('leased', '{}', 1000, 9999999999999, 5000, 0, 'gone', 5000), \
+               ('waiting', '{}', 2000, 9999999999999, 2000, 0, NULL, 0); \
+             INSERT INTO goenhance_jobs (id, meta, tracked_at, deadline, due_at, state, outcome, \
+               deliveries, delivered_at) VALUES \
+               ('done', '{}', 500, 9999999999999, 500, 2, '{\"x\":1}', 1, 3000); \
+             PRAGMA user_version = 2;"
+        ))
+        .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_file_of_the_earlier_schema_is_moved_forward() {
+        use goenhance_jobs::track::{Claim, Listing};
+        let path = temp_db("forward");
+        old_file(&path);
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(store.pending().await.unwrap(), 2);
+        let now = std::time::SystemTime::now();
+        let w = store
+            .register("w", Duration::from_secs(60), now)
+            .await
+            .unwrap();
+        let claimed = store.claim(&w, Claim::new(10, 10, 1), now).await.unwrap();
+        let mut ids: Vec<_> = claimed.jobs.iter().map(|j| j.id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, ["leased", "waiting"], "leases of the old kind end");
+        let done = store.list(Listing::Delivered, None, 10).await.unwrap();
+        assert_eq!(
+            (
+                done[0].id.as_str(),
+                done[0].outcome.as_deref(),
+                done[0].ended_at
+            ),
+            (
+                "done",
+                Some("{\"x\":1}"),
+                std::time::UNIX_EPOCH + Duration::from_millis(3000)
+            )
+        );
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn many_opens_of_a_new_or_old_file_at_once_all_succeed() {
+        for round in 0..30 {
+            let n = 2 + round % 3;
+            for old in [false, true] {
+                let path = temp_db("opens");
+                if old {
+                    old_file(&path);
+                }
+                let opens = (0..n).map(|_| {
+                    let p = path.clone();
+                    tokio::spawn(async move { SqliteStore::open(p).await })
+                });
+                for r in futures_util::future::join_all(opens).await {
+                    if let Err(e) = r.unwrap() {
+                        panic!("round {round}, {n} opens, old file {old}: {e:#}");
+                    }
+                }
+                let conn = rusqlite::Connection::open(&path).unwrap();
+                let v: i64 = conn
+                    .query_row("PRAGMA user_version", [], |r| r.get(0))
+                    .unwrap();
+                assert_eq!(v, 3, "each migration applied once");
+                let jobs: i64 = conn
+                    .query_row("SELECT count(*) FROM goenhance_jobs", [], |r| r.get(0))
+                    .unwrap();
+                assert_eq!(jobs, if old { 3 } else { 0 });
+                let _ = std::fs::remove_dir_all(path.parent().unwrap());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_folder_is_created() {
+        let path = temp_db("folder");
+        let deep = path.parent().unwrap().join("a").join("b").join("jobs.db");
+        let store = SqliteStore::open(&deep).await.unwrap();
+        assert_eq!(store.pending().await.unwrap(), 0);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
     #[tokio::test]
     async fn a_schema_newer_than_the_crate_is_refused() {
         let path = temp_db("newer");
