@@ -83,6 +83,7 @@ mod memory;
 mod outcome;
 mod records;
 mod run;
+mod stop;
 mod store;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
