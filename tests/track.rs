@@ -1224,3 +1224,44 @@ mod conformance {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+mod heartbeats {
+    use super::*;
+
+    /// Store operations in a minute of steady waiting with `n` jobs held.
+    async fn statements_per_minute_holding(n: usize) -> u64 {
+        let mock = MockTransport::new();
+        let store = MemoryStore::new();
+        let client = mock_client(&mock)
+            .poll_policy(PollPolicy::fixed(Duration::from_secs(1)))
+            .wait_timeout(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        let tracker = Tracker::builder(client, store.clone())
+            .lease(Duration::from_secs(30))
+            .build();
+        for i in 0..n {
+            let id = format!("j{i}");
+            mock.timeline(&id, &["pending"; 100]);
+            tracker.track(q(&id), json!(null)).await.unwrap();
+        }
+        let (_rx, run) = spawn_run(&tracker, 0);
+        // Claimed and polled; every status saved once.
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let before = store.statements();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let during = store.statements() - before;
+        run.abort();
+        during
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn store_writes_do_not_grow_with_the_jobs_held() {
+        // A heartbeat every 10 s and a claim every second, whether the
+        // worker holds 10 jobs or 2,000.
+        let few = statements_per_minute_holding(10).await;
+        let many = statements_per_minute_holding(2_000).await;
+        assert_eq!(few, many);
+        assert_eq!(few, 6 + 60, "six heartbeats and sixty claims a minute");
+    }
+}

@@ -19,7 +19,7 @@ use crate::error::{BoxError, Error};
 use crate::query::JobQuery;
 
 /// Follows jobs durably through a [`TrackStore`]: see the [module
-/// docs](self).
+/// docs](super).
 ///
 /// Cheap to clone; clones share the store, the client and the worker name.
 #[derive(Clone)]
