@@ -737,6 +737,59 @@ mod sqlite {
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn rows_that_cannot_be_read_are_dead_with_the_reason() {
+        let path = temp_db("corrupt");
+        let mock = MockTransport::new();
+        mock.timeline("good", &["success"]);
+        let store = SqliteStore::open(&path).await.unwrap();
+        let tracker = Tracker::builder(client(&mock), store.clone())
+            .claim_interval(Duration::from_millis(100))
+            .build();
+        tracker.track(q("good"), json!(null)).await.unwrap();
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "INSERT INTO goenhance_jobs (id, meta, tracked_at, deadline, due_at, state) \
+                   VALUES ('bad id', '{}', 0, 9999999999999, 0, 0); \
+                 INSERT INTO goenhance_jobs (id, meta, tracked_at, deadline, due_at, state, \
+                   outcome, deliveries) VALUES ('torn', '{}', 0, 9999999999999, 0, 1, '{\"det', 1);",
+            )
+            .unwrap();
+        }
+        let (mut rx, run) = spawn_run(&tracker, 0);
+        let s = rx.recv().await.unwrap();
+        assert_eq!((s.id.as_str(), s.status), ("good", Ok(JobStatus::Succeeded)));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(rx.try_recv().is_err(), "nothing else delivered");
+        let dead = tracker.dead(10, None).await.unwrap();
+        let dead: Vec<(String, String)> = dead
+            .items()
+            .iter()
+            .map(|d| (d.id().to_owned(), d.error().to_owned()))
+            .collect();
+        assert_eq!(
+            dead,
+            [
+                (
+                    "bad id".to_owned(),
+                    "the stored id cannot be read: invalid input: \
+                     job id has a character outside [A-Za-z0-9._~-] at byte 3"
+                        .to_owned()
+                ),
+                (
+                    "torn".to_owned(),
+                    "the stored outcome is not valid json: \
+                     EOF while parsing a string at line 1 column 5"
+                        .to_owned()
+                ),
+            ]
+        );
+        assert_eq!(tracker.pending().await.unwrap(), 0);
+        run.abort();
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
     #[tokio::test]
     async fn a_schema_newer_than_the_crate_is_refused() {
         let path = temp_db("newer");
