@@ -14,8 +14,8 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use goenhance_jobs::track::{
-    Claim, Claimed, ClaimedJob, EndedJob, Finished, Learned, Listing, NewJob, Retry, StatusChange,
-    StoreFuture, TrackStore, WorkerId,
+    Claim, Claimed, ClaimedJob, EndedJob, Finished, JobState, Learned, Listing, NewJob, Retry,
+    StatusChange, StoreFuture, StoredJob, TrackStore, WorkerId,
 };
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -357,6 +357,27 @@ impl TrackStore for MapStore {
                     )
                 })
                 .collect()
+        })
+    }
+
+    fn job(&self, id: &str) -> StoreFuture<'_, Option<StoredJob>> {
+        self.with(|t| {
+            t.jobs.get(id).map(|r| {
+                let state = match r.state {
+                    State::Waiting => JobState::Waiting,
+                    State::Finished => JobState::Finished,
+                    State::Delivered => JobState::Delivered,
+                    State::Dead => JobState::Dead,
+                };
+                let ended = (r.state >= State::Delivered).then_some(r.ended_at);
+                let mut job = StoredJob::new(id, r.meta.clone(), state, r.tracked_at, r.deadline)
+                    .with_outcome(r.outcome.clone(), r.deliveries)
+                    .with_end(r.error.clone(), ended);
+                if let Some((s, at, polls)) = &r.last {
+                    job = job.with_last_status(s.clone(), *at, *polls);
+                }
+                job
+            })
         })
     }
 

@@ -759,7 +759,10 @@ mod sqlite {
         }
         let (mut rx, run) = spawn_run(&tracker, 0);
         let s = rx.recv().await.unwrap();
-        assert_eq!((s.id.as_str(), s.status), ("good", Ok(JobStatus::Succeeded)));
+        assert_eq!(
+            (s.id.as_str(), s.status),
+            ("good", Ok(JobStatus::Succeeded))
+        );
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(rx.try_recv().is_err(), "nothing else delivered");
         let dead = tracker.dead(10, None).await.unwrap();
@@ -787,6 +790,63 @@ mod sqlite {
         );
         assert_eq!(tracker.pending().await.unwrap(), 0);
         run.abort();
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_job_is_looked_up_while_waiting_and_after_a_restart() {
+        use goenhance_jobs::track::JobState;
+        let path = temp_db("lookup");
+        let mock = MockTransport::new();
+        mock.timeline("a", &["pending", "processing", "processing", "success"]);
+        let store = SqliteStore::open(&path).await.unwrap();
+        let tracker = Tracker::builder(client(&mock), store)
+            .lease(Duration::from_secs(3))
+            .build();
+        tracker.track(q("a"), json!({"user": 7})).await.unwrap();
+        assert!(tracker.job(&q("nope")).await.unwrap().is_none());
+        let (mut rx, run) = spawn_run(&tracker, 0);
+        // Polled at 0, 1 s and 2 s; the status is saved with the heartbeat
+        // at 2 s.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let a = tracker.job(&q("a")).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                a.state(),
+                a.last_status().map(|(s, _)| s.clone()),
+                a.polls(),
+                a.meta().clone(),
+                a.detail().is_none()
+            ),
+            (
+                JobState::Waiting,
+                Some(JobStatus::Processing),
+                2,
+                json!({"user": 7}),
+                true
+            )
+        );
+        rx.recv().await.unwrap();
+        settle().await;
+        run.abort();
+        drop(tracker);
+        let store = SqliteStore::open(&path).await.unwrap();
+        let tracker = Tracker::builder(client(&mock), store).build();
+        let a = tracker.job(&q("a")).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                a.state(),
+                a.deliveries(),
+                a.detail().map(|d| d.map(|d| d.status().clone()).ok()),
+                a.ended_at().is_some()
+            ),
+            (
+                JobState::Delivered,
+                1,
+                Some(Some(JobStatus::Succeeded)),
+                true
+            )
+        );
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 

@@ -128,6 +128,7 @@ mod store;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;
+mod tracked;
 mod tracker;
 mod waits;
 
@@ -152,9 +153,10 @@ pub use self::postgres::PostgresStore;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use self::sqlite::SqliteStore;
 pub use self::store::{
-    Claim, Claimed, ClaimedJob, EndedJob, Finished, Learned, Listing, NewJob, Retry, StatusChange,
-    StoreFuture, TrackStore, WorkerId,
+    Claim, Claimed, ClaimedJob, EndedJob, Finished, JobState, Learned, Listing, NewJob, Retry,
+    StatusChange, StoreFuture, StoredJob, TrackStore, WorkerId,
 };
+pub use self::tracked::TrackedJob;
 pub use self::tracker::Tracker;
 
 /// The default lease on a claimed job.
