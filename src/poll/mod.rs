@@ -34,9 +34,11 @@
 //! # }
 //! ```
 
+mod censored;
 mod history;
 mod layer;
 pub(crate) mod learner;
+mod model;
 mod policy;
 pub(crate) mod state;
 mod wait;
