@@ -177,16 +177,15 @@ impl JobType {
     /// The fit, once [`MIN_SAMPLES`] jobs ended and while the latest run
     /// times do not contradict it.
     pub(crate) fn model(&self) -> Option<Model> {
-        let s = lock(&self.stats);
-        if s.recent.n > 0 {
-            return None;
-        }
-        s.fit
+        self.view().0
     }
 
-    /// Whether the server's times are believed for this type.
-    pub(crate) fn trusted(&self) -> bool {
-        lock(&self.stats).strikes == 0
+    /// The fit (as [`model`](Self::model)) and whether the server's times
+    /// are believed for this type.
+    pub(crate) fn view(&self) -> (Option<Model>, bool) {
+        let s = lock(&self.stats);
+        let model = if s.recent.n > 0 { None } else { s.fit };
+        (model, s.strikes == 0)
     }
 
     /// A job's server times agreed (`true`) or disagreed with what its wait

@@ -305,8 +305,8 @@ impl WaitState {
     /// the time since it was first seen, plus the age the server gave it
     /// then, if a fit found that plausible and the server's times are
     /// believed for the type.
-    fn age(&self, job_type: &JobType, fitted: bool, since: Duration) -> Duration {
-        if fitted && job_type.trusted() {
+    fn age(&self, fitted: bool, trusted: bool, since: Duration) -> Duration {
+        if fitted && trusted {
             since.saturating_add(Duration::from_millis(u64::from(self.initial_age_ms)))
         } else {
             since
@@ -320,7 +320,8 @@ impl WaitState {
             return;
         }
         if let Some(t) = &self.last.job_type {
-            let bound = censored::bucket(self.age(t, t.model().is_some(), since));
+            let (model, trusted) = t.view();
+            let bound = censored::bucket(self.age(model.is_some(), trusted, since));
             t.shift_bound(self.last.bound, bound);
             self.last.bound = bound;
         }
@@ -398,22 +399,24 @@ impl WaitState {
             Schedule::Exponential(b) => b.base_delay(n),
             Schedule::Adaptive { tradeoff } => {
                 let job_type = self.last.job_type.clone();
-                match job_type.as_deref().and_then(|t| Some((t, t.model()?))) {
-                    Some((t, m)) => {
+                let view = job_type.as_deref().map(|t| (t, t.view()));
+                match view {
+                    Some((t, (Some(m), mut trusted))) => {
                         let initial = Duration::from_millis(u64::from(self.initial_age_ms));
                         if !initial.is_zero() && m.implausible(initial) {
                             self.initial_age_ms = 0;
                             t.server_times(false);
+                            trusted = false;
                         }
                         m.next_interval(
-                            self.age(t, true, since),
+                            self.age(true, trusted, since),
                             since,
                             *tradeoff,
                             policy.min_interval,
                             policy.max_interval,
                         )
                     }
-                    None => adaptive_fallback().base_delay(n),
+                    _ => adaptive_fallback().base_delay(n),
                 }
             }
         };
