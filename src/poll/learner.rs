@@ -128,7 +128,7 @@ impl Learner {
 
     #[cfg(test)]
     pub(crate) fn model(&self, job_type: &str) -> Option<Model> {
-        self.intern(job_type).model()
+        self.intern(job_type).view().0
     }
 
     /// What was learned, per job type: `(type, samples, mean, m2)` of
@@ -175,13 +175,8 @@ impl JobType {
     }
 
     /// The fit, once [`MIN_SAMPLES`] jobs ended and while the latest run
-    /// times do not contradict it.
-    pub(crate) fn model(&self) -> Option<Model> {
-        self.view().0
-    }
-
-    /// The fit (as [`model`](Self::model)) and whether the server's times
-    /// are believed for this type.
+    /// times do not contradict it; and whether the server's times are
+    /// believed for this type.
     pub(crate) fn view(&self) -> (Option<Model>, bool) {
         let s = lock(&self.stats);
         let model = if s.recent.n > 0 { None } else { s.fit };

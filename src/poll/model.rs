@@ -45,12 +45,6 @@ impl Model {
         0.5 * libm::erfc(z / std::f64::consts::SQRT_2)
     }
 
-    /// The median run time, in seconds.
-    #[cfg(test)]
-    pub(crate) fn median(&self) -> f64 {
-        self.mu.exp()
-    }
-
     /// Whether a job that the server says was `age` old when first seen is
     /// past the model's 99.9 % quantile already: the server's start time is
     /// then taken for a wrong clock, not believed.
