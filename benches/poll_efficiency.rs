@@ -14,7 +14,17 @@
 //! delay equals the default's, and the default's polls per job are
 //! printed against the oracle's at that matched delay.
 //!
-//! Run: `cargo bench --bench poll_efficiency`
+//! Then batches: 1,000 jobs of each kind started at once (as `wait_all`
+//! after a bulk submit sees them), a first batch on a fresh policy and a
+//! second one after it, with the server's true times and with times
+//! frozen at a 2024 date; each against the oracle at the same mean delay,
+//! and the waits longer than 2.5 × their job's run time + 1.5 s counted.
+//!
+//! Poll counts and delays are on the paused clock: they do not depend on
+//! the machine's load. Only the wall times printed to stderr do.
+//!
+//! Run: `cargo bench --bench poll_efficiency` (`-- --batches-only` for the
+//! batch rows alone)
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,6 +45,15 @@ const KINDS: [(&str, f64, f64); 3] = [
     ("mx-image-face-swap", 90.0, 0.35),
     ("mx-v2v", 300.0, 0.4),
 ];
+
+/// What the server says of a job's times.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum ServerTimes {
+    /// When it started and ended.
+    True,
+    /// 2024-07-12T12:49:12Z to 12:54:40Z, whatever the job took.
+    Frozen,
+}
 
 #[derive(Clone, Copy)]
 struct Job {
@@ -63,6 +82,24 @@ fn jobs_seeded(seed: u64) -> Vec<Job> {
     jobs
 }
 
+/// Jobs of the same kinds, `per_kind` of each, all started at once.
+fn batch_seeded(seed: u64, per_kind: usize) -> Vec<Job> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut jobs = Vec::new();
+    for (kind, &(_, median, sigma)) in KINDS.iter().enumerate() {
+        let dist = LogNormal::new(f64::ln(median), sigma).unwrap();
+        for _ in 0..per_kind {
+            let run = Duration::from_secs_f64(dist.sample(&mut rng));
+            jobs.push(Job {
+                kind,
+                arrival: Duration::ZERO,
+                run,
+            });
+        }
+    }
+    jobs
+}
+
 #[path = "../tests/support/time.rs"]
 mod time_text;
 
@@ -71,9 +108,15 @@ use time_text::rfc3339;
 struct Outcome {
     polls: Vec<u64>,
     delays: Vec<f64>,
+    /// Waits longer than 2.5 × the job's run time + 1.5 s.
+    overdue: usize,
 }
 
 async fn run(policy: PollPolicy, jobs: Arc<Vec<Job>>) -> Outcome {
+    run_with(policy, jobs, ServerTimes::True).await
+}
+
+async fn run_with(policy: PollPolicy, jobs: Arc<Vec<Job>>, times: ServerTimes) -> Outcome {
     let origin = Instant::now();
     let wall = SystemTime::now();
     let by_id: Arc<HashMap<String, Job>> = Arc::new(
@@ -87,9 +130,15 @@ async fn run(policy: PollPolicy, jobs: Arc<Vec<Job>>) -> Outcome {
         let id = req.img_uuid.as_deref().unwrap();
         let job = table[id];
         let age = (req.at - origin).saturating_sub(job.arrival);
-        let start = wall + job.arrival;
+        let (start, end) = match times {
+            ServerTimes::True => (wall + job.arrival, wall + job.arrival + job.run),
+            ServerTimes::Frozen => {
+                let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_720_788_552);
+                (start, start + Duration::from_secs(328))
+            }
+        };
         let (status, end) = if age >= job.run {
-            ("success", format!(r#","end_time":"{}""#, rfc3339(start + job.run)))
+            ("success", format!(r#","end_time":"{}""#, rfc3339(end)))
         } else if age >= job.run / 10 {
             ("processing", String::new())
         } else {
@@ -117,18 +166,22 @@ async fn run(policy: PollPolicy, jobs: Arc<Vec<Job>>) -> Outcome {
             tokio::time::sleep_until(origin + job.arrival).await;
             client.wait(&format!("job-{i}")).await.unwrap();
             let seen = Instant::now() - origin;
+            let overdue = seen - job.arrival > job.run.mul_f64(2.5) + Duration::from_millis(1500);
             (
                 seen.as_secs_f64() - (job.arrival + job.run).as_secs_f64(),
                 i,
+                overdue,
             )
         }));
     }
     let mut outcome = Outcome {
         polls: Vec::new(),
         delays: Vec::new(),
+        overdue: 0,
     };
     for t in tasks {
-        let (delay, i) = t.await.unwrap();
+        let (delay, i, overdue) = t.await.unwrap();
+        outcome.overdue += usize::from(overdue);
         outcome.delays.push(delay);
         outcome.polls.push(mock.count_for(&format!("job-{i}")));
     }
@@ -268,6 +321,15 @@ mod oracle {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "--batches-only") {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        batches(&rt);
+        return;
+    }
     let jobs = Arc::new(jobs());
     type MakePolicy = Box<dyn Fn() -> PollPolicy>;
     let policies: Vec<(&str, MakePolicy)> = vec![
@@ -354,6 +416,7 @@ fn main() {
         let mut out = Outcome {
             polls: Vec::new(),
             delays: Vec::new(),
+            overdue: 0,
         };
         for seed in 0..SEEDS {
             let o = rt.block_on(run(make().seed(seed), jobs.clone()));
@@ -450,6 +513,7 @@ fn main() {
     let mut restored = Outcome {
         polls: Vec::new(),
         delays: Vec::new(),
+        overdue: 0,
     };
     for seed in 0..SEEDS {
         let policy = PollPolicy::default().seed(seed);
@@ -474,4 +538,53 @@ fn main() {
         rd / bd,
         p95(&restored.delays)
     );
+
+    batches(&rt);
+}
+
+/// Jobs of each kind in a batch.
+const BATCH_PER_KIND: usize = 1000;
+
+/// The batch rows: a first and a second batch per policy (the second
+/// after the first, so it starts from what the first taught), with true
+/// and with frozen server times, each against the oracle at its mean
+/// delay.
+fn batches(rt: &tokio::runtime::Runtime) {
+    let first = Arc::new(batch_seeded(7, BATCH_PER_KIND));
+    let second = Arc::new(batch_seeded(20261129, BATCH_PER_KIND));
+    println!(
+        "\nBatches: {BATCH_PER_KIND} jobs of each kind started at once, a first batch on a fresh policy, then a second\n"
+    );
+    println!("| server times | batch | polls/job | mean delay (s) | oracle's polls/job at that delay | default ÷ oracle (polls) | oracle's delay (s) | waits over 2.5 × run + 1.5 s |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for times in [ServerTimes::True, ServerTimes::Frozen] {
+        let wall = std::time::Instant::now();
+        let empty = || Outcome {
+            polls: Vec::new(),
+            delays: Vec::new(),
+            overdue: 0,
+        };
+        let (mut a, mut b) = (empty(), empty());
+        for seed in 0..SEEDS {
+            let policy = PollPolicy::default().seed(seed);
+            for (out, jobs) in [(&mut a, &first), (&mut b, &second)] {
+                let o = rt.block_on(run_with(policy.clone(), jobs.clone(), times));
+                out.polls.extend(o.polls);
+                out.delays.extend(o.delays);
+                out.overdue += o.overdue;
+            }
+        }
+        for (name, out, jobs) in [("first", &a, &first), ("second", &b, &second)] {
+            let polls: Vec<f64> = out.polls.iter().map(|&p| p as f64).collect();
+            let (p, d) = (mean(&polls), mean(&out.delays));
+            let (_, op, od) = oracle::at_delay(jobs, d);
+            println!(
+                "| {times:?} | {name} | {p:.2} | {d:.2} | {op:.2} | {:.3} | {od:.2} | {} of {} |",
+                p / op,
+                out.overdue,
+                out.delays.len()
+            );
+        }
+        eprintln!("  (batches, {times:?} times: {:?} wall)", wall.elapsed());
+    }
 }

@@ -3,14 +3,14 @@
 //!
 //! ```text
 //! cargo bench --bench stack --features fake -- [--rounds N] [--requests N]
-//!     [--concurrency N] [--only stack,typed,raw,reqwest] [--current-thread] [--tls]
+//!     [--concurrency N] [--only stack,typed,minimal,raw,reqwest] [--current-thread] [--tls]
 //! ```
 //!
 //! `--tls` serves HTTPS instead (tokio-rustls, a CA and certificate made
 //! by rcgen at start, HTTP/1.1 by ALPN): `stack` trusts that CA through
 //! `root_certificates_pem`, `raw` is hyper-util over hyper-rustls with the
 //! same rustls settings (ring, the same roots, ALPN h2 + http/1.1), and
-//! `reqwest` (built without TLS) is left out.
+//! `reqwest` (built without TLS) and `minimal` are left out.
 //!
 //! - `stack`: `Client::builder().base_url(..).api_key(..).build()` then
 //!   `client.get(id)`: auth, retry, timeout, body cap and decoding into
@@ -19,7 +19,11 @@
 //!   headers, the body collected and decoded into a `#[derive(Deserialize)]`
 //!   struct of the API's fields (times and all as strings): what users
 //!   write by hand, the baseline.
-//! - `raw`: the same, decoded into `serde_json::Value` instead (slower than
+//! - `minimal`: the least a client can do: hyper-util's legacy client with
+//!   its plain HTTP connector and default settings, the request URI parsed
+//!   once, one header (`Authorization`), the body decoded into the same
+//!   derived struct. HTTP only: left out with `--tls`.
+//! - `raw`: the same as `typed`, decoded into `serde_json::Value` instead (slower than
 //!   a derived struct; kept to compare with earlier runs).
 //! - `reqwest`: reqwest (http only), `.json::<serde_json::Value>()`.
 //!
@@ -95,6 +99,7 @@ const PATH_AND_QUERY: &str = "/api/v1/jobs/detail?img_uuid=37c82d82-8765-4031-8c
 enum Kind {
     Stack,
     Typed,
+    Minimal,
     Raw,
     Reqwest,
     /// `Stack` with a metrics recorder taking every metric.
@@ -110,6 +115,7 @@ impl Kind {
         match self {
             Kind::Stack => "stack",
             Kind::Typed => "typed",
+            Kind::Minimal => "minimal",
             Kind::Raw => "raw",
             Kind::Reqwest => "reqwest",
             Kind::Metered => "metered",
@@ -134,7 +140,13 @@ fn args() -> Args {
         rounds: 6,
         requests: 20_000,
         concurrency: 32,
-        only: vec![Kind::Stack, Kind::Typed, Kind::Raw, Kind::Reqwest],
+        only: vec![
+            Kind::Stack,
+            Kind::Typed,
+            Kind::Minimal,
+            Kind::Raw,
+            Kind::Reqwest,
+        ],
         current_thread: false,
         tls: false,
     };
@@ -158,6 +170,7 @@ fn args() -> Args {
                     .map(|k| match k {
                         "stack" => Kind::Stack,
                         "typed" => Kind::Typed,
+                        "minimal" => Kind::Minimal,
                         "raw" => Kind::Raw,
                         "reqwest" => Kind::Reqwest,
                         "metered" if cfg!(feature = "metrics") => Kind::Metered,
@@ -305,6 +318,41 @@ impl Raw {
 mod typed;
 use typed::Envelope;
 
+/// The least a client can do: hyper-util's legacy client with its plain
+/// HTTP connector and default settings, the URI parsed once, one header.
+#[derive(Clone)]
+struct Minimal {
+    client: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+    uri: http::Uri,
+    auth: HeaderValue,
+}
+
+impl Minimal {
+    fn new(base: &str) -> Minimal {
+        Minimal {
+            client: hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http(),
+            uri: format!("{base}{PATH_AND_QUERY}").parse().unwrap(),
+            auth: HeaderValue::from_str(&format!("Bearer {KEY}")).unwrap(),
+        }
+    }
+
+    async fn get(&self) -> Envelope {
+        let req = Request::get(self.uri.clone())
+            .header(AUTHORIZATION, self.auth.clone())
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let res = self.client.request(req).await.expect("minimal request");
+        assert!(res.status().is_success(), "minimal: {}", res.status());
+        let body = res
+            .into_body()
+            .collect()
+            .await
+            .expect("minimal body")
+            .to_bytes();
+        serde_json::from_slice(&body).expect("minimal decode")
+    }
+}
+
 #[derive(Clone)]
 struct Reqwest {
     client: reqwest::Client,
@@ -345,6 +393,7 @@ type Bare = JobStatusService<AddAuthorization<HyperTransport>>;
 struct Clients {
     stack: Client,
     raw: Raw,
+    minimal: Minimal,
     reqwest: Reqwest,
     bare: Bare,
     timeout: Timeout<Bare>,
@@ -370,6 +419,11 @@ async fn one(clients: &Clients, kind: Kind) {
         }
         Kind::Typed => {
             let e: Envelope = clients.raw.get(ID).await;
+            debug_assert_eq!(e.data.as_ref().unwrap().status, "success");
+            std::hint::black_box(e);
+        }
+        Kind::Minimal => {
+            let e = clients.minimal.get().await;
             debug_assert_eq!(e.data.as_ref().unwrap().status, "success");
             std::hint::black_box(e);
         }
@@ -592,6 +646,7 @@ async fn run(mut a: Args) {
             .build()
             .unwrap(),
         raw: Raw::new(&base, ca_pem.as_deref()),
+        minimal: Minimal::new(&base),
         reqwest: Reqwest::new(&base),
         bare: bare(),
         timeout: TimeoutLayer::new(DEFAULT_ATTEMPT_TIMEOUT).layer(bare()),
@@ -610,9 +665,10 @@ async fn run(mut a: Args) {
     assert_eq!(e.code, 0);
     assert_eq!(e.data.unwrap().status, "success");
     if a.tls {
-        a.only.retain(|&k| k != Kind::Reqwest);
+        a.only.retain(|&k| k != Kind::Reqwest && k != Kind::Minimal);
     } else {
         assert_eq!(clients.reqwest.get(ID).await["data"]["status"], "success");
+        assert_eq!(clients.minimal.get().await.data.unwrap().status, "success");
     }
     let warm = (a.requests / 10).max(a.concurrency);
     for &k in &a.only {
@@ -701,14 +757,21 @@ async fn run(mut a: Args) {
             median(cpu_ratios),
         );
     }
-    for base in [Kind::Typed, Kind::Raw] {
+    for base in [Kind::Typed, Kind::Minimal, Kind::Raw] {
         let Some(raw) = a.only.iter().position(|&k| k == base) else {
             continue;
         };
         let b = base.name();
         println!();
         for i in 0..n {
-            if i == raw || (base == Kind::Raw && a.only[i] == Kind::Typed) {
+            let shown = match base {
+                Kind::Typed => true,
+                // Against the least a client can do: the stack and the
+                // hand-written client.
+                Kind::Minimal => matches!(a.only[i], Kind::Stack | Kind::Typed),
+                _ => !matches!(a.only[i], Kind::Typed | Kind::Minimal),
+            };
+            if i == raw || !shown {
                 continue;
             }
             // Ratios of the same round, then their median: robust to a noisy

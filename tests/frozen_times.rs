@@ -1,11 +1,16 @@
 //! Server times that lie: a fake server on loopback whose `start_time` and
 //! `end_time` are frozen at a past date, whatever its jobs really take.
+//!
+//! The batch cases are a seeded fault campaign: each prints its seed, and
+//! `FROZEN_TIMES_SEED=<seed>` replays it.
 #![cfg(feature = "fake")]
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
+use futures_util::StreamExt;
 use goenhance_jobs::fake::{FakeServer, Fault, FaultPlan, Timeline};
-use goenhance_jobs::{Client, JobStatus, PollPolicy, RetryPolicy};
+use goenhance_jobs::{Client, JobQuery, JobStatus, PollPolicy, RetryPolicy};
 use tokio::time::Instant;
 
 const KEY: &str = "sk-frozen-times-5";
@@ -105,4 +110,106 @@ async fn frozen_server_times_do_not_slow_waits_down() {
         "frozen times: {JOBS} waits, {} requests, worst wait {worst:.2} × the job's duration",
         server.total_requests()
     );
+}
+
+/// The campaign's seed: `FROZEN_TIMES_SEED`, else a fixed one.
+fn campaign_seed() -> u64 {
+    match std::env::var("FROZEN_TIMES_SEED") {
+        Ok(s) => s.parse().expect("FROZEN_TIMES_SEED is a number"),
+        Err(_) => 22,
+    }
+}
+
+/// `jobs` jobs of 0.5–3 s (drawn from `seed`), one in ten failing, added
+/// at once and waited on together with one `wait_all` and a 30 s deadline,
+/// as a new user would: 10 % of the answers are 500s, 503s or resets, and
+/// the server's times all say 12:49:12 to 12:54:40. Every job is answered
+/// with the status its timeline ends in, within [`bound`] of its duration.
+async fn frozen_batch(jobs: usize, seed: u64) {
+    println!("frozen-times batch of {jobs}: seed {seed} (FROZEN_TIMES_SEED={seed} replays it)");
+    let server = FakeServer::builder()
+        .api_key(KEY)
+        .faults(FaultPlan::random(
+            0.10,
+            seed,
+            [Fault::status(500), Fault::status(503), Fault::Reset],
+        ))
+        .start()
+        .await
+        .unwrap();
+    let client = Client::builder()
+        .base_url(server.base_url())
+        .api_key(KEY)
+        .poll_policy(
+            PollPolicy::default()
+                .timeout(Duration::from_secs(30))
+                .seed(seed),
+        )
+        .retry_policy(RetryPolicy::default().seed(seed))
+        .build()
+        .unwrap();
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut truth = HashMap::new();
+    for i in 0..jobs {
+        let t = Duration::from_millis(rng.u64(500..=3000));
+        let id = format!("job-{i}");
+        let kind = ["mx-text2img", "mx-image-face-swap"][i % 2];
+        let timeline = Timeline::new(kind).pending(t / 4).processing(t - t / 4);
+        let timeline = if i % 10 == 3 {
+            timeline.fail()
+        } else {
+            timeline.succeed("image", format!("https://cdn.example/{i}.png"))
+        };
+        server.add_job(
+            &id,
+            timeline
+                .start_time(frozen_start())
+                .end_time(frozen_start() + Duration::from_secs(328)),
+        );
+        truth.insert(id, t);
+    }
+    let origin = Instant::now();
+    let queries: Vec<JobQuery> = (0..jobs)
+        .map(|i| JobQuery::new(format!("job-{i}")).unwrap())
+        .collect();
+    let mut answers = client.wait_all(queries);
+    let (mut answered, mut worst) = (0, 0.0f64);
+    while let Some((query, result)) = answers.next().await {
+        let waited = Instant::now() - origin;
+        let id = query.img_uuid();
+        let t = truth[id];
+        let detail = result.unwrap_or_else(|e| panic!("{id} ({t:?}), seed {seed}: {e}"));
+        let expected = match server.final_status(id).as_deref() {
+            Some("success") => JobStatus::Succeeded,
+            Some("failed") => JobStatus::Failed,
+            other => panic!("{id}: the server's timeline ends in {other:?}"),
+        };
+        assert_eq!(detail.status(), &expected, "{id}, seed {seed}");
+        assert!(
+            waited >= t,
+            "{id}: answered after {waited:?}, before its end at {t:?}"
+        );
+        assert!(
+            waited <= bound(t),
+            "{id} took {t:?} but its wait lasted {waited:?} ({} polls), seed {seed}",
+            server.hits(id)
+        );
+        worst = worst.max(waited.as_secs_f64() / t.as_secs_f64());
+        answered += 1;
+    }
+    assert_eq!(answered, jobs, "seed {seed}");
+    println!(
+        "frozen-times batch of {jobs}: {} requests, worst wait {worst:.2} × the job's duration",
+        server.total_requests()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_with_frozen_server_times_and_faults_is_answered_in_time() {
+    frozen_batch(120, campaign_seed()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_thousand_jobs_with_frozen_server_times_and_faults_are_answered_in_time() {
+    frozen_batch(1000, campaign_seed()).await;
 }

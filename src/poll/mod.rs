@@ -34,9 +34,11 @@
 //! # }
 //! ```
 
+mod censored;
 mod history;
 pub(crate) mod layer;
 pub(crate) mod learner;
+mod model;
 pub(crate) mod policy;
 pub(crate) mod state;
 mod wait;

@@ -16,7 +16,9 @@ use crate::clock::{self, ms_u32 as ms};
 use crate::error::{Error, WaitReport};
 use crate::model::{JobDetail, JobStatus};
 
+use super::censored::{self, NONE};
 use super::history::{code_of, History, FIRST_UNKNOWN};
+use super::learner::JobType;
 use super::policy::{adaptive_fallback, PollPolicy, Schedule};
 
 /// The largest slow-down exponent after 429/503 answers (× 16).
@@ -55,7 +57,12 @@ struct LastSeen {
     /// which with the one that says it is tells what the wait saw of the
     /// job's end. (Here it fits in the padding after `code`.)
     running_ms: u32,
-    job_type: Option<Arc<str>>,
+    /// The bucket of the lower bound on the job's run time that the job
+    /// type counts while the job runs ([`NONE`] when not counted): a
+    /// schedule that learns from jobs that ended also learns from those
+    /// still running.
+    bound: u8,
+    job_type: Option<Arc<JobType>>,
     /// Milliseconds since the Unix epoch; 0 when unknown.
     start_ms: u64,
 }
@@ -66,6 +73,9 @@ pub(crate) struct WaitState {
     /// Milliseconds from `started` (u32: up to 49 days).
     deadline_ms: u32,
     last_change_ms: u32,
+    /// How old the server said the job was when first seen; 0 once the
+    /// schedule found that implausible: then it is ignored for the rest of
+    /// the wait.
     initial_age_ms: u32,
     polls: u32,
     failures: u32,
@@ -94,6 +104,7 @@ impl WaitState {
             last: LastSeen {
                 code: 0,
                 running_ms: NEVER,
+                bound: NONE,
                 job_type: None,
                 start_ms: 0,
             },
@@ -204,17 +215,26 @@ impl WaitState {
                     }
                 }
                 if detail.is_terminal() {
+                    self.uncount();
                     self.learn(policy, &detail, since);
                     return Step::Done(Ok(detail));
                 }
                 let job_type = match (&self.last.job_type, detail.job_type()) {
-                    (Some(t), Some(now)) if **t == *now => Some(t.clone()),
+                    (Some(t), Some(now)) if t.name() == now => Some(t.clone()),
                     (_, Some(t)) => Some(policy.learner.intern(t)),
                     (_, None) => None,
                 };
+                let same_type = match (&self.last.job_type, &job_type) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    _ => false,
+                };
+                if !same_type {
+                    self.uncount();
+                }
                 self.last = LastSeen {
                     code,
                     running_ms: since_ms,
+                    bound: self.last.bound,
                     job_type,
                     start_ms: detail
                         .start_time()
@@ -232,6 +252,7 @@ impl WaitState {
                     return Step::Done(Err(self.ended(img_uuid, End::Deadline, now)));
                 }
                 let mut at = clock::after(now, self.interval(policy, img_uuid, since));
+                self.count(policy, since);
                 if let Some(stall) = policy.stall_after {
                     at = at.min(clock::after(self.at(self.last_change_ms), stall));
                 }
@@ -281,11 +302,53 @@ impl WaitState {
         {
             return;
         }
-        if let (Some(job_type), Some((lo, hi))) =
+        let (Some(name), Some((lo, hi, agreed))) =
             (detail.job_type(), self.run_time(detail.run_time(), since))
-        {
-            policy.learner.record_between(job_type, lo, hi);
+        else {
+            return;
+        };
+        let job_type = match &self.last.job_type {
+            Some(t) if t.name() == name => t.clone(),
+            _ => policy.learner.intern(name),
+        };
+        if let Some(agreed) = agreed {
+            job_type.server_times(agreed);
         }
+        job_type.record_between(lo, hi);
+    }
+
+    /// The age the schedule believes the job to be, `since` into the wait:
+    /// the time since it was first seen, plus the age the server gave it
+    /// then, if a fit found that plausible and the server's times are
+    /// believed for the type.
+    fn age(&self, fitted: bool, trusted: bool, since: Duration) -> Duration {
+        if fitted && trusted {
+            since.saturating_add(Duration::from_millis(u64::from(self.initial_age_ms)))
+        } else {
+            since
+        }
+    }
+
+    /// Counts the job, running `since` into the wait, among its type's jobs
+    /// still running: its run time is at least its age now.
+    fn count(&mut self, policy: &PollPolicy, since: Duration) {
+        if !matches!(policy.schedule, Schedule::Adaptive { .. }) {
+            return;
+        }
+        if let Some(t) = &self.last.job_type {
+            let (model, trusted) = t.view();
+            let bound = censored::bucket(self.age(model.is_some(), trusted, since));
+            t.shift_bound(self.last.bound, bound);
+            self.last.bound = bound;
+        }
+    }
+
+    /// No longer counts the job among its type's jobs still running.
+    fn uncount(&mut self) {
+        if let Some(t) = &self.last.job_type {
+            t.shift_bound(self.last.bound, NONE);
+        }
+        self.last.bound = NONE;
     }
 
     /// Between which two run times the job that was seen finished `done`
@@ -305,8 +368,13 @@ impl WaitState {
     /// `None` for a job already finished when first seen: the wait saw
     /// nothing of its run to check the server's times against, and a
     /// restart that finds many jobs finished would otherwise learn whatever
-    /// they claim.
-    fn run_time(&self, server: Option<Duration>, done: Duration) -> Option<(Duration, Duration)> {
+    /// they claim. The third value says whether the server's run time
+    /// agreed, when it gave one.
+    fn run_time(
+        &self,
+        server: Option<Duration>,
+        done: Duration,
+    ) -> Option<(Duration, Duration, Option<bool>)> {
         if self.last.running_ms == NEVER {
             return None;
         }
@@ -314,14 +382,14 @@ impl WaitState {
         let age = from_ms(self.initial_age_ms);
         let running = from_ms(self.last.running_ms);
         let Some(server) = server else {
-            return Some((age + running, age + done));
+            return Some((age + running, age + done, None));
         };
         let within = |lo: Duration, hi: Duration| {
             let slack = Duration::from_secs(1) + hi / 10;
             server.saturating_add(slack) >= lo && server <= hi.saturating_add(slack)
         };
         if within(age + running, age + done) || within(running, done) {
-            Some((server, server))
+            Some((server, server, Some(true)))
         } else {
             let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
             tracing::debug!(
@@ -330,32 +398,41 @@ impl WaitState {
                 seen_to_ms = ms(done),
                 "server times disagree with what the wait saw; learning what it saw"
             );
-            Some((running, done))
+            Some((running, done, Some(false)))
         }
     }
 
     /// The interval before the next poll, slow-down and jitter applied,
     /// within the policy's bounds.
-    fn interval(&self, policy: &PollPolicy, img_uuid: &str, since: Duration) -> Duration {
+    ///
+    /// The adaptive schedule refuses, for the rest of the wait, an age the
+    /// server gave that its fit finds implausible, and holds that against
+    /// the server's times for the job type.
+    fn interval(&mut self, policy: &PollPolicy, img_uuid: &str, since: Duration) -> Duration {
         let n = self.polls.saturating_sub(1);
         let base = match &policy.schedule {
             Schedule::Fixed(d) => *d,
             Schedule::Exponential(b) => b.base_delay(n),
             Schedule::Adaptive { tradeoff } => {
-                let model = self
-                    .last
-                    .job_type
-                    .as_deref()
-                    .and_then(|t| policy.learner.model(t));
-                match model {
-                    Some(m) => m.next_interval(
-                        Duration::from_millis(u64::from(self.initial_age_ms)),
-                        since,
-                        *tradeoff,
-                        policy.min_interval,
-                        policy.max_interval,
-                    ),
-                    None => adaptive_fallback().base_delay(n),
+                let job_type = self.last.job_type.clone();
+                let view = job_type.as_deref().map(|t| (t, t.view()));
+                match view {
+                    Some((t, (Some(m), mut trusted))) => {
+                        let initial = Duration::from_millis(u64::from(self.initial_age_ms));
+                        if !initial.is_zero() && m.implausible(initial) {
+                            self.initial_age_ms = 0;
+                            t.server_times(false);
+                            trusted = false;
+                        }
+                        m.next_interval(
+                            self.age(true, trusted, since),
+                            since,
+                            *tradeoff,
+                            policy.min_interval,
+                            policy.max_interval,
+                        )
+                    }
+                    _ => adaptive_fallback().base_delay(n),
                 }
             }
         };
@@ -395,7 +472,7 @@ impl WaitState {
                 .flatten();
             let d = JobDetail::new(img_uuid, status).with_times(start, None);
             match &self.last.job_type {
-                Some(t) => d.with_job_type(&**t),
+                Some(t) => d.with_job_type(t.name()),
                 None => d,
             }
         });
@@ -427,6 +504,12 @@ impl WaitState {
             Some(last) => err.with_source(last.clone()),
             None => err,
         }
+    }
+}
+
+impl Drop for WaitState {
+    fn drop(&mut self) {
+        self.uncount();
     }
 }
 
