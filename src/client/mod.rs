@@ -11,6 +11,7 @@
 //! The crate root's docs draw it in full.
 
 mod builder;
+mod download;
 
 use std::fmt;
 use std::path::Path;
@@ -20,7 +21,7 @@ use futures_core::Stream;
 use tower::util::BoxCloneSyncService;
 
 pub use self::builder::ClientBuilder;
-use crate::download::{self, Download, DownloadOptions, Downloader};
+use crate::download::{Download, DownloadOptions, Downloader};
 use crate::error::Error;
 use crate::hub::Hub;
 use crate::model::{JobDetail, JobOutput};
@@ -222,7 +223,7 @@ impl Client {
         options: DownloadOptions,
     ) -> Result<Download, Error> {
         let to = to.as_ref().to_path_buf();
-        download::run(&self.inner.downloader, output, to, options).await
+        crate::download::run(&self.inner.downloader, output, to, &options).await
     }
 }
 

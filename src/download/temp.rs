@@ -1,23 +1,41 @@
-//! The temporary file a download is written to, beside its target.
+//! The file a download is written to, beside its target.
+//!
+//! The body's chunks are gathered into one of two buffers of [`BATCH`]
+//! bytes; a full buffer goes to the blocking pool in one write while the
+//! other fills. So each byte is copied once on its way (not into a
+//! `BufWriter` and again into `tokio::fs::File`'s own buffer), the pool is
+//! visited once per batch, not once per chunk, and the two buffers are
+//! reused for the whole file: the chunks the connection read are let go at
+//! once, so its read buffer is reused too, instead of fresh memory (and
+//! page faults) for every read.
 
-use std::io::SeekFrom;
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use tokio::fs::{File, OpenOptions};
-use tokio::io::{AsyncSeekExt, AsyncWriteExt, BufWriter};
+use tokio::task::JoinHandle;
 
 use crate::error::Error;
 
-/// Bytes gathered before one write to the file. The file itself buffers at
-/// most one write while the previous one runs on the blocking pool, so a
-/// download holds at most about twice this much.
-const WRITE_BUFFER: usize = 256 * 1024;
+/// Bytes gathered before one write. A download holds two such buffers:
+/// one filling, one being written.
+const BATCH: usize = 1 << 20;
 
-/// A hidden file `.NAME.part-XXXXXXXX` in the target's folder, removed when
-/// dropped unless [`finish`](TempFile::finish) moved it into place.
+/// A file a download writes to: a hidden throwaway `.NAME.part-XXXXXXXX`
+/// beside the target, removed when dropped unless
+/// [`finish`](TempFile::finish) moved it into place; or a partial file kept
+/// across calls to resume from (see [`open_kept`](TempFile::open_kept)).
 pub(super) struct TempFile {
     path: PathBuf,
-    file: Option<BufWriter<File>>,
+    file: Arc<std::fs::File>,
+    /// The buffer filling.
+    pending: Vec<u8>,
+    /// The buffer being written, given back when done.
+    writing: Option<JoinHandle<(Vec<u8>, io::Result<()>)>>,
+    /// Left in place when dropped, for a later call to resume.
+    keep: bool,
+    /// Renamed into place: nothing to remove.
+    done: bool,
 }
 
 impl TempFile {
@@ -31,19 +49,14 @@ impl TempFile {
                 name.to_string_lossy(),
                 fastrand::u32(..)
             ));
-            match OpenOptions::new()
+            match tokio::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .open(&path)
                 .await
             {
-                Ok(file) => {
-                    return Ok(TempFile {
-                        path,
-                        file: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
-                    })
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 8 => {
+                Ok(file) => return Ok(TempFile::new(path, file.into_std().await, false)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 8 => {
                     tries += 1;
                 }
                 Err(e) => {
@@ -56,67 +69,170 @@ impl TempFile {
         }
     }
 
-    fn file(&mut self) -> &mut BufWriter<File> {
-        self.file.as_mut().expect("the file is open until finish")
-    }
-
-    /// Appends `data`.
-    pub(super) async fn write(&mut self, data: &[u8]) -> Result<(), Error> {
-        let file = self.file.as_mut().expect("the file is open until finish");
-        match file.write_all(data).await {
-            Ok(()) => Ok(()),
-            Err(e) => Err(Error::io(
-                format!("cannot write {}", self.path.display()),
+    /// Opens (or creates) the partial file `path`, kept when dropped, with
+    /// the bytes it already holds: writes go after them.
+    pub(super) async fn open_kept(path: PathBuf) -> Result<(TempFile, u64), Error> {
+        let opened = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || {
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)?;
+                let len = file.seek(SeekFrom::End(0))?;
+                Ok::<_, io::Error>((file, len))
+            }
+        })
+        .await
+        .map_err(join_failed);
+        match opened {
+            Ok(Ok((file, len))) => Ok((TempFile::new(path, file, true), len)),
+            Ok(Err(e)) | Err(e) => Err(Error::io(
+                format!("cannot open the partial file {}", path.display()),
                 e,
             )),
         }
     }
 
-    /// Empties the file, to start over.
-    pub(super) async fn truncate(&mut self) -> Result<(), Error> {
-        let path = self.path.display().to_string();
-        let fail = |e| Error::io(format!("cannot truncate {path}"), e);
-        let file = self.file();
-        file.flush().await.map_err(fail)?;
-        let inner = file.get_mut();
-        inner.set_len(0).await.map_err(fail)?;
-        inner.seek(SeekFrom::Start(0)).await.map_err(fail)?;
+    fn new(path: PathBuf, file: std::fs::File, keep: bool) -> TempFile {
+        TempFile {
+            path,
+            file: Arc::new(file),
+            pending: Vec::new(),
+            writing: None,
+            keep,
+            done: false,
+        }
+    }
+
+    /// Where the bytes are.
+    #[cfg(test)]
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends `data`; written once a batch is gathered.
+    pub(super) async fn write(&mut self, mut data: &[u8]) -> Result<(), Error> {
+        while !data.is_empty() {
+            if self.pending.capacity() == 0 {
+                self.pending.reserve_exact(BATCH);
+            }
+            let room = BATCH.saturating_sub(self.pending.len()).max(1);
+            let (now, rest) = data.split_at(room.min(data.len()));
+            self.pending.extend_from_slice(now);
+            data = rest;
+            if self.pending.len() >= BATCH {
+                self.submit().await?;
+            }
+        }
         Ok(())
     }
 
-    /// Flushes and syncs the file, then renames it to `target` (replacing
-    /// what was there) and syncs the folder, so the name and the bytes are
-    /// durable together.
+    /// Waits for the batch being written, then starts writing the gathered
+    /// one, filling the buffer given back next.
+    async fn submit(&mut self) -> Result<(), Error> {
+        let spare = self.wait().await?;
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.pending, spare);
+        let file = Arc::clone(&self.file);
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            let done = (&*file).write_all(&batch);
+            let mut batch = batch;
+            batch.clear();
+            (batch, done)
+        }));
+        Ok(())
+    }
+
+    /// Waits for the batch being written, if any, and gives its buffer
+    /// back (empty).
+    async fn wait(&mut self) -> Result<Vec<u8>, Error> {
+        let Some(writing) = self.writing.take() else {
+            return Ok(Vec::new());
+        };
+        let failed = match writing.await {
+            Ok((buffer, Ok(()))) => return Ok(buffer),
+            Ok((_, Err(e))) => e,
+            Err(e) => join_failed(e),
+        };
+        Err(Error::io(
+            format!("cannot write {}", self.path.display()),
+            failed,
+        ))
+    }
+
+    /// Writes everything gathered.
+    pub(super) async fn flush(&mut self) -> Result<(), Error> {
+        self.submit().await?;
+        self.wait().await.map(drop)
+    }
+
+    /// Empties the file, to start over.
+    pub(super) async fn truncate(&mut self) -> Result<(), Error> {
+        // A failed write does not matter: the bytes are thrown away.
+        let _ = self.wait().await;
+        self.pending.clear();
+        let file = Arc::clone(&self.file);
+        let done = tokio::task::spawn_blocking(move || {
+            file.set_len(0)?;
+            (&*file).seek(SeekFrom::Start(0)).map(drop)
+        })
+        .await
+        .map_err(join_failed);
+        match done {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) | Err(e) => Err(Error::io(
+                format!("cannot truncate {}", self.path.display()),
+                e,
+            )),
+        }
+    }
+
+    /// Writes what is gathered and syncs the file, then renames it to
+    /// `target` (replacing what was there) and syncs the folder, so the
+    /// name and the bytes are durable together.
     pub(super) async fn finish(mut self, target: &Path) -> Result<(), Error> {
+        self.flush().await?;
         let path = self.path.display().to_string();
-        let mut file = self.file.take().expect("the file is open until finish");
-        file.flush()
+        let file = Arc::clone(&self.file);
+        let synced = tokio::task::spawn_blocking(move || file.sync_all())
             .await
-            .map_err(|e| Error::io(format!("cannot write {path}"), e))?;
-        let file = file.into_inner();
-        file.sync_all()
-            .await
-            .map_err(|e| Error::io(format!("cannot sync {path}"), e))?;
-        drop(file);
+            .map_err(join_failed);
+        if let Ok(Err(e)) | Err(e) = synced {
+            return Err(Error::io(format!("cannot sync {path}"), e));
+        }
         tokio::fs::rename(&self.path, target)
             .await
             .map_err(|e| Error::io(format!("cannot move {path} to {}", target.display()), e))?;
-        // Renamed: nothing left to remove.
-        self.path = PathBuf::new();
+        self.done = true;
         sync_dir(target).await;
         Ok(())
+    }
+
+    /// Removes the file when dropped, even a kept one: its bytes are of no
+    /// use to a later call.
+    pub(super) fn discard(&mut self) {
+        self.keep = false;
     }
 }
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        if !self.path.as_os_str().is_empty() {
-            drop(self.file.take());
-            if let Err(e) = std::fs::remove_file(&self.path) {
-                tracing::debug!(path = %self.path.display(), error = %e, "cannot remove a temporary download file");
-            }
+        if self.done || self.keep {
+            return;
+        }
+        // A batch still being written goes to the removed file: no harm.
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::debug!(path = %self.path.display(), error = %e, "cannot remove a temporary download file");
         }
     }
+}
+
+fn join_failed(e: tokio::task::JoinError) -> io::Error {
+    io::Error::other(e)
 }
 
 /// The folder and file name of `target`.
@@ -147,4 +263,55 @@ async fn sync_dir(target: &Path) {
     }
     #[cfg(not(unix))]
     let _ = target;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn batches_land_in_order_and_truncate_starts_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("a.bin");
+        let mut file = TempFile::create(&target).await.unwrap();
+        // More than two batches, in chunks of odd sizes, one larger than a
+        // batch.
+        let mut want = Vec::new();
+        for i in 0..700u32 {
+            let len = if i == 5 {
+                3 * BATCH as u32 + 7
+            } else {
+                (i % 13) * 1000 + 1
+            };
+            let chunk: Vec<u8> = (0..len).map(|j| (i + j) as u8).collect();
+            want.extend_from_slice(&chunk);
+            file.write(&chunk).await.unwrap();
+        }
+        file.flush().await.unwrap();
+        assert_eq!(std::fs::read(file.path()).unwrap(), want);
+        file.truncate().await.unwrap();
+        file.write(b"again").await.unwrap();
+        file.finish(&target).await.unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"again");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_kept_file_stays_and_is_appended_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".j_0.part");
+        let (mut file, len) = TempFile::open_kept(path.clone()).await.unwrap();
+        assert_eq!(len, 0);
+        file.write(b"abc").await.unwrap();
+        file.flush().await.unwrap();
+        drop(file);
+        let (mut file, len) = TempFile::open_kept(path.clone()).await.unwrap();
+        assert_eq!(len, 3);
+        file.write(b"def").await.unwrap();
+        file.flush().await.unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"abcdef");
+        file.discard();
+        drop(file);
+        assert!(!path.exists());
+    }
 }
