@@ -42,9 +42,9 @@
 //!   proxies, extra CAs and tower layers on the transport apply, and the
 //!   API key never reaches the storage host.
 //! - The bytes go to a hidden temporary file beside the target
-//!   (`.NAME.part-XXXXXXXX`) as they arrive, gathered into batches of about
-//!   1 MiB that are written by the blocking pool while the next arrive:
-//!   memory stays bounded (about 2 MiB) whatever the size. When the length
+//!   (`.NAME.part-XXXXXXXX`) as they arrive, gathered into batches of
+//!   256 KiB that are written by the blocking pool while the next arrive:
+//!   memory stays bounded (two such buffers) whatever the size. When the length
 //!   matches what the server declared, the file is synced and renamed into
 //!   place, so a reader never sees half a file. After a failure or when the
 //!   future is dropped, the temporary file is removed.
