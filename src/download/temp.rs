@@ -1,28 +1,41 @@
 //! The file a download is written to, beside its target.
 //!
-//! The body's chunks are gathered into one of two buffers of [`BATCH`]
-//! bytes (256 KiB); a full buffer goes to the blocking pool in one write while the
-//! other fills. So each byte is copied once on its way (not into a
-//! `BufWriter` and again into `tokio::fs::File`'s own buffer), the pool is
-//! visited once per batch, not once per chunk, and the two buffers are
-//! reused for the whole file: the chunks the connection read are let go at
-//! once, so its read buffer is reused too, instead of fresh memory (and
-//! page faults) for every read.
+//! Chunks are written straight from the downloading task, each as it
+//! arrives, while such writes take well under a millisecond (the page
+//! cache, tmpfs): no copy of our own, and the bytes the connection just
+//! read are still in this CPU's cache when the kernel copies them into the
+//! file. Handing each write to the blocking pool instead costs a third
+//! more CPU per byte in the download bench: a wake-up of another thread,
+//! and the kernel's copy reading from the other core's cache.
+//!
+//! After [`SLOW_IN_A_ROW`] writes in a row that each took longer than
+//! [`INLINE_LIMIT`] (a disk that throttles writers, a network file
+//! system), the rest of the download goes through the blocking pool:
+//! chunks are gathered into one of two buffers of [`BATCH`] bytes, and a
+//! full buffer is written by the pool while the other fills. So the
+//! runtime's thread is held up by slow writes at most that many times per
+//! download.
 
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
 use crate::error::Error;
 
-/// Bytes gathered before one write. A download holds two such buffers:
-/// one filling, one being written. Larger batches visit the blocking pool
-/// less often but write from memory that has left the CPU's caches since
-/// it was filled (in the download bench, 64 KiB batches cost clearly more
-/// CPU in hops; 1 MiB ones no less than 256 KiB, for four times the
-/// memory).
+/// A write from the downloading task that takes longer is slow.
+const INLINE_LIMIT: Duration = Duration::from_millis(1);
+
+/// Slow writes in a row after which the rest go through the blocking pool.
+/// One alone is no sign: on a busy machine the thread may simply have been
+/// descheduled during a quick write; a file system that makes writers wait
+/// makes every write slow.
+const SLOW_IN_A_ROW: u32 = 3;
+
+/// Bytes gathered before one write through the blocking pool. A download
+/// then holds two such buffers: one filling, one being written.
 const BATCH: usize = 256 * 1024;
 
 /// A file a download writes to: a hidden throwaway `.NAME.part-XXXXXXXX`
@@ -36,6 +49,10 @@ pub(super) struct TempFile {
     pending: Vec<u8>,
     /// The buffer being written, given back when done.
     writing: Option<JoinHandle<(Vec<u8>, io::Result<()>)>>,
+    /// Writes go straight from the task (until they are slow).
+    inline: bool,
+    /// Slow inline writes in a row.
+    slow: u32,
     /// Left in place when dropped, for a later call to resume.
     keep: bool,
     /// Renamed into place: nothing to remove.
@@ -105,6 +122,8 @@ impl TempFile {
             file: Arc::new(file),
             pending: Vec::new(),
             writing: None,
+            inline: true,
+            slow: 0,
             keep,
             done: false,
         }
@@ -116,8 +135,31 @@ impl TempFile {
         &self.path
     }
 
-    /// Appends `data`; written once a batch is gathered.
+    /// Appends `data`: at once, or once a batch is gathered.
     pub(super) async fn write(&mut self, mut data: &[u8]) -> Result<(), Error> {
+        if self.inline {
+            let started = Instant::now();
+            if let Err(e) = (&*self.file).write_all(data) {
+                return Err(Error::io(
+                    format!("cannot write {}", self.path.display()),
+                    e,
+                ));
+            }
+            let took = started.elapsed();
+            self.slow = if took > INLINE_LIMIT {
+                self.slow + 1
+            } else {
+                0
+            };
+            if self.slow >= SLOW_IN_A_ROW {
+                tracing::debug!(
+                    took_us = took.as_micros() as u64,
+                    "slow file writes; the rest go through the blocking pool"
+                );
+                self.inline = false;
+            }
+            return Ok(());
+        }
         while !data.is_empty() {
             if self.pending.capacity() == 0 {
                 self.pending.reserve_exact(BATCH);
@@ -274,30 +316,36 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn batches_land_in_order_and_truncate_starts_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("a.bin");
-        let mut file = TempFile::create(&target).await.unwrap();
-        // More than two batches, in chunks of odd sizes, one larger than a
-        // batch.
-        let mut want = Vec::new();
-        for i in 0..700u32 {
-            let len = if i == 5 {
-                3 * BATCH as u32 + 7
-            } else {
-                (i % 13) * 1000 + 1
-            };
-            let chunk: Vec<u8> = (0..len).map(|j| (i + j) as u8).collect();
-            want.extend_from_slice(&chunk);
-            file.write(&chunk).await.unwrap();
+    async fn chunks_land_in_order_inline_and_through_the_pool() {
+        for inline in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let target = dir.path().join("a.bin");
+            let mut file = TempFile::create(&target).await.unwrap();
+            file.inline = inline;
+            // More than two batches, in chunks of odd sizes, one larger
+            // than a batch.
+            let mut want = Vec::new();
+            for i in 0..700u32 {
+                let len = if i == 5 {
+                    3 * BATCH as u32 + 7
+                } else {
+                    (i % 13) * 1000 + 1
+                };
+                let chunk: Vec<u8> = (0..len).map(|j| (i + j) as u8).collect();
+                want.extend_from_slice(&chunk);
+                file.write(&chunk).await.unwrap();
+            }
+            file.flush().await.unwrap();
+            assert!(
+                std::fs::read(file.path()).unwrap() == want,
+                "inline {inline}"
+            );
+            file.truncate().await.unwrap();
+            file.write(b"again").await.unwrap();
+            file.finish(&target).await.unwrap();
+            assert_eq!(std::fs::read(&target).unwrap(), b"again");
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         }
-        file.flush().await.unwrap();
-        assert_eq!(std::fs::read(file.path()).unwrap(), want);
-        file.truncate().await.unwrap();
-        file.write(b"again").await.unwrap();
-        file.finish(&target).await.unwrap();
-        assert_eq!(std::fs::read(&target).unwrap(), b"again");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[tokio::test]
