@@ -198,7 +198,12 @@ impl Client {
     /// - [`Error::is_io`]: the temporary file could not be created, written
     ///   or moved into place;
     /// - the last error after retries: transport, timeout, HTTP status, or
-    ///   a refused redirect ([`Error::is_http`] with the 3xx status).
+    ///   a refused redirect or bad `Location` ([`Error::is_http`] with the
+    ///   3xx status);
+    /// - [`Error::is_body_too_large`]: the output is larger than
+    ///   [`DownloadOptions::max_bytes`] (8 GiB unless set);
+    /// - [`Error::is_deadline`]: the download took longer than
+    ///   [`DownloadOptions::deadline`] (30 min unless set).
     ///
     /// Nothing is left at `to` or beside it after an error.
     pub async fn download(
@@ -210,8 +215,8 @@ impl Client {
             .await
     }
 
-    /// [`download`](Self::download) with progress reports or another idle
-    /// timeout.
+    /// [`download`](Self::download) with progress reports, or another idle
+    /// timeout, deadline or size cap.
     ///
     /// # Errors
     ///

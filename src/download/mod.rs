@@ -42,9 +42,11 @@
 //!   proxies, extra CAs and tower layers on the transport apply, and the
 //!   API key never reaches the storage host.
 //! - The bytes go to a hidden temporary file beside the target
-//!   (`.NAME.part-XXXXXXXX`) as they arrive, gathered into batches of
-//!   256 KiB that are written by the blocking pool while the next arrive:
-//!   memory stays bounded (two such buffers) whatever the size. When the length
+//!   (`.NAME.part-XXXXXXXX`) as they arrive, each chunk written from the
+//!   downloading task while such writes are quick (the page cache), or,
+//!   after three slow ones in a row, gathered into 256 KiB batches that the
+//!   blocking pool writes while the next arrive: memory stays bounded
+//!   whatever the size. When the length
 //!   matches what the server declared, the file is synced and renamed into
 //!   place, so a reader never sees half a file. After a failure or when the
 //!   future is dropped, the temporary file is removed.
@@ -55,11 +57,11 @@
 //!   `206` that names another `ETag` (or date) than the one asked for makes
 //!   it start over. A server that cannot resume, or answers `200` to the
 //!   range, makes it start over too. Retries follow the client's
-//!   [`RetryPolicy`](crate::RetryPolicy): its classification, backoff,
+//!   [`RetryPolicy`]: its classification, backoff,
 //!   `Retry-After` limit and attempt count, which bounds the failures in a
 //!   row without progress (a failure after new bytes arrived starts the
 //!   count again). When the policy has a retry budget, downloads draw on one
-//!   of their own (a default [`TokenBucket`](crate::retry::TokenBucket)
+//!   of their own (a default [`TokenBucket`]
 //!   shared by the client's downloads), so a storage host that keeps failing
 //!   cannot use up the retries of status polls. A request lost on a pooled
 //!   connection the server closed as it went out is sent again at once, not
