@@ -15,12 +15,12 @@ use http_body_util::{BodyExt, Full};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
+use super::downloader::{Downloader, RawBody};
 use super::headers::{content_range, header_u64, parse_retry_after, validator, validator_changed};
 use super::options::{DownloadOptions, Progress};
 use super::partial;
 use super::temp::TempFile;
 use super::url::{self, Reach};
-use super::Downloader;
 use crate::error::{Error, Exhausted, Kind};
 use crate::text::Rounded;
 use crate::transport::Resends;
@@ -264,7 +264,7 @@ async fn attempt(
 
 /// Writes the body to the file as it arrives.
 async fn stream(
-    body: super::RawBody,
+    body: RawBody,
     file: &mut TempFile,
     state: &mut State,
     options: &DownloadOptions,

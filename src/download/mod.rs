@@ -86,6 +86,7 @@
 //! partial file per output across calls and restarts, so a cut output
 //! resumes where it stopped (until [`discard_partial_outputs`]).
 
+mod downloader;
 mod fetch;
 mod headers;
 mod naming;
@@ -94,56 +95,23 @@ mod partial;
 mod temp;
 mod url;
 
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use bytes::Bytes;
-use http::{Request, Response, Uri};
-use http_body::Body;
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
-use tokio::sync::Semaphore;
-use tower::util::BoxCloneSyncService;
-use tower::{Service, ServiceExt};
+use http::Uri;
 
+pub use self::downloader::DEFAULT_MAX_DOWNLOADS;
+pub(crate) use self::downloader::{raw_transport, DownloadSettings, Downloader, RawTransport};
 use self::fetch::{fetch, Job, State};
 pub use self::naming::{extension_from_content_type, extension_from_url, output_file_name};
 pub use self::options::{DownloadOptions, Progress, DEFAULT_DEADLINE, DEFAULT_MAX_BYTES};
 pub use self::partial::discard_partial_outputs;
 use self::temp::TempFile;
 use self::url::Reach;
-use crate::error::{BoxError, Error};
+use crate::error::Error;
 use crate::model::JobOutput;
-use crate::retry::{RetryBudget, RetryPolicy, TokenBucket};
-
-/// Downloads of one client that run at once unless
-/// [`ClientBuilder::max_downloads`](crate::ClientBuilder::max_downloads) says otherwise.
-pub const DEFAULT_MAX_DOWNLOADS: usize = 4;
-
-/// The body of the raw transport, boxed.
-pub(crate) type RawBody = UnsyncBoxBody<Bytes, BoxError>;
-
-/// The client's transport without the auth layer, boxed once.
-pub(crate) type RawTransport =
-    BoxCloneSyncService<Request<Full<Bytes>>, Response<RawBody>, BoxError>;
-
-/// Boxes a transport for downloads.
-pub(crate) fn raw_transport<T, B>(transport: T) -> RawTransport
-where
-    T: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    T::Future: Send + 'static,
-    T::Error: Into<BoxError>,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    BoxCloneSyncService::new(
-        transport
-            .map_response(|res: Response<B>| res.map(|b| b.map_err(Into::into).boxed_unsync()))
-            .map_err(Into::into),
-    )
-}
+#[cfg(doc)]
+use crate::retry::{RetryPolicy, TokenBucket};
 
 /// A finished download: the file is complete and in place.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,67 +137,6 @@ impl Download {
     /// found already in place).
     pub fn content_type(&self) -> Option<&str> {
         self.content_type.as_deref()
-    }
-}
-
-/// The download settings of a [`ClientBuilder`](crate::ClientBuilder).
-#[derive(Clone, Debug)]
-pub(crate) struct DownloadSettings {
-    pub(crate) max_downloads: usize,
-}
-
-impl Default for DownloadSettings {
-    fn default() -> Self {
-        DownloadSettings {
-            max_downloads: DEFAULT_MAX_DOWNLOADS,
-        }
-    }
-}
-
-/// What a client downloads with; one per client, shared by its clones.
-pub(crate) struct Downloader {
-    transport: RawTransport,
-    retry: RetryPolicy,
-    /// The downloads' own retry budget, apart from the polls'.
-    budget: Option<Arc<dyn RetryBudget>>,
-    idle_timeout: Duration,
-    insecure_http: bool,
-    slots: Arc<Semaphore>,
-}
-
-impl fmt::Debug for Downloader {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Downloader")
-            .field("idle_timeout", &self.idle_timeout)
-            .field("insecure_http", &self.insecure_http)
-            .field("budget", &self.budget)
-            .field("free_slots", &self.slots.available_permits())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Downloader {
-    pub(crate) fn new(
-        transport: RawTransport,
-        retry: RetryPolicy,
-        idle_timeout: Duration,
-        insecure_http: bool,
-        settings: &DownloadSettings,
-    ) -> Downloader {
-        let budget = retry
-            .get_budget()
-            .map(|_| Arc::new(TokenBucket::default()) as Arc<dyn RetryBudget>);
-        Downloader {
-            transport,
-            retry,
-            budget,
-            idle_timeout,
-            insecure_http,
-            // A semaphore holds at most MAX_PERMITS: more would panic.
-            slots: Arc::new(Semaphore::new(
-                settings.max_downloads.clamp(1, Semaphore::MAX_PERMITS),
-            )),
-        }
     }
 }
 
