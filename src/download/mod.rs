@@ -57,13 +57,13 @@
 //!   `206` that names another `ETag` (or date) than the one asked for makes
 //!   it start over. A server that cannot resume, or answers `200` to the
 //!   range, makes it start over too. Retries follow the client's
-//!   [`RetryPolicy`]: its classification, backoff,
-//!   `Retry-After` limit and attempt count, which bounds the failures in a
-//!   row without progress (a failure after new bytes arrived starts the
-//!   count again). When the policy has a retry budget, downloads draw on one
-//!   of their own (a default [`TokenBucket`]
-//!   shared by the client's downloads), so a storage host that keeps failing
-//!   cannot use up the retries of status polls. A request lost on a pooled
+//!   [`RetryPolicy`]: its classification, backoff, `Retry-After` limit and
+//!   attempt count, which bounds the failures in a row without progress (a
+//!   failure after new bytes arrived starts the count again). When the
+//!   policy has a retry budget, downloads draw on one of their own (a
+//!   default [`TokenBucket`] shared by the client's downloads), so a
+//!   storage host that keeps failing cannot use up the retries of status
+//!   polls. A request lost on a pooled
 //!   connection the server closed as it went out is sent again at once, not
 //!   counted, as the [`RetryLayer`](crate::RetryLayer) does.
 //! - A download ends at its [deadline](DownloadOptions::deadline) (30 min
