@@ -445,6 +445,19 @@ async fn downloads_draw_on_a_retry_budget_of_their_own() {
     assert_eq!(polls.available(), 9);
 }
 
+#[test]
+fn the_defaults_are_a_thirty_minute_deadline_and_eight_gib() {
+    assert_eq!(
+        format!("{:?}", DownloadOptions::new()),
+        "DownloadOptions { progress: false, idle_timeout: None, deadline: 1800s, max_bytes: 8589934592 }"
+    );
+    assert_eq!(
+        goenhance_jobs::download::DEFAULT_DEADLINE,
+        Duration::from_secs(30 * 60)
+    );
+    assert_eq!(goenhance_jobs::download::DEFAULT_MAX_BYTES, 8 << 30);
+}
+
 #[tokio::test]
 async fn size_settings_at_their_extremes_neither_panic_nor_refuse() {
     let server = FileServer::start(|_, _, _| file(b"extreme")).await;
