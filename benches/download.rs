@@ -1,18 +1,27 @@
-//! Downloading a large output over loopback: throughput against `curl -o`
-//! on the same file in the same run, and peak resident memory against the
-//! file's size.
+//! Downloading a large output over loopback against `curl -o` on the same
+//! file in the same run: CPU time per MiB of each, wall-clock throughput,
+//! and the client's peak resident memory against the file's size.
 //!
 //! The fake server (in this process) serves a file of `--size-mib` MiB
 //! (default 1024) and one of 64 MiB. Each download runs in a child process
-//! of its own: `curl -sS -o FILE URL`, or this bench re-run with `--child`,
-//! which calls `Client::download` once (default client, multi-thread tokio
-//! runtime) and prints its peak resident set (`VmHWM`). Rounds alternate
-//! (curl first in odd rounds, the client first in even ones); the figure
-//! is the median of the rounds' ratios.
+//! of its own:
+//!
+//! - **curl**: `curl -sS -o FILE URL`, then `sync FILE DIR` (an `fsync` of
+//!   the file and of its folder), since the client syncs both too
+//!   (`--curl-nosync` leaves the sync out);
+//! - **client**: this bench re-run with `--child`, which calls
+//!   `Client::download` once (default client, multi-thread tokio runtime)
+//!   and prints its peak resident set (`VmHWM`).
+//!
+//! Wall time runs from the spawn of the first process to the exit of the
+//! last; CPU time is user + system time of the processes, as the kernel
+//! counts it for their parent (`cutime + cstime`, 10 ms ticks). Rounds
+//! alternate (curl first in even rounds); each figure is the median of the
+//! rounds' ratios.
 //!
 //! Run: `cargo bench --bench download --features fake`
-//! (`-- --size-mib N --rounds N --dir DIR`; the default folder is the
-//! system's temporary folder).
+//! (`-- --size-mib N --rounds N --dir DIR --curl-nosync`; the default
+//! folder is the system's temporary folder, `--dir /dev/shm` is tmpfs).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,6 +35,10 @@ const MIB: u64 = 1 << 20;
 #[path = "common/proc.rs"]
 mod proc;
 
+#[path = "common/children.rs"]
+mod children;
+
+use children::{children_cpu, clock_ticks};
 use proc::status_kib;
 
 /// The child: one download, then `bytes secs vmhwm_kib` on stdout.
@@ -41,47 +54,74 @@ fn child(url: &str, path: &str) {
     });
 }
 
+/// What one download cost.
 struct Run {
     wall: Duration,
+    cpu: Duration,
     vmhwm_kib: Option<u64>,
 }
 
-fn run_client(exe: &Path, url: &str, path: &Path) -> Run {
-    let _ = std::fs::remove_file(path);
-    let started = Instant::now();
-    let out = Command::new(exe)
-        .args(["--child", url, path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let wall = started.elapsed();
-    assert!(
-        out.status.success(),
-        "the client child failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = String::from_utf8(out.stdout).unwrap();
-    let mut parts = line.split_whitespace();
-    let _bytes: u64 = parts.next().unwrap().parse().unwrap();
-    let _secs: f64 = parts.next().unwrap().parse().unwrap();
-    let vmhwm_kib = parts.next().unwrap().parse().unwrap();
-    Run {
-        wall,
-        vmhwm_kib: Some(vmhwm_kib),
-    }
+struct Bench {
+    exe: PathBuf,
+    ticks: u64,
+    curl_sync: bool,
 }
 
-fn run_curl(url: &str, path: &Path) -> Run {
-    let _ = std::fs::remove_file(path);
-    let started = Instant::now();
-    let status = Command::new("curl")
-        .args(["-sS", "-o", path.to_str().unwrap(), url])
-        .status()
-        .unwrap_or_else(|e| panic!("curl is needed for this bench (apt-get install curl): {e}"));
-    let wall = started.elapsed();
-    assert!(status.success(), "curl failed");
-    Run {
-        wall,
-        vmhwm_kib: None,
+impl Bench {
+    fn client(&self, url: &str, path: &Path) -> Run {
+        let _ = std::fs::remove_file(path);
+        let cpu_before = children_cpu(self.ticks);
+        let started = Instant::now();
+        let out = Command::new(&self.exe)
+            .args(["--child", url, path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let wall = started.elapsed();
+        let cpu = children_cpu(self.ticks) - cpu_before;
+        assert!(
+            out.status.success(),
+            "the client child failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = String::from_utf8(out.stdout).unwrap();
+        let mut parts = line.split_whitespace();
+        let _bytes: u64 = parts.next().unwrap().parse().unwrap();
+        let _secs: f64 = parts.next().unwrap().parse().unwrap();
+        let vmhwm_kib = parts.next().unwrap().parse().unwrap();
+        Run {
+            wall,
+            cpu,
+            vmhwm_kib: Some(vmhwm_kib),
+        }
+    }
+
+    fn curl(&self, url: &str, path: &Path) -> Run {
+        let _ = std::fs::remove_file(path);
+        let cpu_before = children_cpu(self.ticks);
+        let started = Instant::now();
+        let status = Command::new("curl")
+            .args(["-sS", "-o", path.to_str().unwrap(), url])
+            .status()
+            .unwrap_or_else(|e| {
+                panic!("curl is needed for this bench (apt-get install curl): {e}")
+            });
+        assert!(status.success(), "curl failed");
+        if self.curl_sync {
+            // coreutils `sync FILE...` fsyncs each file named.
+            let status = Command::new("sync")
+                .arg(path)
+                .arg(path.parent().unwrap())
+                .status()
+                .unwrap();
+            assert!(status.success(), "sync failed");
+        }
+        let wall = started.elapsed();
+        let cpu = children_cpu(self.ticks) - cpu_before;
+        Run {
+            wall,
+            cpu,
+            vmhwm_kib: None,
+        }
     }
 }
 
@@ -112,6 +152,17 @@ fn mib_s(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / MIB as f64 / d.as_secs_f64()
 }
 
+/// CPU milliseconds per MiB.
+fn cpu_ms_per_mib(bytes: u64, d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0 / (bytes as f64 / MIB as f64)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--child") {
@@ -124,13 +175,17 @@ fn main() {
             .map(|i| args[i + 1].clone())
     };
     let size_mib: u64 = arg("--size-mib").map_or(1024, |v| v.parse().unwrap());
-    let rounds: usize = arg("--rounds").map_or(3, |v| v.parse().unwrap());
+    let rounds: usize = arg("--rounds").map_or(7, |v| v.parse().unwrap());
     let dir = PathBuf::from(
         arg("--dir").unwrap_or_else(|| std::env::temp_dir().to_string_lossy().into_owned()),
     )
     .join(format!("goenhance-download-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let exe = std::env::current_exe().unwrap();
+    let bench = Bench {
+        exe: std::env::current_exe().unwrap(),
+        ticks: clock_ticks(),
+        curl_sync: !args.iter().any(|a| a == "--curl-nosync"),
+    };
 
     let big = FakeFile::new(size_mib * MIB).content_type("video/mp4");
     let small = FakeFile::new(64 * MIB).content_type("video/mp4");
@@ -148,59 +203,71 @@ fn main() {
     let ours = dir.join("client.mp4");
     let theirs = dir.join("curl.mp4");
     println!(
-        "download bench: {size_mib} MiB over loopback into {}, {rounds} rounds",
-        dir.display()
+        "download bench: {size_mib} MiB over loopback into {}, {rounds} rounds, curl {}; load average {}",
+        dir.display(),
+        if bench.curl_sync {
+            "then sync FILE DIR"
+        } else {
+            "without sync"
+        },
+        load_average()
     );
 
     // Warm-up: the server's pattern, the page cache, the binaries.
-    run_curl(&small_url, &theirs);
-    run_client(&exe, &small_url, &ours);
+    bench.curl(&small_url, &theirs);
+    bench.client(&small_url, &ours);
 
-    let mut ratios = Vec::new();
+    let bytes = big.len();
+    let mut speed = Vec::new();
+    let mut cpu = Vec::new();
     let mut big_hwm = Vec::new();
     for round in 0..rounds {
         let (c, o) = if round % 2 == 0 {
-            let c = run_curl(&big_url, &theirs);
-            let o = run_client(&exe, &big_url, &ours);
+            let c = bench.curl(&big_url, &theirs);
+            let o = bench.client(&big_url, &ours);
             (c, o)
         } else {
-            let o = run_client(&exe, &big_url, &ours);
-            let c = run_curl(&big_url, &theirs);
+            let o = bench.client(&big_url, &ours);
+            let c = bench.curl(&big_url, &theirs);
             (c, o)
         };
         check(&ours, &big);
         check(&theirs, &big);
-        let bytes = big.len();
-        let ratio = mib_s(bytes, o.wall) / mib_s(bytes, c.wall);
+        let speed_ratio = mib_s(bytes, o.wall) / mib_s(bytes, c.wall);
+        let cpu_ratio = o.cpu.as_secs_f64() / c.cpu.as_secs_f64().max(1e-3);
         println!(
-            "round {round}: curl {:7.1} MiB/s ({:.2}s)  client {:7.1} MiB/s ({:.2}s)  client/curl {ratio:.3}  client VmHWM {} KiB",
+            "round {round}: curl {:6.1} MiB/s {:5.2} ms CPU/MiB | client {:6.1} MiB/s {:5.2} ms CPU/MiB | \
+             client/curl: throughput {speed_ratio:.3} CPU {cpu_ratio:.3} | client VmHWM {} KiB",
             mib_s(bytes, c.wall),
-            c.wall.as_secs_f64(),
+            cpu_ms_per_mib(bytes, c.cpu),
             mib_s(bytes, o.wall),
-            o.wall.as_secs_f64(),
+            cpu_ms_per_mib(bytes, o.cpu),
             o.vmhwm_kib.unwrap()
         );
-        ratios.push(ratio);
+        speed.push(speed_ratio);
+        cpu.push(cpu_ratio);
         big_hwm.push(o.vmhwm_kib.unwrap() as f64);
         let _ = std::fs::remove_file(&theirs);
         let _ = std::fs::remove_file(&ours);
     }
     let mut small_hwm = Vec::new();
     for _ in 0..rounds {
-        let o = run_client(&exe, &small_url, &ours);
+        let o = bench.client(&small_url, &ours);
         check(&ours, &small);
         small_hwm.push(o.vmhwm_kib.unwrap() as f64);
         let _ = std::fs::remove_file(&ours);
     }
     let (big_m, small_m) = (median(big_hwm), median(small_hwm));
     println!(
-        "throughput client/curl (median of {rounds}): {:.3}",
-        median(ratios)
+        "client/curl (median of {rounds} rounds): CPU per MiB {:.3}, throughput {:.3}",
+        median(cpu),
+        median(speed)
     );
     println!(
         "peak RSS: 64 MiB file {small_m:.0} KiB, {size_mib} MiB file {big_m:.0} KiB, ratio {:.3}",
         big_m / small_m
     );
+    println!("load average at the end: {}", load_average());
     let _ = std::fs::remove_dir_all(&dir);
     drop(server);
 }

@@ -11,6 +11,7 @@
 //! The crate root's docs draw it in full.
 
 mod builder;
+mod download;
 
 use std::fmt;
 use std::path::Path;
@@ -20,7 +21,7 @@ use futures_core::Stream;
 use tower::util::BoxCloneSyncService;
 
 pub use self::builder::ClientBuilder;
-use crate::download::{self, Download, DownloadOptions, Downloader};
+use crate::download::{Download, DownloadOptions, Downloader};
 use crate::error::Error;
 use crate::hub::Hub;
 use crate::model::{JobDetail, JobOutput};
@@ -232,7 +233,12 @@ impl Client {
     /// - [`Error::is_io`]: the temporary file could not be created, written
     ///   or moved into place;
     /// - the last error after retries: transport, timeout, HTTP status, or
-    ///   a refused redirect ([`Error::is_http`] with the 3xx status).
+    ///   a refused redirect or bad `Location` ([`Error::is_http`] with the
+    ///   3xx status);
+    /// - [`Error::is_body_too_large`]: the output is larger than
+    ///   [`DownloadOptions::max_bytes`] (8 GiB unless set);
+    /// - [`Error::is_deadline`]: the download took longer than
+    ///   [`DownloadOptions::deadline`] (30 min unless set).
     ///
     /// Nothing is left at `to` or beside it after an error.
     pub async fn download(
@@ -244,8 +250,8 @@ impl Client {
             .await
     }
 
-    /// [`download`](Self::download) with progress reports or another idle
-    /// timeout.
+    /// [`download`](Self::download) with progress reports, or another idle
+    /// timeout, deadline or size cap.
     ///
     /// # Errors
     ///
@@ -257,7 +263,7 @@ impl Client {
         options: DownloadOptions,
     ) -> Result<Download, Error> {
         let to = to.as_ref().to_path_buf();
-        download::run(&self.inner.downloader, output, to, options).await
+        crate::download::run(&self.inner.downloader, output, to, &options).await
     }
 }
 

@@ -1,4 +1,5 @@
-//! Per-download settings: progress reports and the idle timeout.
+//! Per-download settings: progress reports, the idle timeout, the deadline
+//! and the size cap.
 
 use std::fmt;
 use std::sync::Arc;
@@ -21,6 +22,14 @@ pub struct Progress {
 
 type Callback = Arc<dyn Fn(Progress) + Send + Sync>;
 
+/// How long a download may take in all, retries included, unless
+/// [`DownloadOptions::deadline`] says otherwise: 30 minutes.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30 * 60);
+
+/// The largest output a download writes unless
+/// [`DownloadOptions::max_bytes`] says otherwise: 8 GiB.
+pub const DEFAULT_MAX_BYTES: u64 = 8 << 30;
+
 /// Settings of one download, for
 /// [`Client::download_with`](crate::Client::download_with).
 ///
@@ -35,7 +44,9 @@ type Callback = Arc<dyn Fn(Progress) + Send + Sync>;
 /// let (tx, rx) = tokio::sync::watch::channel(Progress::default());
 /// let options = DownloadOptions::new()
 ///     .progress_watch(tx)
-///     .idle_timeout(Duration::from_secs(30));
+///     .idle_timeout(Duration::from_secs(30))
+///     .deadline(Duration::from_secs(3600))
+///     .max_bytes(20 << 30);
 /// assert_eq!(rx.borrow().bytes, 0);
 /// # drop(options);
 /// ```
@@ -43,10 +54,13 @@ type Callback = Arc<dyn Fn(Progress) + Send + Sync>;
 pub struct DownloadOptions {
     pub(super) progress: Option<Callback>,
     pub(super) idle_timeout: Option<Duration>,
+    pub(super) deadline: Option<Duration>,
+    pub(super) max_bytes: Option<u64>,
 }
 
 impl DownloadOptions {
-    /// No progress reports; the client's attempt timeout as idle timeout.
+    /// No progress reports; the client's attempt timeout as idle timeout;
+    /// [`DEFAULT_DEADLINE`] and [`DEFAULT_MAX_BYTES`].
     pub fn new() -> Self {
         DownloadOptions::default()
     }
@@ -73,11 +87,40 @@ impl DownloadOptions {
     /// The longest wait for the response head or for the next chunk of the
     /// body before the attempt counts as failed and the download resumes
     /// (default: the client's attempt timeout, 10 s unless set). The whole
-    /// download has no time limit: a large file on a slow link takes what
-    /// it takes, as long as bytes keep coming.
+    /// download is bounded by the [`deadline`](Self::deadline) instead.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = Some(timeout);
         self
+    }
+
+    /// The longest a download may take in all, from its first request to
+    /// the file in place, retries and their waits included (default
+    /// [`DEFAULT_DEADLINE`], 30 min; `Duration::MAX` for none). A host that
+    /// drips bytes just fast enough to beat the idle timeout ends here, with
+    /// an [`Error::is_deadline`](crate::Error::is_deadline) error. Time spent
+    /// waiting for one of the client's download slots does not count.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// The largest output written (default [`DEFAULT_MAX_BYTES`], 8 GiB;
+    /// `u64::MAX` for none). A `Content-Length` or `Content-Range` total
+    /// above it ends the download before a byte is written; a body with no
+    /// declared size ends it as soon as it passes the cap. Either way the
+    /// error is [`Error::is_body_too_large`](crate::Error::is_body_too_large),
+    /// not retried, and nothing is left on disk.
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = Some(bytes);
+        self
+    }
+
+    pub(super) fn deadline_or_default(&self) -> Duration {
+        self.deadline.unwrap_or(DEFAULT_DEADLINE)
+    }
+
+    pub(super) fn max_bytes_or_default(&self) -> u64 {
+        self.max_bytes.unwrap_or(DEFAULT_MAX_BYTES)
     }
 
     pub(super) fn report(&self, progress: Progress) {
@@ -92,6 +135,8 @@ impl fmt::Debug for DownloadOptions {
         f.debug_struct("DownloadOptions")
             .field("progress", &self.progress.is_some())
             .field("idle_timeout", &self.idle_timeout)
+            .field("deadline", &self.deadline_or_default())
+            .field("max_bytes", &self.max_bytes_or_default())
             .finish()
     }
 }

@@ -43,6 +43,8 @@ impl fmt::Display for Error {
             Kind::Api => write!(f, "api error code {}", inner.api_code.unwrap_or_default())?,
             Kind::Decode => f.write_str("cannot decode the job detail")?,
             Kind::BodyTooLarge => {}
+            // A deadline that ended no wait: a download's.
+            Kind::Deadline if inner.wait.is_none() => f.write_str("deadline reached")?,
             Kind::Deadline | Kind::Stall => {
                 let w = inner.wait.as_ref();
                 let waited = w.map(|w| w.waited).unwrap_or_default();
