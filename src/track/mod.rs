@@ -261,6 +261,7 @@ pub struct TrackerBuilder {
     claim_interval: Duration,
     retry_base: Duration,
     retry_max: Duration,
+    clock_offset: i64,
 }
 
 impl Tracker {
@@ -277,6 +278,7 @@ impl Tracker {
             claim_interval: Duration::from_secs(1),
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
+            clock_offset: 0,
         }
     }
 
@@ -408,6 +410,15 @@ impl TrackerBuilder {
         self
     }
 
+    /// Shifts this tracker's own wall clock by `offset_ms` (a host whose
+    /// clock is off), for tests.
+    #[cfg(feature = "test-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+    pub fn clock_offset(mut self, offset_ms: i64) -> Self {
+        self.clock_offset = offset_ms;
+        self
+    }
+
     /// Makes the tracker.
     pub fn build(self) -> Tracker {
         let worker = self.worker.unwrap_or_else(|| {
@@ -425,7 +436,10 @@ impl TrackerBuilder {
                 claim_interval: self.claim_interval,
                 retry_base: self.retry_base,
                 retry_max: self.retry_max,
-                clock: Clock::shared(),
+                clock: Clock {
+                    wall0: Clock::shared().wall0.saturating_add(self.clock_offset),
+                    ..Clock::shared()
+                },
                 wake: Notify::new(),
             }),
         }

@@ -1,0 +1,235 @@
+//! Store faults injected inside a worker: a [`TrackStore`] wrapper with a
+//! seeded plan, like the proxy's. Faults come one at a time, the next due
+//! a drawn gap after the last, on the next write (`claim`, `renew`,
+//! `complete`, `save_status`, `ack`, `retry`):
+//!
+//! - `commit-error`: the write is done, then an error is answered (a reply
+//!   lost after the commit);
+//! - `error`: an error, nothing written;
+//! - `hang`: the write waits a drawn time first (most short, a tenth
+//!   longer than a lease).
+//!
+//! Each injected fault is a line `<at_ms> <worker> <kind> <op> <ms>` of
+//! `faults-<worker>-<pid>.log`.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use goenhance_jobs::track::{
+    ClaimedJob, Finished, Learned, NewJob, StatusChange, StoreFuture, TrackStore,
+};
+use goenhance_jobs::{Error, JobQuery};
+
+use super::{now_ms, WorkerEnv};
+
+/// The kinds, as the fault log names them.
+pub const KINDS: [&str; 3] = ["commit-error", "error", "hang"];
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    CommitError,
+    Error,
+    Hang(Duration),
+}
+
+struct Plan {
+    faults: Vec<(Duration, Kind)>,
+    next: usize,
+    due_ms: u64,
+    until_ms: u64,
+    worker: String,
+    log: std::fs::File,
+}
+
+/// A store whose writes fail by a seeded plan.
+#[derive(Clone)]
+pub struct Faulty<S> {
+    inner: S,
+    plan: Arc<Mutex<Plan>>,
+}
+
+impl<S> std::fmt::Debug for Faulty<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Faulty")
+    }
+}
+
+/// An error like the store's own, for injected failures.
+fn injected() -> Error {
+    JobQuery::new("injected store fault").unwrap_err()
+}
+
+impl<S: TrackStore> Faulty<S> {
+    /// `inner` with the plan drawn for this worker process: `env.faults`
+    /// faults `env.mean_gap_ms` apart on average, none after
+    /// `env.faults_until_ms`.
+    pub fn new(inner: S, env: &WorkerEnv, lease: Duration) -> Self {
+        // Seeded by the worker's name and how many times it started before,
+        // so a replay draws the same plans.
+        let earlier = std::fs::read_dir(&env.dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with(&format!("faults-{}-", env.name)))
+            })
+            .count() as u64;
+        let seed = env.seed
+            ^ (earlier + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ env
+                .name
+                .bytes()
+                .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut turn = Vec::new();
+        let mean = env.mean_gap_ms.max(1);
+        let faults = (0..env.faults)
+            .map(|_| {
+                if turn.is_empty() {
+                    turn = vec![0, 1, 2];
+                    rng.shuffle(&mut turn);
+                }
+                let kind = match turn.pop().unwrap() {
+                    0 => Kind::CommitError,
+                    1 => Kind::Error,
+                    _ if rng.f64() < 0.1 => {
+                        let lo = lease.as_millis() as u64;
+                        Kind::Hang(Duration::from_millis(rng.u64(lo..=lo * 5 / 4)))
+                    }
+                    _ => Kind::Hang(Duration::from_millis(rng.u64(10..=400))),
+                };
+                (
+                    Duration::from_millis(rng.u64(mean / 2..=mean + mean / 2)),
+                    kind,
+                )
+            })
+            .collect::<Vec<_>>();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(
+                env.dir
+                    .join(format!("faults-{}-{}.log", env.name, std::process::id())),
+            )
+            .unwrap();
+        let due_ms = now_ms() + faults.first().map_or(0, |f| f.0.as_millis() as u64);
+        Faulty {
+            inner,
+            plan: Arc::new(Mutex::new(Plan {
+                faults,
+                next: 0,
+                due_ms,
+                until_ms: env.faults_until_ms,
+                worker: env.name.clone(),
+                log,
+            })),
+        }
+    }
+
+    /// The fault for this write, if one is due; logged as injected.
+    fn take(&self, op: &str) -> Option<Kind> {
+        let mut p = self.plan.lock().unwrap();
+        let now = now_ms();
+        if p.next >= p.faults.len() || now < p.due_ms || now >= p.until_ms {
+            return None;
+        }
+        let kind = p.faults[p.next].1;
+        p.next += 1;
+        let (name, ms) = match kind {
+            Kind::CommitError => ("commit-error", 0),
+            Kind::Error => ("error", 0),
+            Kind::Hang(d) => ("hang", d.as_millis() as u64),
+        };
+        let line = format!("{now} {} {name} {op} {ms}\n", p.worker);
+        p.log.write_all(line.as_bytes()).unwrap();
+        if let Some(next) = p.faults.get(p.next) {
+            p.due_ms = now + ms + next.0.as_millis() as u64;
+        }
+        Some(kind)
+    }
+
+    fn write<'a, T: Send + 'a>(
+        &'a self,
+        op: &'static str,
+        call: StoreFuture<'a, T>,
+    ) -> StoreFuture<'a, T> {
+        let fault = self.take(op);
+        Box::pin(async move {
+            match fault {
+                None => call.await,
+                Some(Kind::Error) => Err(injected()),
+                Some(Kind::CommitError) => {
+                    let _ = call.await;
+                    Err(injected())
+                }
+                Some(Kind::Hang(d)) => {
+                    tokio::time::sleep(d).await;
+                    call.await
+                }
+            }
+        })
+    }
+}
+
+impl<S: TrackStore> TrackStore for Faulty<S> {
+    fn insert(&self, jobs: Vec<NewJob>) -> StoreFuture<'_, ()> {
+        self.inner.insert(jobs)
+    }
+
+    fn claim<'a>(
+        &'a self,
+        worker: &'a str,
+        now: i64,
+        lease_until: i64,
+        limit: usize,
+        take_own: bool,
+    ) -> StoreFuture<'a, Vec<ClaimedJob>> {
+        self.write(
+            "claim",
+            self.inner.claim(worker, now, lease_until, limit, take_own),
+        )
+    }
+
+    fn renew<'a>(&'a self, worker: &'a str, lease_until: i64) -> StoreFuture<'a, Vec<String>> {
+        self.write("renew", self.inner.renew(worker, lease_until))
+    }
+
+    fn complete<'a>(
+        &'a self,
+        worker: &'a str,
+        now: i64,
+        jobs: Vec<Finished>,
+    ) -> StoreFuture<'a, Vec<(String, u32)>> {
+        self.write("complete", self.inner.complete(worker, now, jobs))
+    }
+
+    fn save_status<'a>(&'a self, worker: &'a str, jobs: Vec<StatusChange>) -> StoreFuture<'a, ()> {
+        self.write("save_status", self.inner.save_status(worker, jobs))
+    }
+
+    fn ack(&self, ids: Vec<String>, now: i64) -> StoreFuture<'_, ()> {
+        self.write("ack", self.inner.ack(ids, now))
+    }
+
+    fn retry<'a>(&'a self, worker: &'a str, jobs: Vec<(String, i64)>) -> StoreFuture<'a, ()> {
+        self.write("retry", self.inner.retry(worker, jobs))
+    }
+
+    fn pending(&self) -> StoreFuture<'_, u64> {
+        self.inner.pending()
+    }
+
+    fn delivered(&self) -> StoreFuture<'_, Vec<(String, String)>> {
+        self.inner.delivered()
+    }
+
+    fn load_learned(&self) -> StoreFuture<'_, Vec<Learned>> {
+        self.inner.load_learned()
+    }
+
+    fn save_learned(&self, learned: Vec<Learned>) -> StoreFuture<'_, ()> {
+        self.inner.save_learned(learned)
+    }
+}
