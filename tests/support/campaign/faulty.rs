@@ -6,7 +6,7 @@
 //! - `commit-error`: the write is done, then an error is answered (a reply
 //!   lost after the commit);
 //! - `error`: an error, nothing written;
-//! - `hang`: the write waits a drawn time first (most short, a tenth
+//! - `hang`: the write waits a drawn time first (most short, one in twenty
 //!   longer than a lease).
 //!
 //! Each injected fault is a line `<at_ms> <worker> <kind> <op> <ms>` of
@@ -94,7 +94,7 @@ impl<S: TrackStore> Faulty<S> {
                 let kind = match turn.pop().unwrap() {
                     0 => Kind::CommitError,
                     1 => Kind::Error,
-                    _ if rng.f64() < 0.1 => {
+                    _ if rng.f64() < 0.05 => {
                         let lo = lease.as_millis() as u64;
                         Kind::Hang(Duration::from_millis(rng.u64(lo..=lo * 5 / 4)))
                     }

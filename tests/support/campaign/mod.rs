@@ -102,7 +102,7 @@ pub struct Job {
 
 /// The jobs drawn from `seed`: 4 % never end, 12 % fail, the others
 /// succeed; each ends at least 12 s before its deadline; handlers take
-/// 20 ms to 1.5 s.
+/// 20 ms to 1.5 s, one in twenty 1.5 to 2 leases.
 pub fn draw_jobs(s: &Settings) -> Vec<Job> {
     let mut rng = fastrand::Rng::with_seed(s.seed ^ 0x6a6f_6273);
     let longest = s.deadline.as_millis() as u64 - 12_000;
@@ -123,7 +123,14 @@ pub fn draw_jobs(s: &Settings) -> Vec<Job> {
                 end,
                 pending: Duration::from_millis(pending),
                 processing: Duration::from_millis(total - pending),
-                handler_ms: rng.u64(20..=1500),
+                // One in twenty handlers outlasts a lease: a worker that
+                // loses its leases meanwhile must not let another start.
+                handler_ms: if rng.f64() < 0.05 {
+                    let lease = s.lease.as_millis() as u64;
+                    rng.u64(lease * 3 / 2..=lease * 2)
+                } else {
+                    rng.u64(20..=1500)
+                },
             }
         })
         .collect()

@@ -51,6 +51,8 @@ pub async fn run(store: impl TrackStore, env: WorkerEnv) -> ! {
     let tracker = Tracker::builder(client, store)
         .lease(Duration::from_millis(env.lease_ms))
         .worker_id(env.name.clone())
+        // Claims often, so that the store sees steady traffic to fault.
+        .claim_interval(Duration::from_millis(250))
         .clock_offset(env.offset_ms)
         .build();
     let file = std::fs::OpenOptions::new()
