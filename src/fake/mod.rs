@@ -336,6 +336,37 @@ impl FakeServerBuilder {
     /// Keeps a log of every answer that carried a job's status: when, which
     /// job, what status ([`FakeServer::requests`]). Off by default: it grows
     /// with every poll.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use goenhance_jobs::fake::{FakeServer, Timeline, DEFAULT_API_KEY};
+    /// use goenhance_jobs::{Client, PollPolicy};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeServer::builder()
+    ///     .job("job-1", Timeline::new("mx-v2v").pending_for_answers(2).fail())
+    ///     .log_requests()
+    ///     .start()
+    ///     .await?;
+    /// let client = Client::builder()
+    ///     .base_url(server.base_url())
+    ///     .api_key(DEFAULT_API_KEY)
+    ///     .poll_policy(PollPolicy::fixed(Duration::from_millis(10)))
+    ///     .build()?;
+    /// client.wait("job-1").await?;
+    /// let seen: Vec<(String, bool)> = server
+    ///     .requests()
+    ///     .into_iter()
+    ///     .map(|r| (r.status, r.terminal))
+    ///     .collect();
+    /// assert_eq!(
+    ///     seen,
+    ///     [("pending".into(), false), ("pending".into(), false), ("failed".into(), true)]
+    /// );
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn log_requests(mut self) -> Self {
         self.log_requests = true;
         self

@@ -330,3 +330,83 @@ pub fn check(dir: &Path, facts: &Facts<'_>) -> Verdict {
     v.summary = s;
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: &str, end: End) -> Job {
+        Job {
+            id: id.to_owned(),
+            end,
+            pending: Duration::ZERO,
+            processing: Duration::ZERO,
+            handler_ms: 0,
+        }
+    }
+
+    /// Each check fails on a history that breaks it, and says so.
+    #[test]
+    fn each_check_fails_on_a_history_that_breaks_it() {
+        let dir = super::super::campaign_dir("checker");
+        let t0 = 1_000_000;
+        // a: delivered twice at once (w0 and w1), b: never, c: late,
+        // d: a deadline error before its deadline, e: an end the server
+        // never gave, f: handled until its worker was killed, while another
+        // worker handled it.
+        let handlers = format!(
+            "start w0 1 a 1 {s1}\nend w0 1 a 1 {s1} {e1} succeeded\n\
+             start w0 1 c 1 {late}\nend w0 1 c 1 {late} {late2} failed\n\
+             start w0 1 d 1 {s1}\nend w0 1 d 1 {s1} {e1} error:deadline\n\
+             start w0 1 e 1 {s1}\nend w0 1 e 1 {s1} {e1} succeeded\n\
+             start w0 1 f 1 {s1}\nend w0 1 f 1 {s1} {e1} fail\nstart w0 1 b 1",
+            s1 = t0 + 100,
+            e1 = t0 + 900,
+            late = t0 + 90_000,
+            late2 = t0 + 90_100,
+        );
+        std::fs::write(dir.join("handlers-w0-1.log"), handlers).unwrap();
+        let other = format!(
+            "start w1 2 a 2 {}\nend w1 2 a 2 {} {} succeeded\nstart w1 2 f 1 {}\n",
+            t0 + 500,
+            t0 + 500,
+            t0 + 600,
+            t0 + 50
+        );
+        std::fs::write(dir.join("handlers-w1-2.log"), other).unwrap();
+        std::fs::write(dir.join("faults-p.log"), format!("{} p cut 1 0\n", t0 + 10)).unwrap();
+        let jobs = [
+            job("a", End::Succeed),
+            job("b", End::Succeed),
+            job("c", End::Fail),
+            job("d", End::Succeed),
+            job("e", End::Succeed),
+            job("f", End::Fail),
+        ];
+        let served = [("a", t0 + 50), ("c", t0 + 50), ("f", t0 + 50)]
+            .map(|(id, at)| (id.to_owned(), at))
+            .into();
+        let facts = Facts {
+            jobs: &jobs,
+            tracked: (t0, t0 + 10),
+            deadline: Duration::from_secs(60),
+            lease: Duration::from_secs(3),
+            first_end_served: served,
+            deaths: [(1, t0 + 100_000), (2, t0 + 700)].into(),
+            other_faults: vec![],
+            t0,
+        };
+        let v = check(&dir, &facts);
+        assert_eq!(
+            v.failures,
+            [
+                r#"check 1 (every job delivered): 1 of 6 jobs never delivered, e.g. ["b"]"#,
+                r#"check 2 (no job handled twice at once): 2 overlaps, e.g. ["a: w0/1 ran 100..900 ms and w1/2 from 500 ms", "f: w1/2 ran 50..700 ms and w0/1 from 100 ms"]"#,
+                r#"check 3 (delivered by its deadline or two leases after the last fault, at 10 ms): 1 late, e.g. ["c: first delivered at 90000 ms, bound 66010 ms"]"#,
+                r#"check 4 (outcomes agree with the server): 3 wrong, e.g. ["d (w0/1): deadline error at 100 ms, before the deadline at 60000 ms or later", "e (w0/1): delivered an end the server never answered", "f (w0/1): outcome fail for a job that ends Fail"]"#,
+            ]
+        );
+        assert_eq!(v.faults_by_kind, [("cut".to_owned(), 1)].into());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
