@@ -95,10 +95,9 @@ where
         let open = runs
             .iter()
             .any(|r| r.end_ms.is_none() && !deaths.contains_key(&r.pid));
-        if !faults_on && killed && delivered.len() == run.jobs.len() && !open {
-            if pending().await == Some(0) {
-                break;
-            }
+        let settled = !faults_on && killed && delivered.len() == run.jobs.len() && !open;
+        if settled && pending().await == Some(0) {
+            break;
         }
         if now >= give_up {
             eprintln!(
