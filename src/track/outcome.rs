@@ -115,6 +115,22 @@ pub(crate) fn encode(answer: &Result<JobDetail, Error>) -> String {
     v.to_string()
 }
 
+/// The wait's end from its stored text; `Err` with the reason when the
+/// text cannot be read (a corrupt row).
+pub(crate) fn read(text: &str) -> Result<Result<JobDetail, Error>, String> {
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| format!("the stored outcome is not valid json: {e}"))?;
+    if let Some(d) = v.get("detail") {
+        return JobDetail::from_json(d.to_string().as_bytes())
+            .map(Ok)
+            .map_err(|e| format!("the stored detail cannot be read: {e}"));
+    }
+    if v.get("error").is_none_or(|e| !e.is_object()) {
+        return Err("the stored outcome has neither detail nor error".to_owned());
+    }
+    Ok(decode(text))
+}
+
 /// The wait's end from its stored text.
 pub(crate) fn decode(text: &str) -> Result<JobDetail, Error> {
     let v: Value = serde_json::from_str(text)

@@ -21,6 +21,9 @@ use crate::{complain, print_outcome, Tally};
 /// jobs of the run it follows at once.
 const WORKER: &str = "goenhance-jobs-cli";
 
+/// Jobs read from the file at once when listing what it knows.
+const PAGE: usize = 500;
+
 fn count(tally: &mut Tally, outcome: &Outcome) {
     tally.code = tally.code.max(exit_code(outcome));
     match outcome {
@@ -59,16 +62,26 @@ pub(crate) async fn wait(
         }
     }
     let mut tally = Tally::default();
-    let known = match tracker.delivered().await {
-        Ok(k) => k,
-        Err(e) => {
-            complain(format_args!("cannot read the state file: {e}"));
-            return code::ERROR;
+    let mut known = 0usize;
+    let mut cursor = None;
+    loop {
+        let page = match tracker.delivered(PAGE, cursor).await {
+            Ok(p) => p,
+            Err(e) => {
+                complain(format_args!("cannot read the state file: {e}"));
+                return code::ERROR;
+            }
+        };
+        for job in page.items() {
+            let outcome: Outcome = job.detail().cloned().map_err(Clone::clone);
+            count(&mut tally, &outcome);
+            print_outcome(job.query().img_uuid(), &outcome, format, None);
+            known += 1;
         }
-    };
-    for (query, outcome) in &known {
-        count(&mut tally, outcome);
-        print_outcome(query.img_uuid(), outcome, format, None);
+        match page.next() {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
     }
     let mut left = match tracker.pending().await {
         Ok(n) => n,
@@ -77,7 +90,7 @@ pub(crate) async fn wait(
             return code::ERROR;
         }
     };
-    if known.is_empty() && left == 0 {
+    if known == 0 && left == 0 {
         complain("no job ids given and none in the state file");
         return code::USAGE;
     }

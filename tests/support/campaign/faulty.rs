@@ -1,7 +1,7 @@
 //! Store faults injected inside a worker: a [`TrackStore`] wrapper with a
 //! seeded plan, like the proxy's. Faults come one at a time, the next due
-//! a drawn gap after the last, on the next write (`claim`, `renew`,
-//! `complete`, `save_status`, `ack`, `retry`):
+//! a drawn gap after the last, on the next write (`register`, `heartbeat`,
+//! `claim`, `complete`, `save_status`, `ack`, `retry`, `release`):
 //!
 //! - `commit-error`: the write is done, then an error is answered (a reply
 //!   lost after the commit);
@@ -14,10 +14,11 @@
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use goenhance_jobs::track::{
-    ClaimedJob, Finished, Learned, NewJob, StatusChange, StoreFuture, TrackStore,
+    Claim, Claimed, EndedJob, Finished, Learned, Listing, NewJob, Retry, StatusChange, StoreFuture,
+    TrackStore, WorkerId,
 };
 use goenhance_jobs::{Error, JobQuery};
 
@@ -174,55 +175,95 @@ impl<S: TrackStore> Faulty<S> {
 }
 
 impl<S: TrackStore> TrackStore for Faulty<S> {
-    fn insert(&self, jobs: Vec<NewJob>) -> StoreFuture<'_, ()> {
-        self.inner.insert(jobs)
+    fn now(&self) -> SystemTime {
+        self.inner.now()
+    }
+
+    fn insert(&self, jobs: Vec<NewJob>, now: SystemTime) -> StoreFuture<'_, ()> {
+        self.inner.insert(jobs, now)
+    }
+
+    fn register<'a>(
+        &'a self,
+        name: &'a str,
+        lease: Duration,
+        now: SystemTime,
+    ) -> StoreFuture<'a, WorkerId> {
+        self.write("register", self.inner.register(name, lease, now))
+    }
+
+    fn heartbeat<'a>(
+        &'a self,
+        worker: &'a WorkerId,
+        lease: Duration,
+        now: SystemTime,
+    ) -> StoreFuture<'a, bool> {
+        self.write("heartbeat", self.inner.heartbeat(worker, lease, now))
     }
 
     fn claim<'a>(
         &'a self,
-        worker: &'a str,
-        now: i64,
-        lease_until: i64,
-        limit: usize,
-        take_own: bool,
-    ) -> StoreFuture<'a, Vec<ClaimedJob>> {
-        self.write(
-            "claim",
-            self.inner.claim(worker, now, lease_until, limit, take_own),
-        )
-    }
-
-    fn renew<'a>(&'a self, worker: &'a str, lease_until: i64) -> StoreFuture<'a, Vec<String>> {
-        self.write("renew", self.inner.renew(worker, lease_until))
+        worker: &'a WorkerId,
+        claim: Claim,
+        now: SystemTime,
+    ) -> StoreFuture<'a, Claimed> {
+        self.write("claim", self.inner.claim(worker, claim, now))
     }
 
     fn complete<'a>(
         &'a self,
-        worker: &'a str,
-        now: i64,
+        worker: &'a WorkerId,
         jobs: Vec<Finished>,
+        now: SystemTime,
     ) -> StoreFuture<'a, Vec<(String, u32)>> {
-        self.write("complete", self.inner.complete(worker, now, jobs))
+        self.write("complete", self.inner.complete(worker, jobs, now))
     }
 
-    fn save_status<'a>(&'a self, worker: &'a str, jobs: Vec<StatusChange>) -> StoreFuture<'a, ()> {
-        self.write("save_status", self.inner.save_status(worker, jobs))
+    fn save_status<'a>(
+        &'a self,
+        worker: &'a WorkerId,
+        jobs: Vec<StatusChange>,
+        now: SystemTime,
+    ) -> StoreFuture<'a, ()> {
+        self.write("save_status", self.inner.save_status(worker, jobs, now))
     }
 
-    fn ack(&self, ids: Vec<String>, now: i64) -> StoreFuture<'_, ()> {
+    fn ack(&self, ids: Vec<String>, now: SystemTime) -> StoreFuture<'_, ()> {
         self.write("ack", self.inner.ack(ids, now))
     }
 
-    fn retry<'a>(&'a self, worker: &'a str, jobs: Vec<(String, i64)>) -> StoreFuture<'a, ()> {
-        self.write("retry", self.inner.retry(worker, jobs))
+    fn retry<'a>(
+        &'a self,
+        worker: &'a WorkerId,
+        jobs: Vec<Retry>,
+        now: SystemTime,
+    ) -> StoreFuture<'a, ()> {
+        self.write("retry", self.inner.retry(worker, jobs, now))
+    }
+
+    fn release<'a>(&'a self, worker: &'a WorkerId, ids: Vec<String>) -> StoreFuture<'a, ()> {
+        self.write("release", self.inner.release(worker, ids))
+    }
+
+    fn retry_dead(&self, ids: Vec<String>, now: SystemTime) -> StoreFuture<'_, u64> {
+        self.inner.retry_dead(ids, now)
+    }
+
+    fn prune(&self, retention: Duration, now: SystemTime) -> StoreFuture<'_, u64> {
+        self.inner.prune(retention, now)
     }
 
     fn pending(&self) -> StoreFuture<'_, u64> {
         self.inner.pending()
     }
 
-    fn delivered(&self) -> StoreFuture<'_, Vec<(String, String)>> {
-        self.inner.delivered()
+    fn list(
+        &self,
+        listing: Listing,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<EndedJob>> {
+        self.inner.list(listing, after, limit)
     }
 
     fn load_learned(&self) -> StoreFuture<'_, Vec<Learned>> {

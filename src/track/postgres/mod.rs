@@ -11,8 +11,10 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, NoTls, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::store::{ClaimedJob, Finished, Learned, NewJob, StatusChange, StoreFuture, TrackStore};
+use super::store::NewJob;
 use crate::error::Error;
+
+mod ops;
 use crate::transport::tls::{self, TlsRoots};
 
 mod embedded {
@@ -21,6 +23,9 @@ mod embedded {
 
 /// The advisory lock that serialises schema migrations of many workers.
 const MIGRATION_LOCK: i64 = 0x6765_6e68_616e_6365;
+
+/// How long a batch of inserts may wait for its answer.
+const INSERT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 type Inserts = (Vec<NewJob>, oneshot::Sender<Result<(), Error>>);
 
@@ -160,6 +165,8 @@ impl PostgresStore {
     }
 
     /// SQL statements sent so far.
+    #[cfg(feature = "test-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
     pub fn statements(&self) -> u64 {
         self.inner.statements.load(Ordering::Relaxed)
     }
@@ -244,17 +251,61 @@ impl Inner {
 
     /// One statement that returns rows, on the connection (made again if
     /// it was lost), counted in [`statements`](PostgresStore::statements).
+    /// A statement given up on before its answer came (the caller's
+    /// timeout) takes the connection with it: one that hangs is never
+    /// used again.
     async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, Error> {
         let client = self.client().await?;
         self.statements.fetch_add(1, Ordering::Relaxed);
-        client.query(sql, params).await.map_err(|e| self.err(e))
+        let guard = Unanswered {
+            inner: self,
+            client: Some(Arc::clone(&client)),
+        };
+        let r = client.query(sql, params).await.map_err(|e| self.err(e));
+        guard.answered();
+        r
     }
 
     /// One statement without rows, as [`query`](Inner::query).
     async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, Error> {
         let client = self.client().await?;
         self.statements.fetch_add(1, Ordering::Relaxed);
-        client.execute(sql, params).await.map_err(|e| self.err(e))
+        let guard = Unanswered {
+            inner: self,
+            client: Some(Arc::clone(&client)),
+        };
+        let r = client.execute(sql, params).await.map_err(|e| self.err(e));
+        guard.answered();
+        r
+    }
+
+    /// Stops using `client` (the next statement connects again).
+    fn discard(&self, client: &Arc<Client>) {
+        if let Ok(mut slot) = self.client.try_lock() {
+            if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, client)) {
+                *slot = None;
+            }
+        }
+    }
+}
+
+/// Discards the connection of a statement dropped before its answer.
+struct Unanswered<'a> {
+    inner: &'a Inner,
+    client: Option<Arc<Client>>,
+}
+
+impl Unanswered<'_> {
+    fn answered(mut self) {
+        self.client = None;
+    }
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take() {
+            self.inner.discard(&c);
+        }
     }
 }
 
@@ -265,250 +316,22 @@ async fn insert_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Inserts>
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
-        let result = insert(&inner, batch.iter().flat_map(|(j, _)| j)).await;
+        let result = match tokio::time::timeout(
+            INSERT_TIMEOUT,
+            ops::insert(&inner, batch.iter().flat_map(|(j, _)| j)),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(Error::store(format!(
+                "postgres at {}: an insert got no answer within {} s",
+                inner.target,
+                INSERT_TIMEOUT.as_secs()
+            ))),
+        };
         for (_, reply) in batch {
             let _ = reply.send(result.clone());
         }
-    }
-}
-
-async fn insert<'a>(inner: &Inner, jobs: impl Iterator<Item = &'a NewJob>) -> Result<(), Error> {
-    let (mut ids, mut metas, mut tracked, mut deadlines) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for j in jobs {
-        ids.push(j.id.as_str());
-        metas.push(j.meta.as_str());
-        tracked.push(j.tracked_at);
-        deadlines.push(j.deadline);
-    }
-    inner
-        .execute(
-            "INSERT INTO goenhance_jobs (id, meta, tracked_at, deadline, due_at) \
-             SELECT id, meta, t, d, t FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) \
-               WITH ORDINALITY AS j(id, meta, t, d, n) ORDER BY n \
-             ON CONFLICT (id) DO NOTHING",
-            &[&ids, &metas, &tracked, &deadlines],
-        )
-        .await?;
-    Ok(())
-}
-
-impl TrackStore for PostgresStore {
-    fn insert(&self, jobs: Vec<NewJob>) -> StoreFuture<'_, ()> {
-        let (tx, rx) = oneshot::channel();
-        let sent = self.inserts.send((jobs, tx));
-        Box::pin(async move {
-            if sent.is_err() {
-                return Err(Error::store("the postgres insert task stopped"));
-            }
-            rx.await
-                .map_err(|_| Error::store("the postgres insert task stopped"))?
-        })
-    }
-
-    fn claim<'a>(
-        &'a self,
-        worker: &'a str,
-        now: i64,
-        lease_until: i64,
-        limit: usize,
-        take_own: bool,
-    ) -> StoreFuture<'a, Vec<ClaimedJob>> {
-        Box::pin(async move {
-            let inner = &self.inner;
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let rows = inner
-                .query(
-                    "WITH due AS ( \
-                       SELECT id FROM goenhance_jobs \
-                       WHERE state < 2 AND (due_at <= $3 OR ($5 AND lease_owner = $1)) \
-                       ORDER BY due_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
-                     UPDATE goenhance_jobs j SET lease_owner = $1, lease_until = $2, due_at = $2, \
-                       deliveries = j.deliveries + CASE WHEN j.state = 1 THEN 1 ELSE 0 END \
-                     FROM due WHERE j.id = due.id \
-                     RETURNING j.id, j.meta, j.tracked_at, j.deadline, j.outcome, j.deliveries, \
-                       j.last_status, j.last_change, j.last_polls",
-                    &[&worker, &lease_until, &now, &limit, &take_own],
-                )
-                .await?;
-            Ok(rows
-                .into_iter()
-                .map(|r| ClaimedJob {
-                    id: r.get(0),
-                    meta: r.get(1),
-                    tracked_at: r.get(2),
-                    deadline: r.get(3),
-                    outcome: r.get(4),
-                    deliveries: u32::try_from(r.get::<_, i32>(5)).unwrap_or(0),
-                    last_status: r.get(6),
-                    last_change: r.get(7),
-                    last_polls: r
-                        .get::<_, Option<i32>>(8)
-                        .and_then(|p| u32::try_from(p).ok()),
-                })
-                .collect())
-        })
-    }
-
-    fn renew<'a>(&'a self, worker: &'a str, lease_until: i64) -> StoreFuture<'a, Vec<String>> {
-        Box::pin(async move {
-            let inner = &self.inner;
-            let rows = inner
-                .query(
-                    "UPDATE goenhance_jobs SET lease_until = $2, due_at = $2 \
-                     WHERE lease_owner = $1 AND state < 2 RETURNING id",
-                    &[&worker, &lease_until],
-                )
-                .await?;
-            Ok(rows.into_iter().map(|r| r.get(0)).collect())
-        })
-    }
-
-    fn complete<'a>(
-        &'a self,
-        worker: &'a str,
-        now: i64,
-        jobs: Vec<Finished>,
-    ) -> StoreFuture<'a, Vec<(String, u32)>> {
-        Box::pin(async move {
-            let inner = &self.inner;
-            let ids: Vec<&str> = jobs.iter().map(|f| f.id.as_str()).collect();
-            let outcomes: Vec<&str> = jobs.iter().map(|f| f.outcome.as_str()).collect();
-            let rows = inner.query(
-                    "UPDATE goenhance_jobs j SET state = 1, outcome = f.outcome, finished_at = $3, \
-                       deliveries = j.deliveries + 1 \
-                     FROM unnest($1::text[], $2::text[]) AS f(id, outcome) \
-                     WHERE j.id = ANY($1) AND j.id = f.id AND j.state = 0 AND j.lease_owner = $4 \
-                     RETURNING j.id, j.deliveries",
-                    &[&ids, &outcomes, &now, &worker],
-            ).await?;
-            Ok(rows
-                .into_iter()
-                .map(|r| (r.get(0), u32::try_from(r.get::<_, i32>(1)).unwrap_or(0)))
-                .collect())
-        })
-    }
-
-    fn save_status<'a>(&'a self, worker: &'a str, jobs: Vec<StatusChange>) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let inner = &self.inner;
-            let ids: Vec<&str> = jobs.iter().map(|c| c.id.as_str()).collect();
-            let statuses: Vec<&str> = jobs.iter().map(|c| c.status.as_str()).collect();
-            let ats: Vec<i64> = jobs.iter().map(|c| c.at).collect();
-            let polls: Vec<i32> = jobs
-                .iter()
-                .map(|c| i32::try_from(c.polls).unwrap_or(i32::MAX))
-                .collect();
-            inner
-                .execute(
-                    "UPDATE goenhance_jobs j SET last_status = f.status, last_change = f.at, \
-                       last_polls = f.polls \
-                     FROM unnest($1::text[], $2::text[], $3::int8[], $5::int4[]) \
-                       AS f(id, status, at, polls) \
-                     WHERE j.id = ANY($1) AND j.id = f.id AND j.state = 0 AND j.lease_owner = $4",
-                    &[&ids, &statuses, &ats, &worker, &polls],
-                )
-                .await?;
-            Ok(())
-        })
-    }
-
-    fn ack(&self, ids: Vec<String>, now: i64) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            let inner = &self.inner;
-            inner
-                .execute(
-                    "UPDATE goenhance_jobs SET state = 2, delivered_at = $2, lease_owner = NULL \
-                     WHERE state = 1 AND id = ANY($1)",
-                    &[&ids, &now],
-                )
-                .await?;
-            Ok(())
-        })
-    }
-
-    fn retry<'a>(&'a self, worker: &'a str, jobs: Vec<(String, i64)>) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let inner = &self.inner;
-            let ids: Vec<&str> = jobs.iter().map(|(id, _)| id.as_str()).collect();
-            let ats: Vec<i64> = jobs.iter().map(|(_, at)| *at).collect();
-            inner.execute(
-                    "UPDATE goenhance_jobs j SET due_at = f.at, lease_owner = NULL, lease_until = 0 \
-                     FROM unnest($1::text[], $2::int8[]) AS f(id, at) \
-                     WHERE j.id = ANY($1) AND j.id = f.id AND j.state = 1 AND j.lease_owner = $3",
-                    &[&ids, &ats, &worker],
-            ).await?;
-            Ok(())
-        })
-    }
-
-    fn pending(&self) -> StoreFuture<'_, u64> {
-        Box::pin(async move {
-            let inner = &self.inner;
-            let rows = inner
-                .query("SELECT count(*) FROM goenhance_jobs WHERE state < 2", &[])
-                .await?;
-            let count: i64 = rows.first().map_or(0, |r| r.get(0));
-            Ok(u64::try_from(count).unwrap_or(0))
-        })
-    }
-
-    fn delivered(&self) -> StoreFuture<'_, Vec<(String, String)>> {
-        Box::pin(async move {
-            let inner = &self.inner;
-            let rows = inner
-                .query(
-                    "SELECT id, coalesce(outcome, '') FROM goenhance_jobs WHERE state = 2 \
-                     ORDER BY tracked_at, seq",
-                    &[],
-                )
-                .await?;
-            Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
-        })
-    }
-
-    fn load_learned(&self) -> StoreFuture<'_, Vec<Learned>> {
-        Box::pin(async move {
-            let inner = &self.inner;
-            let rows = inner
-                .query(
-                    "SELECT job_type, samples, mean, m2 FROM goenhance_learned",
-                    &[],
-                )
-                .await?;
-            Ok(rows
-                .into_iter()
-                .map(|r| Learned {
-                    job_type: r.get(0),
-                    samples: u32::try_from(r.get::<_, i32>(1)).unwrap_or(0),
-                    mean: r.get(2),
-                    m2: r.get(3),
-                })
-                .collect())
-        })
-    }
-
-    fn save_learned(&self, learned: Vec<Learned>) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            let inner = &self.inner;
-            let types: Vec<&str> = learned.iter().map(|l| l.job_type.as_str()).collect();
-            let samples: Vec<i32> = learned
-                .iter()
-                .map(|l| i32::try_from(l.samples).unwrap_or(i32::MAX))
-                .collect();
-            let means: Vec<f64> = learned.iter().map(|l| l.mean).collect();
-            let m2s: Vec<f64> = learned.iter().map(|l| l.m2).collect();
-            inner
-                .execute(
-                    "INSERT INTO goenhance_learned (job_type, samples, mean, m2) \
-                     SELECT * FROM unnest($1::text[], $2::int4[], $3::float8[], $4::float8[]) \
-                     ON CONFLICT (job_type) DO UPDATE SET samples = excluded.samples, \
-                       mean = excluded.mean, m2 = excluded.m2",
-                    &[&types, &samples, &means, &m2s],
-                )
-                .await?;
-            Ok(())
-        })
     }
 }
 

@@ -1,0 +1,584 @@
+//! One [`Tracker::run`](super::Tracker::run): the loop that claims jobs,
+//! follows their waits and handlers, and tells the store in batches.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::AbortHandle;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
+use serde_json::Value;
+use tokio::task::JoinSet;
+use tokio::time::{sleep_until, Instant};
+
+use super::fence::Heart;
+use super::handlers::{spawn_handler, HandlerEnd};
+use super::store::{Claim, ClaimedJob, Finished, Learned, Retry, StatusChange};
+use super::tracker::Inner;
+use super::waits::{start_wait, WaitFuture};
+use super::{outcome, Completion, CLAIM_BATCH, MAX_STORE_BACKOFF};
+use crate::error::{BoxError, Error, Kind};
+use crate::model::{JobDetail, JobStatus};
+use crate::query::JobQuery;
+
+/// A job the run holds.
+pub(crate) struct Held {
+    meta: Arc<Value>,
+    /// Set while it is being waited on.
+    abort: Option<AbortHandle>,
+}
+
+/// The state of one [`Tracker::run`](super::Tracker::run).
+pub(crate) struct Run<F> {
+    inner: Arc<Inner>,
+    handler: Arc<F>,
+    heart: Heart,
+    held: HashMap<String, Held>,
+    waits: FuturesUnordered<WaitFuture>,
+    /// Waits that ended, their outcome not yet stored.
+    finished: Vec<(String, Result<JobDetail, Error>)>,
+    /// Stored outcomes whose handler has not started.
+    ready: VecDeque<Completion>,
+    handlers: JoinSet<HandlerEnd>,
+    to_ack: Vec<String>,
+    to_retry: Vec<Retry>,
+    /// Jobs the run stopped holding, to free in the store.
+    to_release: Vec<String>,
+    claim_due: bool,
+    claim_token: u64,
+    /// Claims whose answer was lost: their jobs are asked for again.
+    recover: Vec<u64>,
+    next_claim: Instant,
+    next_prune: Instant,
+    store_pause: Option<Instant>,
+    store_failures: u32,
+    learned_saved: Vec<Learned>,
+    /// Status changes of waiting jobs, from the hub; saved with heartbeats.
+    progress_tx: tokio::sync::mpsc::UnboundedSender<(JobQuery, JobStatus, u32)>,
+    progress_rx: tokio::sync::mpsc::UnboundedReceiver<(JobQuery, JobStatus, u32)>,
+    changes: HashMap<String, (String, Instant, u32)>,
+}
+
+impl<F, Fut> Run<F>
+where
+    F: Fn(Completion) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+{
+    pub(crate) fn new(inner: Arc<Inner>, handler: Arc<F>) -> Self {
+        let now = Instant::now();
+        let (progress_tx, progress_rx) = tokio::sync::mpsc::unbounded_channel();
+        Run {
+            progress_tx,
+            progress_rx,
+            changes: HashMap::new(),
+            heart: Heart::new(inner.lease),
+            next_claim: now,
+            next_prune: now,
+            inner,
+            handler,
+            held: HashMap::new(),
+            waits: FuturesUnordered::new(),
+            finished: Vec::new(),
+            ready: VecDeque::new(),
+            handlers: JoinSet::new(),
+            to_ack: Vec::new(),
+            to_retry: Vec::new(),
+            to_release: Vec::new(),
+            claim_due: true,
+            claim_token: u64::from(fastrand::u32(..)) << 20,
+            recover: Vec::new(),
+            store_pause: None,
+            store_failures: 0,
+            learned_saved: Vec::new(),
+        }
+    }
+
+    pub(crate) async fn go(mut self) -> Result<(), Error> {
+        self.load_learned().await?;
+        loop {
+            if self.heart.lapsed(Instant::now()) {
+                self.fence("no live heartbeat");
+            }
+            let now = Instant::now();
+            if self.store_pause.is_none_or(|at| at <= now) {
+                self.store_pause = None;
+                let fence_at = self.heart.fence_at();
+                let pass = tokio::select! {
+                    r = self.store_work(now) => Some(r),
+                    () = sleep_until(fence_at) => None,
+                };
+                match pass {
+                    None => self.fence("the store did not answer before the lease ran out"),
+                    Some(Ok(())) => self.store_failures = 0,
+                    Some(Err(e)) if e.kind() == Kind::StoreSchema => return Err(e),
+                    Some(Err(e)) => {
+                        self.store_failures += 1;
+                        let pause = (Duration::from_millis(50)
+                            * 2u32.pow(self.store_failures.min(7)))
+                        .min(MAX_STORE_BACKOFF)
+                        .min(self.inner.lease / 6);
+                        tracing::warn!(
+                            error = %e,
+                            retry_in_ms = pause.as_millis() as u64,
+                            "tracking store failed; retrying"
+                        );
+                        #[cfg(feature = "metrics")]
+                        ::metrics::counter!("goenhance.track.store.errors").increment(1);
+                        self.store_pause = Some(Instant::now() + pause);
+                    }
+                }
+            }
+            if self.heart.lapsed(Instant::now()) {
+                self.fence("no live heartbeat");
+            }
+            self.start_handlers();
+            let wake_at = match self.store_pause {
+                Some(at) => at,
+                None if !self.finished.is_empty()
+                    || !self.to_ack.is_empty()
+                    || !self.to_retry.is_empty()
+                    || !self.to_release.is_empty()
+                    || self.claim_due
+                    || !self.heart.registered() =>
+                {
+                    Instant::now()
+                }
+                None => self
+                    .heart
+                    .next_beat()
+                    .min(self.next_claim)
+                    .min(self.next_prune),
+            };
+            let wake_at = wake_at.min(self.heart.fence_at());
+            tokio::select! {
+                Some((id, answer)) = self.waits.next(), if !self.waits.is_empty() => {
+                    self.on_wait(id, answer);
+                }
+                Some(joined) = self.handlers.join_next(), if !self.handlers.is_empty() => {
+                    if let Ok(end) = joined {
+                        self.on_handler(end);
+                    }
+                }
+                Some((query, status, polls)) = self.progress_rx.recv() => {
+                    self.on_change(query, status, polls);
+                }
+                () = self.inner.wake.notified() => self.claim_due = true,
+                () = sleep_until(wake_at) => {}
+            }
+            self.take_in_ready();
+        }
+    }
+
+    /// Takes in whatever else is ready, so the store sees it in one batch
+    /// (outside tokio's cooperative budget, which would cut a batch at 128
+    /// answers).
+    fn take_in_ready(&mut self) {
+        let waits = &mut self.waits;
+        let ready = tokio::task::unconstrained(async move {
+            let mut ready = Vec::new();
+            while let Some(Some(item)) = waits.next().now_or_never() {
+                ready.push(item);
+            }
+            ready
+        })
+        .now_or_never()
+        .unwrap_or_default();
+        for (id, answer) in ready {
+            self.on_wait(id, answer);
+        }
+        while let Some(joined) = self.handlers.try_join_next() {
+            if let Ok(end) = joined {
+                self.on_handler(end);
+            }
+        }
+        while let Ok((query, status, polls)) = self.progress_rx.try_recv() {
+            self.on_change(query, status, polls);
+        }
+    }
+
+    /// This worker may hold nothing any more: stop polling, cancel the
+    /// handlers, forget what it held, and register again.
+    fn fence(&mut self, why: &str) {
+        if !self.heart.registered() {
+            return;
+        }
+        tracing::warn!(
+            worker = %self.inner.worker,
+            reason = why,
+            held = self.held.len(),
+            "tracking worker fenced; stopping its work and registering again"
+        );
+        for (_, h) in self.held.drain() {
+            if let Some(a) = h.abort {
+                a.abort();
+            }
+        }
+        self.handlers.abort_all();
+        self.finished.clear();
+        self.ready.clear();
+        self.to_retry.clear();
+        self.to_release.clear();
+        self.recover.clear();
+        self.changes.clear();
+        self.heart.fenced();
+        self.claim_due = true;
+    }
+
+    fn on_change(&mut self, query: JobQuery, status: JobStatus, polls: u32) {
+        let id = query.img_uuid();
+        if self.held.contains_key(id) {
+            self.changes.insert(
+                id.to_owned(),
+                (status.as_str().to_owned(), Instant::now(), polls),
+            );
+        }
+    }
+
+    async fn load_learned(&mut self) -> Result<(), Error> {
+        // A store that is down now does not stop the run: what was learned
+        // is an optimisation.
+        let inner = Arc::clone(&self.inner);
+        match inner.call("load_learned", inner.store.load_learned()).await {
+            Ok(learned) => {
+                let rows: Vec<_> = learned.iter().map(Learned::to_row).collect();
+                self.inner.client.poll_policy().learner.restore(&rows);
+                self.learned_saved = learned;
+                Ok(())
+            }
+            Err(e) if e.kind() == Kind::StoreSchema => Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "tracking store failed; learned durations not loaded");
+                Ok(())
+            }
+        }
+    }
+
+    fn on_wait(&mut self, id: String, answer: Option<Result<JobDetail, Error>>) {
+        match answer {
+            // The scheduler stopped (its runtime is going away): not an
+            // end of the job to store. Free it for another worker.
+            Some(Err(e)) if e.is_closed() => {
+                if self.held.remove(&id).is_some() {
+                    self.to_release.push(id);
+                }
+            }
+            Some(answer) => {
+                if let Some(h) = self.held.get_mut(&id) {
+                    h.abort = None;
+                    self.finished.push((id, answer));
+                }
+            }
+            // Aborted: the run was fenced.
+            None => {}
+        }
+    }
+
+    fn on_handler(&mut self, end: HandlerEnd) {
+        if !self.held.contains_key(&end.id) {
+            // Fenced while it ran: the job is another run's now. A
+            // delivery that happened is still recorded.
+            if end.result.is_ok() {
+                self.to_ack.push(end.id);
+            }
+            return;
+        }
+        match end.result {
+            Ok(()) => self.to_ack.push(end.id),
+            Err(e) if end.deliveries >= self.inner.max_deliveries => {
+                tracing::warn!(img_uuid = %end.id, deliveries = end.deliveries, error = %e, "handler failed; the job is dead");
+                self.to_retry.push(Retry::dead(end.id, e));
+            }
+            Err(e) => {
+                tracing::warn!(img_uuid = %end.id, deliveries = end.deliveries, error = %e, "handler failed; delivering again later");
+                let exp = end.deliveries.saturating_sub(1).min(20);
+                let delay = self
+                    .inner
+                    .retry_base
+                    .saturating_mul(1u32 << exp)
+                    .min(self.inner.retry_max);
+                self.to_retry.push(Retry::later(end.id, e, delay));
+            }
+        }
+    }
+
+    /// Everything the store has to hear, in batches. The heartbeat comes
+    /// first and nothing else is tried when it fails; a later step that
+    /// fails does not stop the others. Returns the first error; what was
+    /// not written stays queued.
+    async fn store_work(&mut self, now: Instant) -> Result<(), Error> {
+        let inner = Arc::clone(&self.inner);
+        if !self.heart.registered() || now >= self.heart.next_beat() {
+            let saved = self.save_status().await;
+            match self.heart.beat(&inner).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.fence("the store says another run holds this worker's jobs");
+                    self.heart.register(&inner).await?;
+                }
+                Err(e) => return Err(e),
+            }
+            saved?;
+        }
+        let Some(worker) = self.heart.worker().cloned() else {
+            return Ok(());
+        };
+        let mut first: Option<Error> = None;
+        let mut note = |r: Result<(), Error>| {
+            if let Err(e) = r {
+                first.get_or_insert(e);
+            }
+        };
+        if !self.finished.is_empty() {
+            let jobs: Vec<Finished> = self
+                .finished
+                .iter()
+                .map(|(id, answer)| Finished::new(id.clone(), outcome::encode(answer)))
+                .collect();
+            let r = inner
+                .call("complete", inner.store.complete(&worker, jobs, inner.now()))
+                .await;
+            note(r.map(|held| self.on_completed(held)));
+        }
+        if !self.to_ack.is_empty() {
+            let r = inner
+                .call("ack", inner.store.ack(self.to_ack.clone(), inner.now()))
+                .await;
+            note(r.map(|()| {
+                for id in std::mem::take(&mut self.to_ack) {
+                    self.held.remove(&id);
+                }
+            }));
+        }
+        if !self.to_retry.is_empty() {
+            let r = inner
+                .call(
+                    "retry",
+                    inner
+                        .store
+                        .retry(&worker, self.to_retry.clone(), inner.now()),
+                )
+                .await;
+            note(r.map(|()| {
+                for j in std::mem::take(&mut self.to_retry) {
+                    self.held.remove(&j.id);
+                }
+            }));
+        }
+        if !self.to_release.is_empty() {
+            let r = inner
+                .call(
+                    "release",
+                    inner.store.release(&worker, self.to_release.clone()),
+                )
+                .await;
+            note(r.map(|()| self.to_release.clear()));
+        }
+        if self.claim_due || now >= self.next_claim {
+            note(self.claim(&worker).await);
+            self.next_claim = now + inner.claim_interval;
+        }
+        if let Some(keep) = inner.retention.filter(|_| now >= self.next_prune) {
+            let r = inner
+                .call("prune", inner.store.prune(keep, inner.now()))
+                .await;
+            note(r.map(|n| {
+                if n > 0 {
+                    tracing::debug!(pruned = n, "tracking store pruned ended jobs");
+                }
+            }));
+            let every = (keep / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
+            self.next_prune = now + every;
+        }
+        match first {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Status changes and what the schedule learned, with each heartbeat.
+    async fn save_status(&mut self) -> Result<(), Error> {
+        let inner = Arc::clone(&self.inner);
+        let Some(worker) = self.heart.worker().cloned() else {
+            return Ok(());
+        };
+        if !self.changes.is_empty() {
+            let at = Instant::now();
+            let held = &self.held;
+            let changes: Vec<StatusChange> = self
+                .changes
+                .iter()
+                .filter(|(id, _)| held.get(*id).is_some_and(|h| h.abort.is_some()))
+                .map(|(id, (status, seen, polls))| {
+                    StatusChange::new(id.clone(), status.clone(), at - *seen, *polls)
+                })
+                .collect();
+            inner
+                .call(
+                    "save_status",
+                    inner.store.save_status(&worker, changes, inner.now()),
+                )
+                .await?;
+            self.changes.clear();
+        }
+        let snapshot: Vec<Learned> = inner
+            .client
+            .poll_policy()
+            .learner
+            .snapshot()
+            .into_iter()
+            .map(Learned::from_row)
+            .filter(|l| !self.learned_saved.contains(l))
+            .collect();
+        if !snapshot.is_empty() {
+            inner
+                .call("save_learned", inner.store.save_learned(snapshot.clone()))
+                .await?;
+            for l in snapshot {
+                self.learned_saved.retain(|s| s.job_type() != l.job_type());
+                self.learned_saved.push(l);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_completed(&mut self, held: Vec<(String, u32)>) {
+        let held: HashMap<String, u32> = held.into_iter().collect();
+        for (id, answer) in std::mem::take(&mut self.finished) {
+            match held.get(&id) {
+                Some(&deliveries) => {
+                    let meta = self.held.get(&id).map(|h| (*h.meta).clone());
+                    self.ready.push_back(Completion {
+                        query: JobQuery::from_shared_id(Arc::from(id.as_str())),
+                        meta: meta.unwrap_or(Value::Null),
+                        detail: answer,
+                        deliveries,
+                    });
+                }
+                None => {
+                    // Another worker's now: nothing of it to free.
+                    self.held.remove(&id);
+                }
+            }
+        }
+    }
+
+    async fn claim(&mut self, worker: &super::store::WorkerId) -> Result<(), Error> {
+        self.claim_due = false;
+        let waiting = self
+            .inner
+            .max_jobs
+            .saturating_sub(self.held.len())
+            .min(CLAIM_BATCH);
+        let finished = self
+            .inner
+            .max_handlers
+            .saturating_sub(self.handlers.len() + self.ready.len())
+            .min(waiting);
+        if waiting == 0 && self.recover.is_empty() {
+            return Ok(());
+        }
+        self.claim_token += 1;
+        let claim = Claim::new(waiting, finished, self.claim_token).recover(self.recover.clone());
+        let inner = Arc::clone(&self.inner);
+        let at = Instant::now();
+        let claimed = match inner
+            .call("claim", inner.store.claim(worker, claim, inner.now()))
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                self.recover.push(self.claim_token);
+                return Err(e);
+            }
+        };
+        self.recover.clear();
+        if !claimed.alive {
+            self.fence("the store says this worker is not alive");
+            return Ok(());
+        }
+        let (mut got_waiting, mut got_finished) = (0, 0);
+        for job in claimed.jobs {
+            if job.outcome.is_some() {
+                got_finished += 1;
+            } else {
+                got_waiting += 1;
+            }
+            if !self.held.contains_key(&job.id) {
+                self.take(job, claimed.now, at);
+            }
+        }
+        if (got_waiting >= waiting && waiting > 0) || (got_finished >= finished && finished > 0) {
+            // More may be due: ask again at once.
+            self.claim_due = true;
+        }
+        Ok(())
+    }
+
+    /// Starts work on a claimed job: its wait, or its delivery.
+    fn take(&mut self, job: ClaimedJob, store_now: std::time::SystemTime, at: Instant) {
+        let meta = Arc::new(serde_json::from_str(&job.meta).unwrap_or(Value::Null));
+        self.held.insert(
+            job.id.clone(),
+            Held {
+                meta: Arc::clone(&meta),
+                abort: None,
+            },
+        );
+        let query = match JobQuery::new(&job.id) {
+            Ok(q) => q,
+            Err(e) => {
+                let why = format!("the stored id cannot be read: {e}");
+                tracing::warn!(img_uuid = %job.id, reason = %why, "tracked job is dead");
+                self.to_retry.push(Retry::dead(job.id, why));
+                return;
+            }
+        };
+        match &job.outcome {
+            Some(text) => match outcome::read(text) {
+                Ok(detail) => self.ready.push_back(Completion {
+                    query,
+                    meta: (*meta).clone(),
+                    detail,
+                    deliveries: job.deliveries,
+                }),
+                Err(why) => {
+                    tracing::warn!(img_uuid = %job.id, reason = %why, "tracked job is dead");
+                    self.to_retry.push(Retry::dead(job.id, why));
+                }
+            },
+            None => {
+                let (abort, wait) = start_wait(
+                    &self.inner.client,
+                    query,
+                    &job,
+                    store_now,
+                    at,
+                    self.progress_tx.clone(),
+                );
+                self.waits.push(wait);
+                if let Some(h) = self.held.get_mut(&job.id) {
+                    h.abort = Some(abort);
+                }
+            }
+        }
+    }
+
+    fn start_handlers(&mut self) {
+        if !self.heart.live(Instant::now()) {
+            return;
+        }
+        while self.handlers.len() < self.inner.max_handlers {
+            let Some(done) = self.ready.pop_front() else {
+                break;
+            };
+            spawn_handler(
+                &mut self.handlers,
+                Arc::clone(&self.handler),
+                done,
+                self.inner.handler_timeout,
+            );
+        }
+    }
+}

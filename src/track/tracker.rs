@@ -1,0 +1,244 @@
+//! [`Tracker`]: tracks jobs, lists what ended, and runs the worker.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use super::clock::shift;
+use super::listing::{DeadJob, DeliveredJob, Page};
+use super::outcome;
+use super::run::Run;
+use super::store::{Listing, NewJob, TrackStore};
+use super::Completion;
+use crate::client::Client;
+use crate::error::{BoxError, Error};
+use crate::query::JobQuery;
+
+/// Follows jobs durably through a [`TrackStore`]: see the [module
+/// docs](self).
+///
+/// Cheap to clone; clones share the store, the client and the worker name.
+#[derive(Clone)]
+pub struct Tracker {
+    pub(super) inner: Arc<Inner>,
+}
+
+/// What a tracker's clones share: its settings.
+pub(crate) struct Inner {
+    pub(crate) client: Client,
+    pub(crate) store: Arc<dyn TrackStore>,
+    pub(crate) lease: Duration,
+    pub(crate) worker: String,
+    pub(crate) max_handlers: usize,
+    pub(crate) max_jobs: usize,
+    pub(crate) claim_interval: Duration,
+    pub(crate) retry_base: Duration,
+    pub(crate) retry_max: Duration,
+    pub(crate) store_timeout: Duration,
+    pub(crate) handler_timeout: Duration,
+    pub(crate) max_deliveries: u32,
+    pub(crate) retention: Option<Duration>,
+    /// Milliseconds added to this worker's reading of the store's clock
+    /// (tests of skewed hosts).
+    pub(crate) offset_ms: i64,
+    pub(crate) wake: Notify,
+}
+
+impl Inner {
+    /// The store's clock as this worker reads it.
+    pub(crate) fn now(&self) -> SystemTime {
+        shift(self.store.now(), self.offset_ms)
+    }
+
+    /// Runs a store operation, giving up after the store timeout.
+    pub(crate) async fn call<T>(
+        &self,
+        what: &str,
+        op: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.store_timeout, op).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::store(format!(
+                "tracking store: {what} got no answer within {} ms",
+                self.store_timeout.as_millis()
+            ))),
+        }
+    }
+}
+
+impl Tracker {
+    /// Starts a tracker that waits through `client` and keeps its state in
+    /// `store`.
+    pub fn builder(client: Client, store: impl TrackStore) -> super::TrackerBuilder {
+        super::TrackerBuilder::new(client, Arc::new(store))
+    }
+
+    /// This worker's name in the store.
+    pub fn worker_id(&self) -> &str {
+        &self.inner.worker
+    }
+
+    /// Tracks a job: durable once `Ok`. Its deadline is the client's wait
+    /// timeout from now, by the store's clock. An id tracked before stays
+    /// one job, with its first meta and deadline.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::is_store`] when the store could not record it (or did not
+    /// answer within the store timeout: tracking it again is harmless).
+    pub async fn track(&self, query: JobQuery, meta: Value) -> Result<(), Error> {
+        let timeout = self.inner.client.poll_policy().timeout;
+        let job = NewJob::new(query.img_uuid(), meta.to_string(), timeout);
+        let now = self.inner.now();
+        self.inner
+            .call("insert", self.inner.store.insert(vec![job], now))
+            .await?;
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// Jobs tracked and neither delivered nor dead (by any worker).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::is_store`] when the store could not be read.
+    pub async fn pending(&self) -> Result<u64, Error> {
+        self.inner.call("pending", self.inner.store.pending()).await
+    }
+
+    /// A page of delivered jobs with their stored outcomes, in the order
+    /// they were tracked: at most `limit`, after `cursor` (`None`: from
+    /// the first). Nothing is polled. Delivered jobs are kept for the
+    /// [retention](super::TrackerBuilder::retention) period.
+    ///
+    /// ```
+    /// # use goenhance_jobs::track::{MemoryStore, Tracker};
+    /// # async fn f(tracker: Tracker) -> Result<(), goenhance_jobs::Error> {
+    /// let mut cursor = None;
+    /// loop {
+    ///     let page = tracker.delivered(100, cursor).await?;
+    ///     for job in page.items() {
+    ///         println!("{}: {:?}", job.query().img_uuid(), job.detail().map(|d| d.status()));
+    ///     }
+    ///     match page.next() {
+    ///         Some(next) => cursor = Some(next),
+    ///         None => break,
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::is_store`] when the store could not be read.
+    pub async fn delivered(
+        &self,
+        limit: usize,
+        cursor: Option<u64>,
+    ) -> Result<Page<DeliveredJob>, Error> {
+        let rows = self
+            .inner
+            .call(
+                "list",
+                self.inner.store.list(Listing::Delivered, cursor, limit),
+            )
+            .await?;
+        let next = (rows.len() >= limit && limit > 0)
+            .then(|| rows.last().map(|r| r.cursor))
+            .flatten();
+        let items = rows
+            .into_iter()
+            .map(|r| DeliveredJob {
+                query: JobQuery::from_shared_id(Arc::from(r.id.as_str())),
+                detail: outcome::decode(r.outcome.as_deref().unwrap_or("")),
+                deliveries: r.deliveries,
+                ended_at: r.ended_at,
+            })
+            .collect();
+        Ok(Page { items, next })
+    }
+
+    /// A page of dead jobs (their handler failed
+    /// [`max_deliveries`](super::TrackerBuilder::max_deliveries) times, or
+    /// their row could not be read), as [`delivered`](Self::delivered).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::is_store`] when the store could not be read.
+    pub async fn dead(&self, limit: usize, cursor: Option<u64>) -> Result<Page<DeadJob>, Error> {
+        let rows = self
+            .inner
+            .call("list", self.inner.store.list(Listing::Dead, cursor, limit))
+            .await?;
+        let next = (rows.len() >= limit && limit > 0)
+            .then(|| rows.last().map(|r| r.cursor))
+            .flatten();
+        let items = rows
+            .into_iter()
+            .map(|r| DeadJob {
+                id: r.id,
+                error: r.error.unwrap_or_default(),
+                deliveries: r.deliveries,
+                ended_at: r.ended_at,
+            })
+            .collect();
+        Ok(Page { items, next })
+    }
+
+    /// Makes dead jobs deliverable again: each is delivered anew (its
+    /// stored outcome, or waited on if it has none), its delivery count
+    /// starting over. Returns how many of `ids` were dead.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::is_store`] when the store could not record it.
+    pub async fn retry_dead<I, S>(&self, ids: I) -> Result<u64, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let ids: Vec<String> = ids.into_iter().map(Into::into).collect();
+        let now = self.inner.now();
+        let n = self
+            .inner
+            .call("retry_dead", self.inner.store.retry_dead(ids, now))
+            .await?;
+        self.inner.wake.notify_one();
+        Ok(n)
+    }
+
+    /// Claims jobs, waits on them through the client's scheduler and calls
+    /// `handler` for each finished one; runs until the future is dropped.
+    ///
+    /// The run registers this worker in the store (a new epoch: a run
+    /// of the same name still going is fenced and stops) and heartbeats
+    /// every third of the lease. When it cannot show a live heartbeat it
+    /// stops polling, cancels its handlers, and registers again.
+    ///
+    /// # Errors
+    ///
+    /// Only an error it cannot outlive: a store schema newer than this
+    /// crate ([`Error::is_store`]). A store that is down is retried with
+    /// backoff.
+    pub async fn run<F, Fut>(&self, handler: F) -> Result<(), Error>
+    where
+        F: Fn(Completion) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+    {
+        Run::new(self.inner.clone(), Arc::new(handler)).go().await
+    }
+}
+
+impl fmt::Debug for Tracker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tracker")
+            .field("worker", &self.inner.worker)
+            .field("lease", &self.inner.lease)
+            .field("store", &self.inner.store)
+            .finish_non_exhaustive()
+    }
+}
