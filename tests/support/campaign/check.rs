@@ -5,7 +5,8 @@
 //! Checks:
 //! 1. every job was delivered at least once (a handler ended for it);
 //! 2. no two handlers of one job ran at the same time, in one worker or
-//!    two (a handler cut short by a SIGKILL ran until the kill);
+//!    two (a handler cancelled ran until it was dropped, one cut short by
+//!    a SIGKILL until the kill);
 //! 3. every job was first delivered by its deadline, or by two lease
 //!    periods after the last fault if that is later;
 //! 4. every outcome agrees with the server: `succeeded` or `failed` only
@@ -19,7 +20,8 @@ use std::time::Duration;
 
 use super::{End, Job};
 
-/// One handler call, from its `start` line and its `end` line if any.
+/// One handler call, from its `start` line and its `end` or `cancel` line
+/// if any.
 #[derive(Clone, Debug)]
 pub struct HandlerRun {
     pub worker: String,
@@ -29,6 +31,8 @@ pub struct HandlerRun {
     pub start_ms: u64,
     pub end_ms: Option<u64>,
     pub outcome: Option<String>,
+    /// When the tracker dropped it before it was done.
+    pub cancelled_ms: Option<u64>,
 }
 
 /// The handler logs (`handlers-*.log`) in `dir`. A line cut short by a
@@ -47,9 +51,14 @@ pub fn read_handler_logs(dir: &Path) -> Vec<HandlerRun> {
                     start_ms: f.get(5)?.parse().ok()?,
                     end_ms: None,
                     outcome: None,
+                    cancelled_ms: None,
                 };
                 match f[0] {
                     "start" => Some(run),
+                    "cancel" => Some(HandlerRun {
+                        cancelled_ms: Some(f.get(6)?.parse().ok()?),
+                        ..run
+                    }),
                     "end" => Some(HandlerRun {
                         end_ms: Some(f.get(6)?.parse().ok()?),
                         outcome: Some(f.get(7)?.to_string()),
@@ -63,6 +72,8 @@ pub fn read_handler_logs(dir: &Path) -> Vec<HandlerRun> {
             let entry = runs.entry(key).or_insert_with(|| run.clone());
             if run.end_ms.is_some() {
                 *entry = run;
+            } else if run.cancelled_ms.is_some() {
+                entry.cancelled_ms = run.cancelled_ms;
             }
         }
     }
@@ -204,6 +215,7 @@ pub fn check(dir: &Path, facts: &Facts<'_>) -> Verdict {
     // 2. No two handlers of a job at once.
     let end_of = |r: &HandlerRun| {
         r.end_ms
+            .or(r.cancelled_ms)
             .unwrap_or_else(|| facts.deaths.get(&r.pid).copied().unwrap_or(u64::MAX))
     };
     let mut overlaps = Vec::new();
@@ -313,7 +325,8 @@ pub fn check(dir: &Path, facts: &Facts<'_>) -> Verdict {
     }
 
     let ended = runs.iter().filter(|r| r.end_ms.is_some()).count();
-    let cut = runs.len() - ended;
+    let cancelled = runs.iter().filter(|r| r.cancelled_ms.is_some()).count();
+    let cut = runs.len() - ended - cancelled;
     let twice = by_job
         .values()
         .filter(|rs| rs.iter().filter(|r| r.end_ms.is_some()).count() > 1)
@@ -321,7 +334,7 @@ pub fn check(dir: &Path, facts: &Facts<'_>) -> Verdict {
     let mut s = String::new();
     let _ = write!(
         s,
-        "{} jobs; {ended} handler runs ended, {cut} cut short; {twice} jobs delivered more than once; \
+        "{} jobs; {ended} handler runs ended, {cancelled} cancelled, {cut} cut short by a kill; {twice} jobs delivered more than once; \
          last fault at {} ms; faults {:?}",
         facts.jobs.len(),
         rel(last_fault),
@@ -367,11 +380,15 @@ mod tests {
         );
         std::fs::write(dir.join("handlers-w0-1.log"), handlers).unwrap();
         let other = format!(
-            "start w1 2 a 2 {}\nend w1 2 a 2 {} {} succeeded\nstart w1 2 f 1 {}\n",
+            "start w1 2 a 2 {}\nend w1 2 a 2 {} {} succeeded\nstart w1 2 f 1 {}\n\
+             start w1 2 c 1 {}\ncancel w1 2 c 1 {} {}\n",
             t0 + 500,
             t0 + 500,
             t0 + 600,
-            t0 + 50
+            t0 + 50,
+            t0 + 80_000,
+            t0 + 80_000,
+            t0 + 89_999,
         );
         std::fs::write(dir.join("handlers-w1-2.log"), other).unwrap();
         std::fs::write(dir.join("faults-p.log"), format!("{} p cut 1 0\n", t0 + 10)).unwrap();

@@ -92,9 +92,9 @@ where
         if !failures.is_empty() {
             break;
         }
-        let open = runs
-            .iter()
-            .any(|r| r.end_ms.is_none() && !deaths.contains_key(&r.pid));
+        let open = runs.iter().any(|r| {
+            r.end_ms.is_none() && r.cancelled_ms.is_none() && !deaths.contains_key(&r.pid)
+        });
         let settled = !faults_on && killed && delivered.len() == run.jobs.len() && !open;
         if settled && pending().await == Some(0) {
             break;

@@ -5,7 +5,9 @@
 //! <start_ms>` when it starts, then, after taking the time the job's meta
 //! asks for, `end <worker> <pid> <job> <deliveries> <start_ms> <end_ms>
 //! <outcome>`, and syncs the file before it returns `Ok`. The outcome is
-//! `succeeded`, `failed`, `error:deadline` or `error:<kind>`.
+//! `succeeded`, `failed`, `error:deadline` or `error:<kind>`. A handler
+//! dropped before it is done (cancelled) writes `cancel <worker> <pid>
+//! <job> <deliveries> <start_ms> <at_ms>`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -35,6 +37,20 @@ pub fn outcome(done: &Completion) -> String {
         },
         Err(e) if e.is_deadline() => "error:deadline".to_owned(),
         Err(e) => format!("error:{:?}", e.kind()).replace(' ', "_"),
+    }
+}
+
+/// Writes `cancel … <at_ms>` when a handler is dropped before it is done
+/// (the tracker cancels the handlers of a fenced worker): its work stopped
+/// then.
+struct Cancelled(Option<(Arc<Mutex<std::fs::File>>, String)>);
+
+impl Drop for Cancelled {
+    fn drop(&mut self) {
+        if let Some((file, head)) = self.0.take() {
+            let line = format!("{head} {}\n", now_ms());
+            let _ = file.lock().unwrap().write_all(line.as_bytes());
+        }
     }
 }
 
@@ -73,8 +89,13 @@ pub async fn run(store: impl TrackStore, env: WorkerEnv) -> ! {
                 let n = done.deliveries();
                 let line = format!("start {name} {pid} {job} {n} {start}\n");
                 file.lock().unwrap().write_all(line.as_bytes())?;
+                let mut cancel = Cancelled(Some((
+                    Arc::clone(&file),
+                    format!("cancel {name} {pid} {job} {n} {start}"),
+                )));
                 let ms = done.meta()["handler_ms"].as_u64().unwrap_or(0);
                 tokio::time::sleep(Duration::from_millis(ms)).await;
+                cancel.0 = None;
                 let what = outcome(&done);
                 tokio::task::spawn_blocking(move || {
                     let line = format!("end {name} {pid} {job} {n} {start} {} {what}\n", now_ms());
