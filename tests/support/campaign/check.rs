@@ -8,7 +8,7 @@
 //!    two (a handler cancelled ran until it was dropped, one cut short by
 //!    a SIGKILL until the kill);
 //! 3. every job was first delivered by its deadline, or by two lease
-//!    periods after the last fault if that is later;
+//!    periods after the end of the last fault if that is later;
 //! 4. every outcome agrees with the server: `succeeded` or `failed` only
 //!    for a job whose end it is and only after the server had answered
 //!    that end, a deadline error only once the deadline had passed.
@@ -80,13 +80,14 @@ pub fn read_handler_logs(dir: &Path) -> Vec<HandlerRun> {
     runs.into_values().collect()
 }
 
-/// One injected fault: `<at_ms> <source> <kind> …` a line of a
-/// `faults-*.log`.
+/// One injected fault: `<at_ms> <source> <kind> <where> <ms>` a line of
+/// a `faults-*.log`, `ms` being how long it lasted (a stall, a hang).
 #[derive(Clone, Debug)]
 pub struct FaultLine {
     pub at_ms: u64,
     pub source: String,
     pub kind: String,
+    pub lasted_ms: u64,
 }
 
 /// The fault logs (`faults-*.log`) in `dir`.
@@ -100,6 +101,7 @@ pub fn read_fault_logs(dir: &Path) -> Vec<FaultLine> {
                     at_ms: f.first()?.parse().ok()?,
                     source: f.get(1)?.to_string(),
                     kind: f.get(2)?.to_string(),
+                    lasted_ms: f.get(4)?.parse().ok()?,
                 })
             })();
             out.push(parsed.unwrap_or_else(|| panic!("a garbled fault log line: {line:?}")));
@@ -181,7 +183,7 @@ pub fn check(dir: &Path, facts: &Facts<'_>) -> Verdict {
     }
     let last_fault = faults
         .iter()
-        .map(|f| f.at_ms)
+        .map(|f| f.at_ms + f.lasted_ms)
         .chain(facts.other_faults.iter().map(|f| f.0))
         .max()
         .unwrap_or(facts.t0);
@@ -391,7 +393,11 @@ mod tests {
             t0 + 89_999,
         );
         std::fs::write(dir.join("handlers-w1-2.log"), other).unwrap();
-        std::fs::write(dir.join("faults-p.log"), format!("{} p cut 1 0\n", t0 + 10)).unwrap();
+        std::fs::write(
+            dir.join("faults-p.log"),
+            format!("{} p cut 1 0\n{} p stall 1 20\n", t0 + 10, t0 + 5),
+        )
+        .unwrap();
         let jobs = [
             job("a", End::Succeed),
             job("b", End::Succeed),
@@ -419,11 +425,14 @@ mod tests {
             [
                 r#"check 1 (every job delivered): 1 of 6 jobs never delivered, e.g. ["b"]"#,
                 r#"check 2 (no job handled twice at once): 2 overlaps, e.g. ["a: w0/1 ran 100..900 ms and w1/2 from 500 ms", "f: w1/2 ran 50..700 ms and w0/1 from 100 ms"]"#,
-                r#"check 3 (delivered by its deadline or two leases after the last fault, at 10 ms): 1 late, e.g. ["c: first delivered at 90000 ms, bound 66010 ms"]"#,
+                r#"check 3 (delivered by its deadline or two leases after the last fault, at 25 ms): 1 late, e.g. ["c: first delivered at 90000 ms, bound 66025 ms"]"#,
                 r#"check 4 (outcomes agree with the server): 3 wrong, e.g. ["d (w0/1): deadline error at 100 ms, before the deadline at 60000 ms or later", "e (w0/1): delivered an end the server never answered", "f (w0/1): outcome fail for a job that ends Fail"]"#,
             ]
         );
-        assert_eq!(v.faults_by_kind, [("cut".to_owned(), 1)].into());
+        assert_eq!(
+            v.faults_by_kind,
+            [("cut".to_owned(), 1), ("stall".to_owned(), 1)].into()
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -57,6 +57,12 @@ impl Drop for Cancelled {
 /// Runs the worker until the process is killed; a run that ends (it
 /// should not) ends the process with code 3.
 pub async fn run(store: impl TrackStore, env: WorkerEnv) -> ! {
+    // The tracker's warnings, with their times, in the worker's stderr file.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("goenhance_jobs=warn")
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
     let client = Client::builder()
         .base_url(&env.base_url)
         .api_key(DEFAULT_API_KEY)
