@@ -425,7 +425,7 @@ mod tests {
             [
                 r#"check 1 (every job delivered): 1 of 6 jobs never delivered, e.g. ["b"]"#,
                 r#"check 2 (no job handled twice at once): 2 overlaps, e.g. ["a: w0/1 ran 100..900 ms and w1/2 from 500 ms", "f: w1/2 ran 50..700 ms and w0/1 from 100 ms"]"#,
-                r#"check 3 (delivered by its deadline or two leases after the last fault, at 25 ms): 1 late, e.g. ["c: first delivered at 90000 ms, bound 66025 ms"]"#,
+                r#"check 3 (delivered by its deadline or two leases after the last fault, at 25 ms): 1 late, e.g. ["c: first delivered at 90000 ms, bound 66010 ms"]"#,
                 r#"check 4 (outcomes agree with the server): 3 wrong, e.g. ["d (w0/1): deadline error at 100 ms, before the deadline at 60000 ms or later", "e (w0/1): delivered an end the server never answered", "f (w0/1): outcome fail for a job that ends Fail"]"#,
             ]
         );
