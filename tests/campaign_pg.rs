@@ -115,6 +115,7 @@ async fn a_fault_campaign_on_postgres_delivers_every_job_once_at_a_time_and_in_t
         faults_until_ms: 0,
         faults: 0,
         mean_gap_ms: 0,
+        max_handlers: s.max_handlers,
     };
     let stop_faults = || proxies.iter().for_each(|p| p.stop_faults());
     let out = fleet::run(

@@ -8,7 +8,9 @@
 //! Seeded: the seed is printed (`campaign seed: N`) and `CAMPAIGN_SEED=N`
 //! replays the plan (the jobs, the fault plans, which worker is killed;
 //! the timing of processes is the machine's). `CAMPAIGN_SCALE=k` runs `k`
-//! times as many jobs and faults over a window `k` times as long.
+//! times as many jobs and faults over a window `k` times as long;
+//! `CAMPAIGN_MAX_HANDLERS=n` gives each worker `n` handlers at once
+//! instead of the tracker's default.
 #![allow(dead_code)]
 
 pub mod check;
@@ -47,6 +49,9 @@ pub struct Settings {
     /// The clock offset of the skewed worker.
     pub skew_ms: i64,
     pub workers: usize,
+    /// Handlers at once per worker: the tracker's default, or
+    /// `CAMPAIGN_MAX_HANDLERS`.
+    pub max_handlers: usize,
 }
 
 impl Settings {
@@ -75,6 +80,10 @@ impl Settings {
             poll: Duration::from_secs(3),
             skew_ms: 30_000,
             workers: 3,
+            max_handlers: std::env::var("CAMPAIGN_MAX_HANDLERS")
+                .ok()
+                .map(|s| s.trim().parse().expect("CAMPAIGN_MAX_HANDLERS is a number"))
+                .unwrap_or(goenhance_jobs::track::DEFAULT_MAX_HANDLERS),
         }
     }
 }
@@ -181,6 +190,7 @@ pub struct WorkerEnv {
     /// Faults of its plan, and the mean gap between them.
     pub faults: usize,
     pub mean_gap_ms: u64,
+    pub max_handlers: usize,
 }
 
 const ENV: &str = "GOENHANCE_CAMPAIGN_WORKER";
@@ -206,6 +216,7 @@ impl WorkerEnv {
             ),
             ("GOENHANCE_CAMPAIGN_FAULTS", self.faults.to_string()),
             ("GOENHANCE_CAMPAIGN_GAP_MS", self.mean_gap_ms.to_string()),
+            ("GOENHANCE_CAMPAIGN_HANDLERS", self.max_handlers.to_string()),
         ]
     }
 
@@ -233,6 +244,7 @@ impl WorkerEnv {
             faults_until_ms: get("GOENHANCE_CAMPAIGN_FAULTS_UNTIL_MS").parse().unwrap(),
             faults: get("GOENHANCE_CAMPAIGN_FAULTS").parse().unwrap(),
             mean_gap_ms: get("GOENHANCE_CAMPAIGN_GAP_MS").parse().unwrap(),
+            max_handlers: get("GOENHANCE_CAMPAIGN_HANDLERS").parse().unwrap(),
         }
     }
 }

@@ -75,6 +75,7 @@ pub async fn run(store: impl TrackStore, env: WorkerEnv) -> ! {
         .worker_id(env.name.clone())
         // Claims often, so that the store sees steady traffic to fault.
         .claim_interval(Duration::from_millis(250))
+        .max_handlers(env.max_handlers)
         .clock_offset(env.offset_ms)
         .build();
     let file = std::fs::OpenOptions::new()
