@@ -194,3 +194,50 @@ async fn the_proxy_cuts_after_a_commit_that_stays_committed() {
     assert_eq!(proxy.faults_left(), 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The proxy's other faults: a stall holds the connection and lets it go
+/// on; a cut after a number of bytes drops it in the middle of an answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_stalls_and_cuts_after_bytes_as_planned() {
+    let cluster = Cluster::start("proxy-cut");
+    let dir = campaign::campaign_dir("proxy-cut");
+    let upstream = SocketAddr::from(([127, 0, 0, 1], cluster.port));
+    let fault = |kind, bytes, stall| faultproxy::Fault {
+        gap: Duration::ZERO,
+        kind,
+        bytes,
+        stall,
+    };
+    let plan = vec![
+        fault(Kind::Stall, 0, Duration::from_millis(300)),
+        fault(Kind::Cut, 100_000, Duration::ZERO),
+    ];
+    let proxy = FaultProxy::start("p", upstream, plan, &dir.join("faults-p.log")).await;
+    let via = format!("postgres://postgres@{}/postgres", proxy.addr());
+    let (client, conn) = tokio_postgres::connect(&via, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    // The stall was taken by the first bytes: the connection went on.
+    let small = client.query_one("SELECT 'small'::text", &[]).await.unwrap();
+    assert_eq!(small.get::<_, String>(0), "small");
+    // 200,000 bytes to answer: cut after 100,000 more.
+    let err = client
+        .query_one("SELECT repeat('x', 200000)", &[])
+        .await
+        .unwrap_err();
+    assert!(
+        err.is_closed() || err.to_string().contains("closed"),
+        "{err}"
+    );
+    let _ = conn.await;
+    let lines = campaign::check::read_fault_logs(&dir);
+    let got: Vec<(&str, u64)> = lines
+        .iter()
+        .map(|l| (l.kind.as_str(), l.lasted_ms))
+        .collect();
+    assert_eq!(got, [("stall", 300), ("cut", 0)]);
+    assert!(lines[0].at_ms <= lines[1].at_ms);
+    assert_eq!(proxy.faults_left(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
