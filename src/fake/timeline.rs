@@ -54,6 +54,9 @@ struct Terminal {
 /// are deterministic whatever the clocks do.
 ///
 /// Without a terminal step the last step never ends (a job that hangs).
+/// A success's outputs are URLs ([`Timeline::succeed`]) or paths that the
+/// server serves itself ([`Timeline::succeed_with_file`], with
+/// [`FakeServerBuilder::file`](super::FakeServerBuilder::file)).
 ///
 /// ```
 /// use std::time::Duration;
