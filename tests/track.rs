@@ -645,6 +645,98 @@ mod sqlite {
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
+    /// A file as the version with per-job leases left it (schema 2): a
+    /// job leased to a worker that is gone, one delivered, one waiting.
+    fn old_file(path: &std::path::Path) {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.execute_batch(concat!(
+            include_str!("../src/track/migrations/sqlite/V1__jobs.sql"),
+            include_str!("../src/track/migrations/sqlite/V2__status.sql"),
+            "INSERT INTO goenhance_jobs (id, meta, tracked_at, deadline, due_at, state, \
+               lease_owner, lease_until) VALUES \
+               ('leased', '{}', 1000, 9999999999999, 5000, 0, 'gone', 5000), \
+               ('waiting', '{}', 2000, 9999999999999, 2000, 0, NULL, 0); \
+             INSERT INTO goenhance_jobs (id, meta, tracked_at, deadline, due_at, state, outcome, \
+               deliveries, delivered_at) VALUES \
+               ('done', '{}', 500, 9999999999999, 500, 2, '{\"x\":1}', 1, 3000); \
+             PRAGMA user_version = 2;"
+        ))
+        .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_file_of_the_earlier_schema_is_moved_forward() {
+        use goenhance_jobs::track::{Claim, Listing};
+        let path = temp_db("forward");
+        old_file(&path);
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(store.pending().await.unwrap(), 2);
+        let now = std::time::SystemTime::now();
+        let w = store
+            .register("w", Duration::from_secs(60), now)
+            .await
+            .unwrap();
+        let claimed = store.claim(&w, Claim::new(10, 10, 1), now).await.unwrap();
+        let mut ids: Vec<_> = claimed.jobs.iter().map(|j| j.id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, ["leased", "waiting"], "leases of the old kind end");
+        let done = store.list(Listing::Delivered, None, 10).await.unwrap();
+        assert_eq!(
+            (
+                done[0].id.as_str(),
+                done[0].outcome.as_deref(),
+                done[0].ended_at
+            ),
+            (
+                "done",
+                Some("{\"x\":1}"),
+                std::time::UNIX_EPOCH + Duration::from_millis(3000)
+            )
+        );
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn many_opens_of_a_new_or_old_file_at_once_all_succeed() {
+        for round in 0..30 {
+            let n = 2 + round % 3;
+            for old in [false, true] {
+                let path = temp_db("opens");
+                if old {
+                    old_file(&path);
+                }
+                let opens = (0..n).map(|_| {
+                    let p = path.clone();
+                    tokio::spawn(async move { SqliteStore::open(p).await })
+                });
+                for r in futures_util::future::join_all(opens).await {
+                    if let Err(e) = r.unwrap() {
+                        panic!("round {round}, {n} opens, old file {old}: {e:#}");
+                    }
+                }
+                let conn = rusqlite::Connection::open(&path).unwrap();
+                let v: i64 = conn
+                    .query_row("PRAGMA user_version", [], |r| r.get(0))
+                    .unwrap();
+                assert_eq!(v, 3, "each migration applied once");
+                let jobs: i64 = conn
+                    .query_row("SELECT count(*) FROM goenhance_jobs", [], |r| r.get(0))
+                    .unwrap();
+                assert_eq!(jobs, if old { 3 } else { 0 });
+                let _ = std::fs::remove_dir_all(path.parent().unwrap());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_folder_is_created() {
+        let path = temp_db("folder");
+        let deep = path.parent().unwrap().join("a").join("b").join("jobs.db");
+        let store = SqliteStore::open(&deep).await.unwrap();
+        assert_eq!(store.pending().await.unwrap(), 0);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
     #[tokio::test]
     async fn a_schema_newer_than_the_crate_is_refused() {
         let path = temp_db("newer");
@@ -660,5 +752,475 @@ mod sqlite {
             "store error: the sqlite store has a schema newer than this version of goenhance-jobs"
         );
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+}
+
+mod partial_failures {
+    //! Whatever a store operation answers, every job is delivered and no
+    //! two handlers run for one job at once.
+    use super::*;
+    use goenhance_jobs::track::testing::{Fault, FaultyStore, Operation};
+
+    /// Handlers' own log: who ran what, and whether two ever overlapped.
+    #[derive(Clone, Default)]
+    struct Log {
+        running: Arc<Mutex<HashMap<String, u32>>>,
+        overlaps: Arc<AtomicUsize>,
+        done: Arc<Mutex<Vec<(String, String, u32)>>>,
+    }
+
+    struct Running(Log, String);
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let mut r = self.0.running.lock().unwrap();
+            *r.get_mut(&self.1).unwrap() -= 1;
+        }
+    }
+
+    impl Log {
+        fn start(&self, id: &str) -> Running {
+            let mut r = self.running.lock().unwrap();
+            let n = r.entry(id.to_owned()).or_insert(0);
+            *n += 1;
+            if *n > 1 {
+                self.overlaps.fetch_add(1, Ordering::SeqCst);
+            }
+            Running(self.clone(), id.to_owned())
+        }
+
+        fn finished(&self) -> Vec<(String, String, u32)> {
+            self.done.lock().unwrap().clone()
+        }
+    }
+
+    fn run_logged(
+        tracker: &Tracker,
+        log: &Log,
+        work: Duration,
+    ) -> tokio::task::JoinHandle<Result<(), goenhance_jobs::Error>> {
+        run_logged_failing(tracker, log, work, 0)
+    }
+
+    /// As `run_logged`, each job's first `fail_first` deliveries failing.
+    fn run_logged_failing(
+        tracker: &Tracker,
+        log: &Log,
+        work: Duration,
+        fail_first: u32,
+    ) -> tokio::task::JoinHandle<Result<(), goenhance_jobs::Error>> {
+        let (t, log) = (tracker.clone(), log.clone());
+        let worker = tracker.worker_id().to_owned();
+        tokio::spawn(async move {
+            t.run(move |c| {
+                let (log, worker) = (log.clone(), worker.clone());
+                async move {
+                    let id = c.query().img_uuid().to_owned();
+                    let _running = log.start(&id);
+                    tokio::time::sleep(work).await;
+                    if c.deliveries() <= fail_first {
+                        return Err::<(), BoxError>("not yet".into());
+                    }
+                    log.done.lock().unwrap().push((id, worker, c.deliveries()));
+                    Ok(())
+                }
+            })
+            .await
+        })
+    }
+
+    async fn until_all_delivered(store: &MemoryStore, ids: &[String], within: Duration) {
+        let end = Instant::now() + within;
+        while !ids.iter().all(|id| store.is_delivered(id)) {
+            assert!(
+                Instant::now() < end,
+                "not every job delivered within {within:?}: {:?}",
+                ids.iter()
+                    .filter(|id| !store.is_delivered(id))
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_fault_of_every_write_delays_but_loses_no_job() {
+        let faults = [
+            Fault::Error,
+            Fault::CommitThenError,
+            Fault::Hang(Duration::from_secs(10)),
+        ];
+        for op in Operation::WRITES {
+            for fault in faults {
+                let mock = MockTransport::new();
+                let ids: Vec<String> = (0..5).map(|i| format!("j{i}")).collect();
+                for id in &ids {
+                    mock.timeline(id, &["pending", "processing", "success"]);
+                }
+                let memory = MemoryStore::new();
+                let store = FaultyStore::new(memory.clone());
+                let tracker = Tracker::builder(client(&mock), store.clone())
+                    .worker_id("w")
+                    .lease(Duration::from_secs(3))
+                    .store_timeout(Duration::from_secs(2))
+                    .build();
+                // Three in a row, so that retries meet it too.
+                store.inject(op, fault, 3);
+                for id in &ids {
+                    while tracker.track(q(id), json!(id)).await.is_err() {}
+                }
+                let log = Log::default();
+                // Each first delivery fails, so that retries are written.
+                let run = run_logged_failing(&tracker, &log, Duration::from_millis(500), 1);
+                until_all_delivered(&memory, &ids, Duration::from_secs(120)).await;
+                assert_eq!(
+                    log.overlaps.load(Ordering::SeqCst),
+                    0,
+                    "{op:?} {fault:?}: two handlers at once"
+                );
+                let mut got: Vec<String> = log.finished().into_iter().map(|d| d.0).collect();
+                got.sort();
+                got.dedup();
+                assert_eq!(got, ids, "{op:?} {fault:?}");
+                // (Releases are written only when the scheduler stops.)
+                if op != Operation::Release {
+                    assert!(store.injected() >= 1, "{op:?} {fault:?}: no fault met");
+                }
+                run.abort();
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_completion_whose_answer_is_lost_is_delivered_by_the_same_worker() {
+        // A store that commits `complete` and then answers an error, five
+        // times: the run asks again and gets the same answer.
+        let mock = MockTransport::new();
+        let ids: Vec<String> = (0..5).map(|i| format!("j{i}")).collect();
+        for id in &ids {
+            mock.timeline(id, &["pending", "success"]);
+        }
+        let memory = MemoryStore::new();
+        let store = FaultyStore::new(memory.clone());
+        store.inject(Operation::Complete, Fault::CommitThenError, 5);
+        let tracker = Tracker::builder(client(&mock), store.clone())
+            .lease(Duration::from_secs(3))
+            .build();
+        for id in &ids {
+            tracker.track(q(id), json!(null)).await.unwrap();
+        }
+        let log = Log::default();
+        let run = run_logged(&tracker, &log, Duration::ZERO);
+        until_all_delivered(&memory, &ids, Duration::from_secs(10)).await;
+        let firsts: Vec<u32> = log.finished().iter().map(|d| d.2).collect();
+        assert_eq!(firsts, [1, 1, 1, 1, 1], "each delivered once, counted once");
+        run.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_that_cannot_heartbeat_stops_before_another_takes_over() {
+        // A's heartbeats fail from the start; once its handler runs it
+        // cannot register or claim either. It must cancel its handler and
+        // stop polling before its heartbeat lapses in the store, so that
+        // B's handler never runs beside A's.
+        let (mock_a, mock_b) = (MockTransport::new(), MockTransport::new());
+        mock_a.timeline("quick", &["success"]);
+        mock_b.timeline("quick", &["success"]);
+        mock_a.timeline("slow", &["pending"; 200]);
+        mock_b.timeline("slow", &["pending"; 200]);
+        let memory = MemoryStore::new();
+        let store_a = FaultyStore::new(memory.clone());
+        let a = Tracker::builder(client(&mock_a), store_a.clone())
+            .worker_id("a")
+            .lease(Duration::from_secs(3))
+            .build();
+        a.track(q("quick"), json!(null)).await.unwrap();
+        a.track(q("slow"), json!(null)).await.unwrap();
+        store_a.inject(Operation::Heartbeat, Fault::Error, 1000);
+        let log = Log::default();
+        let run_a = run_logged(&a, &log, Duration::from_secs(8));
+        while log.running.lock().unwrap().get("quick").copied() != Some(1) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let started = Instant::now();
+        store_a.inject(Operation::Register, Fault::Error, 1000);
+        store_a.inject(Operation::Claim, Fault::Error, 1000);
+        let b = Tracker::builder(client(&mock_b), memory.clone())
+            .worker_id("b")
+            .lease(Duration::from_secs(3))
+            .claim_interval(Duration::from_millis(100))
+            .build();
+        let run_b = run_logged(&b, &log, Duration::from_secs(8));
+        // A's last heartbeat was its registration, at the start: by 2.5 s
+        // it has stopped.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let polls_a = mock_a.count_for("slow");
+        until_all_delivered(&memory, &["quick".to_owned()], Duration::from_secs(30)).await;
+        assert_eq!(
+            log.overlaps.load(Ordering::SeqCst),
+            0,
+            "two handlers at once"
+        );
+        assert_eq!(
+            log.finished(),
+            [("quick".to_owned(), "b".to_owned(), 2)],
+            "A's handler was cancelled; B's is the second delivery"
+        );
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert_eq!(
+            mock_a.count_for("slow"),
+            polls_a,
+            "A polled after it stopped"
+        );
+        assert!(mock_b.count_for("slow") >= 20, "B follows the slow job");
+        assert!(Instant::now() - started < Duration::from_secs(60));
+        run_a.abort();
+        run_b.abort();
+    }
+}
+
+mod lifecycle {
+    //! Handler timeouts, dead jobs, retention and listings, on the paused
+    //! clock.
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handler_that_never_returns_times_out_and_counts_as_failed() {
+        let mock = MockTransport::new();
+        mock.timeline("a", &["success"]);
+        let store = MemoryStore::new();
+        let tracker = Tracker::builder(client(&mock), store.clone())
+            .handler_timeout(Duration::from_secs(10))
+            .handler_retry(Duration::from_secs(1), Duration::from_secs(1))
+            .claim_interval(Duration::from_millis(100))
+            .build();
+        tracker.track(q("a"), json!(null)).await.unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let t = tracker.clone();
+        let run = tokio::spawn(async move {
+            t.run(move |c| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send((c.deliveries(), Instant::now()));
+                    if c.deliveries() == 1 {
+                        std::future::pending::<()>().await;
+                    }
+                    Ok(())
+                }
+            })
+            .await
+        });
+        let (d1, t1) = rx.recv().await.unwrap();
+        let (d2, t2) = rx.recv().await.unwrap();
+        assert_eq!((d1, d2), (1, 2));
+        // 10 s of timeout, then due 1 s later, claimed within 100 ms.
+        let gap = t2 - t1;
+        assert!(
+            gap >= Duration::from_secs(11) && gap <= Duration::from_millis(11_100),
+            "{gap:?}"
+        );
+        settle().await;
+        assert!(store.is_delivered("a"));
+        run.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_max_deliveries_a_job_is_dead_until_retried() {
+        let mock = MockTransport::new();
+        mock.timeline("a", &["success"]);
+        mock.timeline("b", &["success"]);
+        let store = MemoryStore::new();
+        let tracker = Tracker::builder(client(&mock), store.clone())
+            .max_deliveries(3)
+            .handler_retry(Duration::from_secs(1), Duration::from_secs(4))
+            .claim_interval(Duration::from_millis(100))
+            .build();
+        tracker.track(q("a"), json!(null)).await.unwrap();
+        tracker.track(q("b"), json!(null)).await.unwrap();
+        let refuse = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (t, r) = (tracker.clone(), refuse.clone());
+        let run = tokio::spawn(async move {
+            t.run(move |c| {
+                let (tx, r) = (tx.clone(), r.clone());
+                async move {
+                    let id = c.query().img_uuid().to_owned();
+                    let _ = tx.send((id.clone(), c.deliveries()));
+                    if id == "a" && r.load(Ordering::SeqCst) {
+                        return Err::<(), BoxError>(format!("nope #{}", c.deliveries()).into());
+                    }
+                    Ok(())
+                }
+            })
+            .await
+        });
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        let mut seen = Vec::new();
+        while let Ok(s) = rx.try_recv() {
+            seen.push(s);
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                ("a".to_owned(), 1),
+                ("a".to_owned(), 2),
+                ("a".to_owned(), 3),
+                ("b".to_owned(), 1)
+            ],
+            "three deliveries of the failing job, then none"
+        );
+        assert_eq!(
+            tracker.pending().await.unwrap(),
+            0,
+            "a dead job is not pending"
+        );
+        let dead = tracker.dead(10, None).await.unwrap();
+        let dead: Vec<_> = dead
+            .items()
+            .iter()
+            .map(|d| (d.id().to_owned(), d.error().to_owned(), d.deliveries()))
+            .collect();
+        assert_eq!(dead, [("a".to_owned(), "nope #3".to_owned(), 3)]);
+        refuse.store(false, Ordering::SeqCst);
+        assert_eq!(tracker.retry_dead(["a", "b"]).await.unwrap(), 1);
+        assert_eq!(rx.recv().await.unwrap(), ("a".to_owned(), 1));
+        settle().await;
+        assert!(store.is_delivered("a"));
+        assert!(tracker.dead(10, None).await.unwrap().items().is_empty());
+        assert_eq!(
+            mock.count_for("a"),
+            1,
+            "delivered again from the stored outcome"
+        );
+        run.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delivered_jobs_are_listed_in_pages_then_pruned_after_the_retention() {
+        let mock = MockTransport::new();
+        let ids: Vec<String> = (0..5).map(|i| format!("j{i}")).collect();
+        for id in &ids {
+            mock.timeline(id, &["success"]);
+        }
+        let store = MemoryStore::new();
+        let tracker = Tracker::builder(client(&mock), store.clone())
+            .retention(Some(Duration::from_secs(3600)))
+            .build();
+        for id in &ids {
+            tracker.track(q(id), json!(null)).await.unwrap();
+        }
+        let (_rx, run) = spawn_run(&tracker, 0);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let mut pages = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = tracker.delivered(2, cursor).await.unwrap();
+            pages.push(
+                page.items()
+                    .iter()
+                    .map(|d| d.query().img_uuid().to_owned())
+                    .collect::<Vec<_>>(),
+            );
+            match page.next() {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(
+            pages,
+            [vec!["j0", "j1"], vec!["j2", "j3"], vec!["j4"]],
+            "pages of two in the order tracked"
+        );
+        // Pruned every quarter of the retention: still there at 59 min,
+        // gone by 1 h 15 min.
+        tokio::time::sleep(Duration::from_secs(59 * 60)).await;
+        assert_eq!(tracker.delivered(10, None).await.unwrap().items().len(), 5);
+        tokio::time::sleep(Duration::from_secs(16 * 60)).await;
+        assert!(tracker
+            .delivered(10, None)
+            .await
+            .unwrap()
+            .items()
+            .is_empty());
+        run.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn claims_take_no_more_finished_jobs_than_free_handler_slots() {
+        // Three outcomes stored by a worker that died before delivering.
+        let mock = MockTransport::new();
+        for id in ["a", "b", "c"] {
+            mock.timeline(id, &["success"]);
+        }
+        let store = MemoryStore::new();
+        let first = Tracker::builder(client(&mock), store.clone())
+            .worker_id("first")
+            .lease(Duration::from_secs(3))
+            .build();
+        for id in ["a", "b", "c"] {
+            first.track(q(id), json!(null)).await.unwrap();
+        }
+        let f = first.clone();
+        let run = tokio::spawn(async move {
+            f.run(|_| std::future::pending::<Result<(), BoxError>>())
+                .await
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        run.abort();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        // One slot, taken by a handler that never returns: it claims one.
+        let busy = Tracker::builder(client(&mock), store.clone())
+            .worker_id("busy")
+            .max_handlers(1)
+            .build();
+        let b = busy.clone();
+        let run_busy = tokio::spawn(async move {
+            b.run(|_| std::future::pending::<Result<(), BoxError>>())
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let other = Tracker::builder(client(&mock), store.clone())
+            .worker_id("other")
+            .build();
+        let (mut rx, run_other) = spawn_run(&other, 0);
+        let mut got = tokio::time::timeout(Duration::from_secs(10), async {
+            [rx.recv().await.unwrap().id, rx.recv().await.unwrap().id]
+        })
+        .await
+        .expect("the other worker delivers the two left within 10 s");
+        got.sort();
+        assert!(got[0] != got[1], "{got:?}");
+        assert_eq!(mock.request_count(), 3, "outcomes were not polled again");
+        run_busy.abort();
+        run_other.abort();
+    }
+}
+
+mod conformance {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_memory_store_keeps_the_contract() {
+        goenhance_jobs::track::testing::conformance(|| async { MemoryStore::new() }).await;
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_sqlite_store_keeps_the_contract() {
+        let dir = std::env::temp_dir().join(format!("goenhance-conf-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let n = AtomicUsize::new(0);
+        let d = dir.clone();
+        goenhance_jobs::track::testing::conformance(|| {
+            let path = d.join(format!("{}.db", n.fetch_add(1, Ordering::SeqCst)));
+            async move {
+                goenhance_jobs::track::SqliteStore::open(path)
+                    .await
+                    .unwrap()
+            }
+        })
+        .await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -386,3 +386,106 @@ async fn a_schema_newer_than_the_crate_is_refused_without_the_password() {
         "store error: postgres: invalid connection string"
     );
 }
+
+#[cfg(feature = "test-util")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_store_keeps_the_contract() {
+    let cluster = Cluster::start("conformance");
+    let (admin, conn) = tokio_postgres::connect(&cluster.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let admin = std::sync::Arc::new(admin);
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    goenhance_jobs::track::testing::conformance(|| {
+        let db = format!("c{}", n.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+        let (admin, url) = (admin.clone(), cluster.url_of(&db));
+        async move {
+            admin
+                .execute(&format!("CREATE DATABASE {db}"), &[])
+                .await
+                .unwrap();
+            PostgresStore::connect(&url).await.unwrap()
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_of_the_earlier_schema_is_moved_forward() {
+    // A table as the version with per-job leases left it: a job leased to
+    // a worker that is gone, one delivered, one waiting.
+    let cluster = Cluster::start("forward");
+    let (client, conn) = tokio_postgres::connect(&cluster.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(concat!(
+            include_str!("../src/track/migrations/postgres/V1__jobs.sql"),
+            include_str!("../src/track/migrations/postgres/V2__status.sql"),
+            "CREATE TABLE refinery_schema_history (version int4 PRIMARY KEY, name varchar(255), \
+               applied_on varchar(255), checksum varchar(255)); \
+             INSERT INTO goenhance_jobs (id, meta, tracked_at, deadline, due_at, state, \
+               lease_owner, lease_until) VALUES \
+               ('leased', '{}', 1000, 9999999999999, 5000, 0, 'gone', 5000), \
+               ('waiting', '{}', 2000, 9999999999999, 2000, 0, NULL, 0); \
+             INSERT INTO goenhance_jobs (id, meta, tracked_at, deadline, due_at, state, outcome, \
+               deliveries, delivered_at) VALUES \
+               ('done', '{}', 500, 9999999999999, 500, 2, '{\"x\":1}', 1, 3000);"
+        ))
+        .await
+        .unwrap();
+    let runner = {
+        mod embedded {
+            refinery::embed_migrations!("src/track/migrations/postgres");
+        }
+        embedded::migrations::runner()
+    };
+    // Record V1 and V2 as applied, as the earlier version did.
+    for m in runner.get_migrations().iter().filter(|m| m.version() <= 2) {
+        client
+            .execute(
+                "INSERT INTO refinery_schema_history VALUES ($1, $2, $3, $4)",
+                &[
+                    &(m.version() as i32),
+                    &m.name(),
+                    &"2026-01-01T00:00:00Z",
+                    &m.checksum().to_string(),
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    let store = PostgresStore::connect(&cluster.url()).await.unwrap();
+    assert_eq!(store.pending().await.unwrap(), 2);
+    let w = store
+        .register("w", ms(60_000), std::time::SystemTime::now())
+        .await
+        .unwrap();
+    let claimed = store
+        .claim(
+            &w,
+            goenhance_jobs::track::Claim::new(10, 10, 1),
+            std::time::SystemTime::now(),
+        )
+        .await
+        .unwrap();
+    let mut ids: Vec<_> = claimed.jobs.iter().map(|j| j.id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["leased", "waiting"], "leases of the old kind end");
+    let done = store
+        .list(goenhance_jobs::track::Listing::Delivered, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 1);
+    assert_eq!(
+        (done[0].id.as_str(), done[0].outcome.as_deref()),
+        ("done", Some("{\"x\":1}"))
+    );
+    assert_eq!(
+        done[0].ended_at,
+        std::time::UNIX_EPOCH + ms(3000),
+        "delivered jobs end when they were delivered"
+    );
+}

@@ -35,6 +35,7 @@ pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(10);
 /// | deliveries before a job is dead | 25 |
 /// | retention of delivered and dead jobs | 7 days |
 /// | store timeout | 10 s |
+/// | shutdown grace | 30 s |
 pub struct TrackerBuilder {
     client: Client,
     store: Arc<dyn TrackStore>,
@@ -50,6 +51,7 @@ pub struct TrackerBuilder {
     max_deliveries: u32,
     retention: Option<Duration>,
     offset_ms: i64,
+    shutdown_grace: Duration,
 }
 
 impl TrackerBuilder {
@@ -69,6 +71,7 @@ impl TrackerBuilder {
             max_deliveries: DEFAULT_MAX_DELIVERIES,
             retention: Some(DEFAULT_RETENTION),
             offset_ms: 0,
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 
@@ -159,6 +162,13 @@ impl TrackerBuilder {
         self
     }
 
+    /// How long handlers already running may take to finish once
+    /// [`Tracker::run_until`] is asked to stop (default 30 s).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
     /// Makes the tracker.
     pub fn build(self) -> Tracker {
         let worker = self.worker.unwrap_or_else(|| {
@@ -181,6 +191,7 @@ impl TrackerBuilder {
                 max_deliveries: self.max_deliveries,
                 retention: self.retention,
                 offset_ms: self.offset_ms,
+                shutdown_grace: self.shutdown_grace,
                 wake: Notify::new(),
             }),
         }

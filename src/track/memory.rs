@@ -256,13 +256,14 @@ impl TrackStore for MemoryStore {
             if !s.alive(worker, now) {
                 return Claimed::fenced(at);
             }
-            let mut out = Vec::new();
-            for id in s.rows.iter().filter_map(|(id, r)| {
-                (s.holds(worker, r) && r.state < DELIVERED && claim.recover.contains(&r.token))
-                    .then(|| id.clone())
-            }) {
-                out.push(id);
-            }
+            let mut out: Vec<String> = s
+                .rows
+                .iter()
+                .filter(|(_, r)| {
+                    s.holds(worker, r) && r.state < DELIVERED && claim.recover.contains(&r.token)
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
             for (state, limit) in [(WAITING, claim.waiting), (FINISHED, claim.finished)] {
                 let mut due: Vec<(i64, u64, String)> = s
                     .rows

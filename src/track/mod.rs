@@ -83,7 +83,11 @@ mod memory;
 mod outcome;
 mod records;
 mod run;
+mod stop;
 mod store;
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod testing;
 mod tracker;
 mod waits;
 

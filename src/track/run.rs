@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::AbortHandle;
+use futures_util::future::{AbortHandle, BoxFuture};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use serde_json::Value;
@@ -27,25 +27,25 @@ use crate::query::JobQuery;
 pub(crate) struct Held {
     meta: Arc<Value>,
     /// Set while it is being waited on.
-    abort: Option<AbortHandle>,
+    pub(super) abort: Option<AbortHandle>,
 }
 
 /// The state of one [`Tracker::run`](super::Tracker::run).
 pub(crate) struct Run<F> {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
     handler: Arc<F>,
-    heart: Heart,
-    held: HashMap<String, Held>,
+    pub(super) heart: Heart,
+    pub(super) held: HashMap<String, Held>,
     waits: FuturesUnordered<WaitFuture>,
     /// Waits that ended, their outcome not yet stored.
-    finished: Vec<(String, Result<JobDetail, Error>)>,
+    pub(super) finished: Vec<(String, Result<JobDetail, Error>)>,
     /// Stored outcomes whose handler has not started.
-    ready: VecDeque<Completion>,
-    handlers: JoinSet<HandlerEnd>,
+    pub(super) ready: VecDeque<Completion>,
+    pub(super) handlers: JoinSet<HandlerEnd>,
     to_ack: Vec<String>,
     to_retry: Vec<Retry>,
     /// Jobs the run stopped holding, to free in the store.
-    to_release: Vec<String>,
+    pub(super) to_release: Vec<String>,
     claim_due: bool,
     claim_token: u64,
     /// Claims whose answer was lost: their jobs are asked for again.
@@ -59,6 +59,10 @@ pub(crate) struct Run<F> {
     progress_tx: tokio::sync::mpsc::UnboundedSender<(JobQuery, JobStatus, u32)>,
     progress_rx: tokio::sync::mpsc::UnboundedReceiver<(JobQuery, JobStatus, u32)>,
     changes: HashMap<String, (String, Instant, u32)>,
+    /// Resolves when the run is asked to stop (`run_until`).
+    pub(super) stop: Option<BoxFuture<'static, ()>>,
+    /// Set once asked to stop: when running handlers are cancelled.
+    pub(super) stopping: Option<Instant>,
 }
 
 impl<F, Fut> Run<F>
@@ -66,7 +70,11 @@ where
     F: Fn(Completion) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
 {
-    pub(crate) fn new(inner: Arc<Inner>, handler: Arc<F>) -> Self {
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        handler: Arc<F>,
+        stop: Option<BoxFuture<'static, ()>>,
+    ) -> Self {
         let now = Instant::now();
         let (progress_tx, progress_rx) = tokio::sync::mpsc::unbounded_channel();
         Run {
@@ -92,12 +100,21 @@ where
             store_pause: None,
             store_failures: 0,
             learned_saved: Vec::new(),
+            stop,
+            stopping: None,
         }
     }
 
     pub(crate) async fn go(mut self) -> Result<(), Error> {
         self.load_learned().await?;
         loop {
+            if self
+                .stopping
+                .is_some_and(|end| self.handlers.is_empty() || Instant::now() >= end)
+            {
+                self.finish_stop().await;
+                return Ok(());
+            }
             if self.heart.lapsed(Instant::now()) {
                 self.fence("no live heartbeat");
             }
@@ -152,13 +169,22 @@ where
                     .min(self.next_prune),
             };
             let wake_at = wake_at.min(self.heart.fence_at());
+            let wake_at = self.stopping.map_or(wake_at, |end| wake_at.min(end));
+            let stop = &mut self.stop;
+            let stop_asked = async {
+                match stop {
+                    Some(f) => f.await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                () = stop_asked, if self.stopping.is_none() => self.begin_stop(),
                 Some((id, answer)) = self.waits.next(), if !self.waits.is_empty() => {
                     self.on_wait(id, answer);
                 }
                 Some(joined) = self.handlers.join_next(), if !self.handlers.is_empty() => {
                     if let Ok(end) = joined {
-                        self.on_handler(end);
+                        self.on_handler_end(end);
                     }
                 }
                 Some((query, status, polls)) = self.progress_rx.recv() => {
@@ -190,7 +216,7 @@ where
         }
         while let Some(joined) = self.handlers.try_join_next() {
             if let Ok(end) = joined {
-                self.on_handler(end);
+                self.on_handler_end(end);
             }
         }
         while let Ok((query, status, polls)) = self.progress_rx.try_recv() {
@@ -259,11 +285,10 @@ where
         match answer {
             // The scheduler stopped (its runtime is going away): not an
             // end of the job to store. Free it for another worker.
-            Some(Err(e)) if e.is_closed() => {
-                if self.held.remove(&id).is_some() {
-                    self.to_release.push(id);
-                }
+            Some(Err(e)) if e.is_closed() && self.held.remove(&id).is_some() => {
+                self.to_release.push(id);
             }
+            Some(Err(e)) if e.is_closed() => {}
             Some(answer) => {
                 if let Some(h) = self.held.get_mut(&id) {
                     h.abort = None;
@@ -275,7 +300,7 @@ where
         }
     }
 
-    fn on_handler(&mut self, end: HandlerEnd) {
+    pub(super) fn on_handler_end(&mut self, end: HandlerEnd) {
         if !self.held.contains_key(&end.id) {
             // Fenced while it ran: the job is another run's now. A
             // delivery that happened is still recorded.
@@ -307,7 +332,7 @@ where
     /// first and nothing else is tried when it fails; a later step that
     /// fails does not stop the others. Returns the first error; what was
     /// not written stays queued.
-    async fn store_work(&mut self, now: Instant) -> Result<(), Error> {
+    pub(super) async fn store_work(&mut self, now: Instant) -> Result<(), Error> {
         let inner = Arc::clone(&self.inner);
         if !self.heart.registered() || now >= self.heart.next_beat() {
             let saved = self.save_status().await;
@@ -375,7 +400,7 @@ where
                 .await;
             note(r.map(|()| self.to_release.clear()));
         }
-        if self.claim_due || now >= self.next_claim {
+        if self.stopping.is_none() && (self.claim_due || now >= self.next_claim) {
             note(self.claim(&worker).await);
             self.next_claim = now + inner.claim_interval;
         }
@@ -566,7 +591,7 @@ where
     }
 
     fn start_handlers(&mut self) {
-        if !self.heart.live(Instant::now()) {
+        if self.stopping.is_some() || !self.heart.live(Instant::now()) {
             return;
         }
         while self.handlers.len() < self.inner.max_handlers {

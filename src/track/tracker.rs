@@ -45,6 +45,7 @@ pub(crate) struct Inner {
     /// Milliseconds added to this worker's reading of the store's clock
     /// (tests of skewed hosts).
     pub(crate) offset_ms: i64,
+    pub(crate) shutdown_grace: Duration,
     pub(crate) wake: Notify,
 }
 
@@ -211,6 +212,24 @@ impl Tracker {
         Ok(n)
     }
 
+    /// Deletes the delivered and dead jobs that ended longer ago than the
+    /// [retention](super::TrackerBuilder::retention) now (runs do so on
+    /// their own every quarter of it); returns how many. Nothing with no
+    /// retention.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::is_store`] when the store could not delete them.
+    pub async fn prune(&self) -> Result<u64, Error> {
+        let Some(keep) = self.inner.retention else {
+            return Ok(0);
+        };
+        let now = self.inner.now();
+        self.inner
+            .call("prune", self.inner.store.prune(keep, now))
+            .await
+    }
+
     /// Claims jobs, waits on them through the client's scheduler and calls
     /// `handler` for each finished one; runs until the future is dropped.
     ///
@@ -229,7 +248,47 @@ impl Tracker {
         F: Fn(Completion) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
     {
-        Run::new(self.inner.clone(), Arc::new(handler)).go().await
+        Run::new(self.inner.clone(), Arc::new(handler), None)
+            .go()
+            .await
+    }
+
+    /// [`run`](Self::run) until `shutdown` resolves, then stops
+    /// gracefully: no new claims, waits end, handlers already running may
+    /// finish within the [grace period](super::TrackerBuilder::shutdown_grace)
+    /// (then they are cancelled), their acknowledgements are recorded, and
+    /// every job still held is released so that another worker takes it at
+    /// once. Returns `Ok(())` then.
+    ///
+    /// On Kubernetes: resolve `shutdown` on SIGTERM and set the grace
+    /// period a few seconds under the pod's `terminationGracePeriodSeconds`.
+    ///
+    /// ```no_run
+    /// # use goenhance_jobs::track::Tracker;
+    /// # async fn f(tracker: Tracker) -> Result<(), goenhance_jobs::Error> {
+    /// let stop = async {
+    ///     let _ = tokio::signal::ctrl_c().await;
+    /// };
+    /// tracker.run_until(|done| async move { Ok(()) }, stop).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run).
+    pub async fn run_until<F, Fut, S>(&self, handler: F, shutdown: S) -> Result<(), Error>
+    where
+        F: Fn(Completion) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+        S: Future<Output = ()> + Send + 'static,
+    {
+        Run::new(
+            self.inner.clone(),
+            Arc::new(handler),
+            Some(Box::pin(shutdown)),
+        )
+        .go()
+        .await
     }
 }
 

@@ -82,6 +82,11 @@ pub(crate) struct WaitArgs {
     #[arg(long, value_name = "FILE")]
     pub(crate) state: Option<std::path::PathBuf>,
 
+    /// With --state: keep the results of done jobs in the file this long
+    /// (e.g. 12h, 7d), printed by every run until then, then pruned.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "7d", requires = "state")]
+    pub(crate) keep: Duration,
+
     /// Also read job ids from standard input, one a line (blank lines are
     /// skipped, surrounding whitespace trimmed).
     #[arg(long)]

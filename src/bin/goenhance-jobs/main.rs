@@ -123,7 +123,13 @@ async fn wait(args: WaitArgs) -> u8 {
         Err(code) => return code,
     };
     if let Some(path) = &args.state {
-        return state::wait(path, client, queries, args.out.output).await;
+        let run = state::StateRun {
+            path,
+            download: args.download.as_deref(),
+            keep: args.keep,
+            format: args.out.output,
+        };
+        return state::wait(run, client, queries).await;
     }
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
     let live = live_display(args.out.output).then(|| Live::new(&ids));
