@@ -1,7 +1,9 @@
-//! Store faults injected inside a worker: a [`TrackStore`] wrapper with a
-//! seeded plan, like the proxy's. Faults come one at a time, the next due
-//! a drawn gap after the last, on the next write (`register`, `heartbeat`,
-//! `claim`, `complete`, `save_status`, `ack`, `retry`, `release`):
+//! Store faults injected inside a worker by a seeded plan, through the
+//! tracker's [`FaultyStore`]: this wrapper decides when (as the proxy
+//! does: one at a time, the next due a drawn gap after the last, on the
+//! next write: `register`, `heartbeat`, `claim`, `complete`,
+//! `save_status`, `ack`, `retry`, `release`) and which, tells the
+//! `FaultyStore` to inject it into that call, and logs it:
 //!
 //! - `commit-error`: the write is done, then an error is answered (a reply
 //!   lost after the commit);
@@ -16,11 +18,11 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use goenhance_jobs::track::testing::{Fault, FaultyStore, Operation};
 use goenhance_jobs::track::{
     Claim, Claimed, EndedJob, Finished, Learned, Listing, NewJob, Retry, StatusChange, StoreFuture,
     TrackStore, WorkerId,
 };
-use goenhance_jobs::{Error, JobQuery};
 
 use super::{now_ms, WorkerEnv};
 
@@ -46,7 +48,7 @@ struct Plan {
 /// A store whose writes fail by a seeded plan.
 #[derive(Clone)]
 pub struct Faulty<S> {
-    inner: S,
+    inner: FaultyStore<S>,
     plan: Arc<Mutex<Plan>>,
 }
 
@@ -54,11 +56,6 @@ impl<S> std::fmt::Debug for Faulty<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Faulty")
     }
-}
-
-/// An error like the store's own, for injected failures.
-fn injected() -> Error {
-    JobQuery::new("injected store fault").unwrap_err()
 }
 
 impl<S: TrackStore> Faulty<S> {
@@ -117,7 +114,7 @@ impl<S: TrackStore> Faulty<S> {
             .unwrap();
         let due_ms = now_ms() + faults.first().map_or(0, |f| f.0.as_millis() as u64);
         Faulty {
-            inner,
+            inner: FaultyStore::new(inner),
             plan: Arc::new(Mutex::new(Plan {
                 faults,
                 next: 0,
@@ -129,48 +126,36 @@ impl<S: TrackStore> Faulty<S> {
         }
     }
 
-    /// The fault for this write, if one is due; logged as injected.
-    fn take(&self, op: &str) -> Option<Kind> {
+    /// Injects the fault of the plan into this call of `op`, if one is
+    /// due; logs it.
+    fn take(&self, op: Operation) {
         let mut p = self.plan.lock().unwrap();
         let now = now_ms();
         if p.next >= p.faults.len() || now < p.due_ms || now >= p.until_ms {
-            return None;
+            return;
         }
         let kind = p.faults[p.next].1;
         p.next += 1;
-        let (name, ms) = match kind {
-            Kind::CommitError => ("commit-error", 0),
-            Kind::Error => ("error", 0),
-            Kind::Hang(d) => ("hang", d.as_millis() as u64),
+        let (name, ms, fault) = match kind {
+            Kind::CommitError => ("commit-error", 0, Fault::CommitThenError),
+            Kind::Error => ("error", 0, Fault::Error),
+            Kind::Hang(d) => ("hang", d.as_millis() as u64, Fault::Hang(d)),
         };
-        let line = format!("{now} {} {name} {op} {ms}\n", p.worker);
+        self.inner.inject(op, fault, 1);
+        let line = format!("{now} {} {name} {op:?} {ms}\n", p.worker);
         p.log.write_all(line.as_bytes()).unwrap();
         if let Some(next) = p.faults.get(p.next) {
             p.due_ms = now + ms + next.0.as_millis() as u64;
         }
-        Some(kind)
     }
 
-    fn write<'a, T: Send + 'a>(
+    fn write<'a, T>(
         &'a self,
-        op: &'static str,
-        call: StoreFuture<'a, T>,
+        op: Operation,
+        call: impl FnOnce(&'a FaultyStore<S>) -> StoreFuture<'a, T>,
     ) -> StoreFuture<'a, T> {
-        let fault = self.take(op);
-        Box::pin(async move {
-            match fault {
-                None => call.await,
-                Some(Kind::Error) => Err(injected()),
-                Some(Kind::CommitError) => {
-                    let _ = call.await;
-                    Err(injected())
-                }
-                Some(Kind::Hang(d)) => {
-                    tokio::time::sleep(d).await;
-                    call.await
-                }
-            }
-        })
+        self.take(op);
+        call(&self.inner)
     }
 }
 
@@ -189,7 +174,7 @@ impl<S: TrackStore> TrackStore for Faulty<S> {
         lease: Duration,
         now: SystemTime,
     ) -> StoreFuture<'a, WorkerId> {
-        self.write("register", self.inner.register(name, lease, now))
+        self.write(Operation::Register, |s| s.register(name, lease, now))
     }
 
     fn heartbeat<'a>(
@@ -198,7 +183,7 @@ impl<S: TrackStore> TrackStore for Faulty<S> {
         lease: Duration,
         now: SystemTime,
     ) -> StoreFuture<'a, bool> {
-        self.write("heartbeat", self.inner.heartbeat(worker, lease, now))
+        self.write(Operation::Heartbeat, |s| s.heartbeat(worker, lease, now))
     }
 
     fn claim<'a>(
@@ -207,7 +192,7 @@ impl<S: TrackStore> TrackStore for Faulty<S> {
         claim: Claim,
         now: SystemTime,
     ) -> StoreFuture<'a, Claimed> {
-        self.write("claim", self.inner.claim(worker, claim, now))
+        self.write(Operation::Claim, |s| s.claim(worker, claim, now))
     }
 
     fn complete<'a>(
@@ -216,7 +201,7 @@ impl<S: TrackStore> TrackStore for Faulty<S> {
         jobs: Vec<Finished>,
         now: SystemTime,
     ) -> StoreFuture<'a, Vec<(String, u32)>> {
-        self.write("complete", self.inner.complete(worker, jobs, now))
+        self.write(Operation::Complete, |s| s.complete(worker, jobs, now))
     }
 
     fn save_status<'a>(
@@ -225,11 +210,11 @@ impl<S: TrackStore> TrackStore for Faulty<S> {
         jobs: Vec<StatusChange>,
         now: SystemTime,
     ) -> StoreFuture<'a, ()> {
-        self.write("save_status", self.inner.save_status(worker, jobs, now))
+        self.write(Operation::SaveStatus, |s| s.save_status(worker, jobs, now))
     }
 
     fn ack(&self, ids: Vec<String>, now: SystemTime) -> StoreFuture<'_, ()> {
-        self.write("ack", self.inner.ack(ids, now))
+        self.write(Operation::Ack, |s| s.ack(ids, now))
     }
 
     fn retry<'a>(
@@ -238,11 +223,11 @@ impl<S: TrackStore> TrackStore for Faulty<S> {
         jobs: Vec<Retry>,
         now: SystemTime,
     ) -> StoreFuture<'a, ()> {
-        self.write("retry", self.inner.retry(worker, jobs, now))
+        self.write(Operation::Retry, |s| s.retry(worker, jobs, now))
     }
 
     fn release<'a>(&'a self, worker: &'a WorkerId, ids: Vec<String>) -> StoreFuture<'a, ()> {
-        self.write("release", self.inner.release(worker, ids))
+        self.write(Operation::Release, |s| s.release(worker, ids))
     }
 
     fn retry_dead(&self, ids: Vec<String>, now: SystemTime) -> StoreFuture<'_, u64> {
