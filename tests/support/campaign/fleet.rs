@@ -82,7 +82,7 @@ where
             other_faults.push((fresh.started_ms, "restart".to_owned()));
             procs[victim] = fresh;
             killed = true;
-            eprintln!("killed worker {victim} (pid {pid}) at {} ms", at - t0);
+            println!("killed worker {victim} (pid {pid}) at {} ms", at - t0);
         }
         for p in &mut procs {
             if let Some(status) = p.exited() {
@@ -100,7 +100,7 @@ where
             break;
         }
         if now >= give_up {
-            eprintln!(
+            println!(
                 "the run did not end by {} ms: checking what happened",
                 now - t0
             );
@@ -144,15 +144,12 @@ where
     }
 }
 
-/// Panics with the seed and every failure, unless there are none; asserts
-/// that each kind in `kinds` was injected at least `at_least` times.
-pub fn assert_clean(s: &Settings, out: &Outcome, kinds: &[&str], at_least: usize) {
+/// Panics with the seed, every failure and the folder of the logs (kept),
+/// unless there are none; asserts that each kind in `kinds` was injected at
+/// least `at_least` times.
+pub fn assert_clean(s: &Settings, out: &Outcome, kinds: &[&str], at_least: usize, dir: &Path) {
     let v = &out.verdict;
     println!(
-        "campaign seed {}: {} in {} ms",
-        s.seed, v.summary, out.millis
-    );
-    eprintln!(
         "campaign seed {}: {} in {} ms",
         s.seed, v.summary, out.millis
     );
@@ -167,10 +164,11 @@ pub fn assert_clean(s: &Settings, out: &Outcome, kinds: &[&str], at_least: usize
     }
     assert!(
         failures.is_empty(),
-        "campaign seed: {} (replay with CAMPAIGN_SEED={}) failed:\n- {}\n{}",
+        "campaign seed: {} (replay with CAMPAIGN_SEED={}) failed:\n- {}\n{}\nlogs in {}",
         s.seed,
         s.seed,
         failures.join("\n- "),
-        v.summary
+        v.summary,
+        dir.display()
     );
 }

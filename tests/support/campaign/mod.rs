@@ -68,7 +68,6 @@ impl Settings {
             .map(|s| s.trim().parse().expect("CAMPAIGN_SCALE is a number"))
             .unwrap_or(1.0);
         println!("campaign seed: {seed}");
-        eprintln!("campaign seed: {seed}");
         let scaled = |n: f64| (n * scale).round().max(1.0);
         Settings {
             seed,
