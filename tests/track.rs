@@ -737,6 +737,119 @@ mod sqlite {
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn rows_that_cannot_be_read_are_dead_with_the_reason() {
+        let path = temp_db("corrupt");
+        let mock = MockTransport::new();
+        mock.timeline("good", &["success"]);
+        let store = SqliteStore::open(&path).await.unwrap();
+        let tracker = Tracker::builder(client(&mock), store.clone())
+            .claim_interval(Duration::from_millis(100))
+            .build();
+        tracker.track(q("good"), json!(null)).await.unwrap();
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "INSERT INTO goenhance_jobs (id, meta, tracked_at, deadline, due_at, state) \
+                   VALUES ('bad id', '{}', 0, 9999999999999, 0, 0); \
+                 INSERT INTO goenhance_jobs (id, meta, tracked_at, deadline, due_at, state, \
+                   outcome, deliveries) VALUES ('torn', '{}', 0, 9999999999999, 0, 1, '{\"det', 1);",
+            )
+            .unwrap();
+        }
+        let (mut rx, run) = spawn_run(&tracker, 0);
+        let s = rx.recv().await.unwrap();
+        assert_eq!(
+            (s.id.as_str(), s.status),
+            ("good", Ok(JobStatus::Succeeded))
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(rx.try_recv().is_err(), "nothing else delivered");
+        let dead = tracker.dead(10, None).await.unwrap();
+        let dead: Vec<(String, String)> = dead
+            .items()
+            .iter()
+            .map(|d| (d.id().to_owned(), d.error().to_owned()))
+            .collect();
+        assert_eq!(
+            dead,
+            [
+                (
+                    "bad id".to_owned(),
+                    "the stored id cannot be read: invalid input: \
+                     job id has a character outside [A-Za-z0-9._~-] at byte 3"
+                        .to_owned()
+                ),
+                (
+                    "torn".to_owned(),
+                    "the stored outcome is not valid json: \
+                     EOF while parsing a string at line 1 column 5"
+                        .to_owned()
+                ),
+            ]
+        );
+        assert_eq!(tracker.pending().await.unwrap(), 0);
+        run.abort();
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_job_is_looked_up_while_waiting_and_after_a_restart() {
+        use goenhance_jobs::track::JobState;
+        let path = temp_db("lookup");
+        let mock = MockTransport::new();
+        mock.timeline("a", &["pending", "processing", "processing", "success"]);
+        let store = SqliteStore::open(&path).await.unwrap();
+        let tracker = Tracker::builder(client(&mock), store)
+            .lease(Duration::from_secs(3))
+            .build();
+        tracker.track(q("a"), json!({"user": 7})).await.unwrap();
+        assert!(tracker.job(&q("nope")).await.unwrap().is_none());
+        let (mut rx, run) = spawn_run(&tracker, 0);
+        // Polled at 0, 1 s and 2 s; the status is saved with the heartbeat
+        // at 2 s.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let a = tracker.job(&q("a")).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                a.state(),
+                a.last_status().map(|(s, _)| s.clone()),
+                a.polls(),
+                a.meta().clone(),
+                a.detail().is_none()
+            ),
+            (
+                JobState::Waiting,
+                Some(JobStatus::Processing),
+                2,
+                json!({"user": 7}),
+                true
+            )
+        );
+        rx.recv().await.unwrap();
+        settle().await;
+        run.abort();
+        drop(tracker);
+        let store = SqliteStore::open(&path).await.unwrap();
+        let tracker = Tracker::builder(client(&mock), store).build();
+        let a = tracker.job(&q("a")).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                a.state(),
+                a.deliveries(),
+                a.detail().map(|d| d.map(|d| d.status().clone()).ok()),
+                a.ended_at().is_some()
+            ),
+            (
+                JobState::Delivered,
+                1,
+                Some(Some(JobStatus::Succeeded)),
+                true
+            )
+        );
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
     #[tokio::test]
     async fn a_schema_newer_than_the_crate_is_refused() {
         let path = temp_db("newer");
@@ -1222,5 +1335,46 @@ mod conformance {
         })
         .await;
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+mod heartbeats {
+    use super::*;
+
+    /// Store operations in a minute of steady waiting with `n` jobs held.
+    async fn statements_per_minute_holding(n: usize) -> u64 {
+        let mock = MockTransport::new();
+        let store = MemoryStore::new();
+        let client = mock_client(&mock)
+            .poll_policy(PollPolicy::fixed(Duration::from_secs(1)))
+            .wait_timeout(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        let tracker = Tracker::builder(client, store.clone())
+            .lease(Duration::from_secs(30))
+            .build();
+        for i in 0..n {
+            let id = format!("j{i}");
+            mock.timeline(&id, &["pending"; 100]);
+            tracker.track(q(&id), json!(null)).await.unwrap();
+        }
+        let (_rx, run) = spawn_run(&tracker, 0);
+        // Claimed and polled; every status saved once.
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let before = store.statements();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let during = store.statements() - before;
+        run.abort();
+        during
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn store_writes_do_not_grow_with_the_jobs_held() {
+        // A heartbeat every 10 s and a claim every second, whether the
+        // worker holds 10 jobs or 2,000.
+        let few = statements_per_minute_holding(10).await;
+        let many = statements_per_minute_holding(2_000).await;
+        assert_eq!(few, many);
+        assert_eq!(few, 6 + 60, "six heartbeats and sixty claims a minute");
     }
 }

@@ -75,9 +75,10 @@ impl TrackerBuilder {
         }
     }
 
-    /// How long a claimed job stays this worker's without a renewal
-    /// (default 30 s); one heartbeat every third of it keeps
-    /// them all.
+    /// How long this worker's jobs stay its own without a heartbeat
+    /// (default 30 s); one heartbeat every third of it keeps them all,
+    /// and the worker stops by itself five sixths of it after the last one
+    /// it could write.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease.max(Duration::from_millis(30));
         self

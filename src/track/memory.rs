@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use super::clock::tokio_wall;
 use super::store::{
-    dur_ms, from_ms, to_ms, Claim, Claimed, ClaimedJob, EndedJob, Finished, Learned, Listing,
-    NewJob, Retry, StatusChange, StoreFuture, TrackStore, WorkerId,
+    dur_ms, from_ms, to_ms, Claim, Claimed, ClaimedJob, EndedJob, Finished, JobState, Learned,
+    Listing, NewJob, Retry, StatusChange, StoreFuture, StoredJob, TrackStore, WorkerId,
 };
 use crate::error::Error;
 
@@ -464,6 +464,30 @@ impl TrackStore for MemoryStore {
                     )
                 })
                 .collect()
+        })
+    }
+
+    fn job(&self, id: &str) -> StoreFuture<'_, Option<StoredJob>> {
+        let id = id.to_owned();
+        self.with(move |s| {
+            s.rows.get(&id).map(|r| {
+                let mut job = StoredJob::new(
+                    id.clone(),
+                    r.meta.clone(),
+                    JobState::from_code(i64::from(r.state)),
+                    from_ms(r.tracked_at),
+                    from_ms(r.deadline),
+                )
+                .with_outcome(r.outcome.clone(), r.deliveries)
+                .with_end(
+                    r.error.clone(),
+                    (r.state >= DELIVERED).then(|| from_ms(r.ended_at)),
+                );
+                if let Some((st, at, polls)) = &r.last {
+                    job = job.with_last_status(st.clone(), from_ms(*at), *polls);
+                }
+                job
+            })
         })
     }
 

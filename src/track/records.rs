@@ -357,3 +357,105 @@ impl Learned {
         (self.job_type.clone(), self.samples, self.mean, self.m2)
     }
 }
+
+/// Where a job is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum JobState {
+    /// To be polled.
+    Waiting,
+    /// Its outcome stored, its delivery not yet recorded.
+    Finished,
+    /// Delivered.
+    Delivered,
+    /// Its handler failed too often, or its row could not be read.
+    Dead,
+}
+
+impl JobState {
+    /// The state of a stored number (0 waiting, 1 finished, 2 delivered,
+    /// 3 dead), as the crate's stores keep it.
+    pub(crate) fn from_code(code: i64) -> JobState {
+        match code {
+            0 => JobState::Waiting,
+            1 => JobState::Finished,
+            2 => JobState::Delivered,
+            _ => JobState::Dead,
+        }
+    }
+}
+
+/// One job as stored, for [`TrackStore::job`](super::TrackStore::job).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoredJob {
+    /// The job id.
+    pub id: String,
+    /// The metadata given when it was first tracked, as JSON text.
+    pub meta: String,
+    /// Where it is.
+    pub state: JobState,
+    /// When it was first tracked (the store's clock).
+    pub tracked_at: SystemTime,
+    /// When its wait ends (the store's clock).
+    pub deadline: SystemTime,
+    /// Its stored outcome, once finished.
+    pub outcome: Option<String>,
+    /// Deliveries started.
+    pub deliveries: u32,
+    /// The last status seen, when it was first seen, and the polls then.
+    pub last_status: Option<(String, SystemTime, u32)>,
+    /// The last handler error, or why the row could not be read.
+    pub error: Option<String>,
+    /// When it was delivered or died.
+    pub ended_at: Option<SystemTime>,
+}
+
+impl StoredJob {
+    /// A stored job with no outcome, status, error or end yet.
+    pub fn new(
+        id: impl Into<String>,
+        meta: impl Into<String>,
+        state: JobState,
+        tracked_at: SystemTime,
+        deadline: SystemTime,
+    ) -> StoredJob {
+        StoredJob {
+            id: id.into(),
+            meta: meta.into(),
+            state,
+            tracked_at,
+            deadline,
+            outcome: None,
+            deliveries: 0,
+            last_status: None,
+            error: None,
+            ended_at: None,
+        }
+    }
+
+    /// Its outcome (if any) and deliveries.
+    pub fn with_outcome(mut self, outcome: Option<String>, deliveries: u32) -> StoredJob {
+        self.outcome = outcome;
+        self.deliveries = deliveries;
+        self
+    }
+
+    /// The last status seen.
+    pub fn with_last_status(
+        mut self,
+        status: impl Into<String>,
+        since: SystemTime,
+        polls: u32,
+    ) -> Self {
+        self.last_status = Some((status.into(), since, polls));
+        self
+    }
+
+    /// Its last error and when it ended.
+    pub fn with_end(mut self, error: Option<String>, ended_at: Option<SystemTime>) -> StoredJob {
+        self.error = error;
+        self.ended_at = ended_at;
+        self
+    }
+}

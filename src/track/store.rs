@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 use futures_util::future::BoxFuture;
 
 pub use super::records::{
-    Claim, Claimed, ClaimedJob, EndedJob, Finished, Learned, Listing, NewJob, Retry, StatusChange,
-    WorkerId,
+    Claim, Claimed, ClaimedJob, EndedJob, Finished, JobState, Learned, Listing, NewJob, Retry,
+    StatusChange, StoredJob, WorkerId,
 };
 use crate::error::Error;
 
@@ -161,6 +161,16 @@ pub trait TrackStore: fmt::Debug + Send + Sync + 'static {
         after: Option<u64>,
         limit: usize,
     ) -> StoreFuture<'_, Vec<EndedJob>>;
+
+    /// One job by id, as stored: one indexed read; `None` for an id never
+    /// tracked (or pruned). Stores that cannot look one job up answer with
+    /// an error.
+    fn job(&self, id: &str) -> StoreFuture<'_, Option<StoredJob>> {
+        let _ = id;
+        Box::pin(std::future::ready(Err(Error::store(
+            "this store cannot look up one job",
+        ))))
+    }
 
     /// What the poll schedule learned, as last saved.
     fn load_learned(&self) -> StoreFuture<'_, Vec<Learned>>;

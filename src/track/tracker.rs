@@ -13,13 +13,13 @@ use super::listing::{DeadJob, DeliveredJob, Page};
 use super::outcome;
 use super::run::Run;
 use super::store::{Listing, NewJob, TrackStore};
-use super::Completion;
+use super::{Completion, TrackedJob};
 use crate::client::Client;
 use crate::error::{BoxError, Error};
 use crate::query::JobQuery;
 
 /// Follows jobs durably through a [`TrackStore`]: see the [module
-/// docs](self).
+/// docs](super).
 ///
 /// Cheap to clone; clones share the store, the client and the worker name.
 #[derive(Clone)]
@@ -100,6 +100,21 @@ impl Tracker {
             .await?;
         self.inner.wake.notify_one();
         Ok(())
+    }
+
+    /// What the store knows of one job (its state, last status, polls,
+    /// deadline, deliveries, outcome and last error): one indexed read,
+    /// nothing polled. `None` for a job never tracked, or pruned.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::is_store`] when the store could not be read.
+    pub async fn job(&self, query: &JobQuery) -> Result<Option<TrackedJob>, Error> {
+        let row = self
+            .inner
+            .call("job", self.inner.store.job(query.img_uuid()))
+            .await?;
+        Ok(row.map(|r| TrackedJob::from_stored(query.clone(), r)))
     }
 
     /// Jobs tracked and neither delivered nor dead (by any worker).

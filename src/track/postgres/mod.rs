@@ -29,16 +29,21 @@ const INSERT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 type Inserts = (Vec<NewJob>, oneshot::Sender<Result<(), Error>>);
 
-/// Tracked jobs in PostgreSQL: workers that share it split the jobs by
-/// leases.
+/// Tracked jobs in PostgreSQL: workers that share it split the jobs
+/// between them.
 ///
 /// Claims take due jobs with `SELECT … FOR UPDATE SKIP LOCKED`, so two
-/// workers never claim the same job; leases are renewed while held and a
-/// dead worker's jobs are taken over once its leases lapse. Every operation
-/// is one statement for a whole batch (ids as arrays), and `track` calls
-/// that come together share one `INSERT`. A lost connection (a restarted
-/// server) is made again on the next operation; until then operations fail
-/// with [`Error::is_store`] and the tracker retries them.
+/// workers never claim the same job; each worker keeps one heartbeat row
+/// alive, and a dead worker's jobs are taken over once its heartbeat
+/// lapses. Every time that decides ownership (heartbeats, when a job is
+/// due, deadlines) is the database's `now()`: the clocks of the workers'
+/// hosts do not matter. Every operation is one statement for a whole batch
+/// (ids as arrays), and `track` calls that come together share one
+/// `INSERT`. A lost connection (a restarted server) is made again on the
+/// next operation, and so is one whose statement was given up on (the
+/// tracker's store timeout), so a connection that hangs is never used
+/// again; until then operations fail with [`Error::is_store`] and the
+/// tracker retries them.
 ///
 /// The connection string is never shown: `Debug` and errors name only the
 /// host, port and database.

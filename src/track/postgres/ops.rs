@@ -9,8 +9,8 @@ use tokio_postgres::Row;
 use super::{Inner, PostgresStore};
 use crate::error::Error;
 use crate::track::store::{
-    dur_ms, from_ms, Claim, Claimed, ClaimedJob, EndedJob, Finished, Learned, Listing, NewJob,
-    Retry, StatusChange, StoreFuture, TrackStore, WorkerId,
+    dur_ms, from_ms, Claim, Claimed, ClaimedJob, EndedJob, Finished, JobState, Learned, Listing,
+    NewJob, Retry, StatusChange, StoreFuture, StoredJob, TrackStore, WorkerId,
 };
 
 /// The database's clock in milliseconds since the Unix epoch.
@@ -413,6 +413,45 @@ impl TrackStore for PostgresStore {
                     .with(r.get(2), r.get(3), u32_of(r.get(4)))
                 })
                 .collect())
+        })
+    }
+
+    fn job(&self, id: &str) -> StoreFuture<'_, Option<StoredJob>> {
+        let id = id.to_owned();
+        Box::pin(async move {
+            let rows = self
+                .inner
+                .query(
+                    "SELECT id, meta, state, tracked_at, deadline, outcome, deliveries, \
+                       last_status, last_change, last_polls, last_error, ended_at \
+                     FROM goenhance_jobs WHERE id = $1",
+                    &[&id],
+                )
+                .await?;
+            Ok(rows.first().map(|r| {
+                let state = JobState::from_code(i64::from(r.get::<_, i16>(2)));
+                let mut job = StoredJob::new(
+                    r.get::<_, String>(0),
+                    r.get::<_, String>(1),
+                    state,
+                    from_ms(r.get(3)),
+                    from_ms(r.get(4)),
+                )
+                .with_outcome(r.get(5), u32_of(r.get(6)))
+                .with_end(
+                    r.get(10),
+                    r.get::<_, Option<i64>>(11)
+                        .filter(|_| matches!(state, JobState::Delivered | JobState::Dead))
+                        .map(from_ms),
+                );
+                if let (Some(s), Some(at)) =
+                    (r.get::<_, Option<String>>(7), r.get::<_, Option<i64>>(8))
+                {
+                    let polls = r.get::<_, Option<i32>>(9).map_or(0, u32_of);
+                    job = job.with_last_status(s, from_ms(at), polls);
+                }
+                job
+            }))
         })
     }
 

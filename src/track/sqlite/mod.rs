@@ -36,6 +36,12 @@ enum Op {
 /// a delivery). One thread owns the
 /// connection; the schema is created and migrated by [`open`](Self::open).
 ///
+/// Several processes may share a file: each waits for the others' locks
+/// (the busy timeout is set before anything else), and the schema is read
+/// and migrated inside one exclusive transaction, so processes opening a
+/// new or old file at once all succeed. Times are the system's wall clock,
+/// read at each operation.
+///
 /// ```
 /// use goenhance_jobs::track::{SqliteStore, TrackStore};
 ///
@@ -73,12 +79,13 @@ fn to_u32(v: i64) -> u32 {
 }
 
 impl SqliteStore {
-    /// Opens (or creates) the store in the file at `path`, and brings its
-    /// schema to this crate's version.
+    /// Opens (or creates) the store in the file at `path`, its folder
+    /// included, and brings its schema to this crate's version.
     ///
     /// # Errors
     ///
-    /// [`Error::is_store`]: the file cannot be opened, or it holds a
+    /// [`Error::is_store`]: the folder cannot be made (the error names
+    /// it), the file cannot be opened, or it holds a
     /// schema newer than this crate (written by a later version), or a
     /// migration failed.
     pub async fn open(path: impl AsRef<Path>) -> Result<SqliteStore, Error> {

@@ -8,8 +8,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::{sql_err, to_u32, SqliteStore};
 use crate::track::store::{
-    dur_ms, from_ms, to_ms, Claim, Claimed, ClaimedJob, EndedJob, Finished, Learned, Listing,
-    NewJob, Retry, StatusChange, StoreFuture, TrackStore, WorkerId,
+    dur_ms, from_ms, to_ms, Claim, Claimed, ClaimedJob, EndedJob, Finished, JobState, Learned,
+    Listing, NewJob, Retry, StatusChange, StoreFuture, StoredJob, TrackStore, WorkerId,
 };
 
 /// Jobs as claims hand them out.
@@ -438,6 +438,47 @@ impl TrackStore for SqliteStore {
                 })
                 .map_err(sql_err)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(sql_err)
+        })
+    }
+
+    fn job(&self, id: &str) -> StoreFuture<'_, Option<StoredJob>> {
+        let id = id.to_owned();
+        self.run(move |conn, count| {
+            count.fetch_add(1, Ordering::Relaxed);
+            conn.prepare_cached(
+                "SELECT id, meta, state, tracked_at, deadline, outcome, deliveries, \
+                   last_status, last_change, last_polls, last_error, ended_at \
+                 FROM goenhance_jobs WHERE id = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![id], |r| {
+                    let state = JobState::from_code(r.get(2)?);
+                    let mut job = StoredJob::new(
+                        text(r, 0),
+                        text(r, 1),
+                        state,
+                        from_ms(r.get(3)?),
+                        from_ms(r.get(4)?),
+                    )
+                    .with_outcome(r.get(5).ok().flatten(), to_u32(r.get(6)?))
+                    .with_end(
+                        r.get(10).ok().flatten(),
+                        r.get::<_, Option<i64>>(11)?
+                            .filter(|_| matches!(state, JobState::Delivered | JobState::Dead))
+                            .map(from_ms),
+                    );
+                    if let (Some(s), Some(at)) = (
+                        r.get::<_, Option<String>>(7).ok().flatten(),
+                        r.get::<_, Option<i64>>(8).ok().flatten(),
+                    ) {
+                        let polls = r.get::<_, Option<i64>>(9).ok().flatten().unwrap_or(0);
+                        job = job.with_last_status(s, from_ms(at), to_u32(polls));
+                    }
+                    Ok(job)
+                })
+                .optional()
+            })
+            .map_err(sql_err)
         })
     }
 

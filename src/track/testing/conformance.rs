@@ -4,7 +4,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::track::store::{
-    Claim, Claimed, Finished, Learned, Listing, NewJob, Retry, StatusChange, TrackStore, WorkerId,
+    Claim, Claimed, Finished, JobState, Learned, Listing, NewJob, Retry, StatusChange, TrackStore,
+    WorkerId,
 };
 
 const LONG: Duration = Duration::from_secs(60);
@@ -74,6 +75,7 @@ where
     the_last_status_is_kept(&make().await).await;
     ended_jobs_are_pruned_after_the_retention(&make().await).await;
     learned_comes_back(&make().await).await;
+    one_job_is_looked_up_in_every_state(&make().await).await;
 }
 
 async fn first_insert_wins<S: TrackStore>(s: &S) {
@@ -401,5 +403,49 @@ async fn learned_comes_back<S: TrackStore>(s: &S) {
         s.load_learned().await.unwrap(),
         vec![m],
         "what was learned comes back as last saved, one row a type"
+    );
+}
+
+async fn one_job_is_looked_up_in_every_state<S: TrackStore>(s: &S) {
+    s.insert(vec![job("a", "{\"n\":1}"), job("b", "{}")], s.now())
+        .await
+        .unwrap();
+    assert!(
+        s.job("zz").await.unwrap().is_none(),
+        "an unknown id is None"
+    );
+    let a = s.job("a").await.unwrap().expect("a tracked job is found");
+    assert_eq!(
+        (a.id.as_str(), a.meta.as_str(), a.state, a.deliveries),
+        ("a", "{\"n\":1}", JobState::Waiting, 0)
+    );
+    assert_eq!(a.deadline.duration_since(a.tracked_at).ok(), Some(LONG));
+    assert!(a.outcome.is_none() && a.ended_at.is_none() && a.last_status.is_none());
+    let w = register(s, "w", LONG).await;
+    claim(s, &w, 10, 10).await;
+    let change = StatusChange::new("a", "processing", Duration::ZERO, 3);
+    s.save_status(&w, vec![change], s.now()).await.unwrap();
+    let a = s.job("a").await.unwrap().unwrap();
+    let (status, _, polls) = a.last_status.expect("the saved status");
+    assert_eq!((status.as_str(), polls), ("processing", 3));
+    s.complete(&w, vec![Finished::new("b", "out")], s.now())
+        .await
+        .unwrap();
+    let b = s.job("b").await.unwrap().unwrap();
+    assert_eq!(
+        (b.state, b.outcome.as_deref(), b.deliveries),
+        (JobState::Finished, Some("out"), 1)
+    );
+    s.ack(strs(&["b"]), s.now()).await.unwrap();
+    let b = s.job("b").await.unwrap().unwrap();
+    assert_eq!(b.state, JobState::Delivered);
+    assert!(b.ended_at.is_some(), "a delivered job has ended");
+    s.retry(&w, vec![Retry::dead("a", "gone wrong")], s.now())
+        .await
+        .unwrap();
+    let a = s.job("a").await.unwrap().unwrap();
+    assert_eq!(
+        (a.state, a.error.as_deref()),
+        (JobState::Dead, Some("gone wrong"))
     );
 }
