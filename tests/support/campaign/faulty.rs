@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 use goenhance_jobs::track::testing::{Fault, FaultyStore, Operation};
 use goenhance_jobs::track::{
     Claim, Claimed, EndedJob, Finished, Learned, Listing, NewJob, Retry, StatusChange, StoreFuture,
-    TrackStore, WorkerId,
+    StoredJob, TrackStore, WorkerId,
 };
 
 use super::{now_ms, WorkerEnv};
@@ -249,6 +249,10 @@ impl<S: TrackStore> TrackStore for Faulty<S> {
         limit: usize,
     ) -> StoreFuture<'_, Vec<EndedJob>> {
         self.inner.list(listing, after, limit)
+    }
+
+    fn job(&self, id: &str) -> StoreFuture<'_, Option<StoredJob>> {
+        self.inner.job(id)
     }
 
     fn load_learned(&self) -> StoreFuture<'_, Vec<Learned>> {
