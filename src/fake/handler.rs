@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use super::body::FakeBody;
 use super::fault::{Fault, FaultPlan, Garbage, RetryAfter};
+use super::log::RequestLog;
 use super::timeline::{JobState, Timeline};
 
 const DETAIL_PATH: &str = "/api/v1/jobs/detail";
@@ -22,6 +23,9 @@ const JSON: &str = "application/json";
 pub(super) struct Shared {
     pub(super) api_key: String,
     pub(super) prefix: String,
+    /// `http://<address>`, for outputs on the server itself.
+    origin: String,
+    pub(super) log: RequestLog,
     state: Mutex<State>,
     pub(super) total_requests: AtomicU64,
     pub(super) connections: AtomicU64,
@@ -116,6 +120,8 @@ impl Shared {
     pub(super) fn new(
         api_key: String,
         prefix: String,
+        origin: String,
+        log: RequestLog,
         jobs: Vec<(String, Timeline)>,
         job_faults: HashMap<String, FaultPlan>,
         faults: FaultPlan,
@@ -123,11 +129,13 @@ impl Shared {
         let now = Instant::now();
         let jobs = jobs
             .into_iter()
-            .map(|(id, tl)| (id, JobState::new(tl, now)))
+            .map(|(id, tl)| (id, new_job(&origin, tl, now)))
             .collect();
         Self {
             api_key,
             prefix,
+            origin,
+            log,
             state: Mutex::new(State {
                 jobs,
                 job_faults,
@@ -149,7 +157,7 @@ impl Shared {
     }
 
     pub(super) fn add_job(&self, id: String, timeline: Timeline) {
-        let job = JobState::new(timeline, Instant::now());
+        let job = new_job(&self.origin, timeline, Instant::now());
         self.state().jobs.insert(id, job);
     }
 
@@ -251,11 +259,15 @@ impl Shared {
                     }),
                 );
             };
-            if good {
-                job.answer(id, now).data
+            let snap = if good {
+                job.answer(id, now)
             } else {
-                job.snapshot(id, now).data
+                job.snapshot(id, now)
+            };
+            if let Some(status) = snap.data["status"].as_str() {
+                self.log.record(id, status, snap.terminal, !good);
             }
+            snap.data
         };
         json_response(
             StatusCode::OK,
@@ -333,6 +345,13 @@ impl Shared {
             }
         })
     }
+}
+
+/// A job of the server at `origin`, its timeline starting at `now`.
+fn new_job(origin: &str, timeline: Timeline, now: Instant) -> JobState {
+    let mut job = JobState::new(timeline, now);
+    job.origin = origin.to_owned();
+    job
 }
 
 /// The lowercase reason phrase: `internal server error`.

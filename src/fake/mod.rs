@@ -1,8 +1,9 @@
-//! A fake GoEnhance server on loopback, with scripted job timelines and faults.
+//! A fake GoEnhance server on loopback, with scripted job timelines, the
+//! jobs' output files, and faults.
 //!
 //! ```
 //! use std::time::Duration;
-//! use goenhance_jobs::fake::{FakeServer, Timeline};
+//! use goenhance_jobs::fake::{FakeFile, FakeServer, Timeline};
 //! use http_body_util::{BodyExt, Empty};
 //! use hyper_util::client::legacy::Client;
 //! use hyper_util::rt::TokioExecutor;
@@ -15,8 +16,9 @@
 //!         Timeline::new("mx-v2v")
 //!             .pending(Duration::from_secs(2))
 //!             .processing(Duration::from_secs(3))
-//!             .succeed("video", "https://cdn.example/x_0.mp4"),
+//!             .succeed_with_file("video", "/out/job-1_0.mp4"),
 //!     )
+//!     .file("/out/job-1_0.mp4", FakeFile::new(1 << 20).content_type("video/mp4"))
 //!     .start()
 //!     .await?;
 //!
@@ -30,29 +32,67 @@
 //! let json: serde_json::Value = serde_json::from_slice(&body)?;
 //! assert_eq!(json["data"]["status"], "pending");
 //! assert_eq!(server.hits("job-1"), 1);
+//!
+//! let file = client.get(server.file_url("/out/job-1_0.mp4").parse()?).await?;
+//! assert_eq!(file.headers()["content-length"], "1048576");
 //! server.shutdown().await;
 //! # Ok(())
 //! # }
 //! ```
 //!
-//! The server answers `GET {prefix}/api/v1/jobs/detail?img_uuid=<id>` only:
+//! # What it serves
+//!
+//! **The job endpoint**, `GET {prefix}/api/v1/jobs/detail?img_uuid=<id>`
+//! ([`FakeServerBuilder::job`], [`FakeServer::add_job`],
+//! [`FakeServerBuilder::path_prefix`]):
 //!
 //! - without `Authorization: Bearer <key>`: HTTP 401,
-//!   `{"code":401,"msg":"unauthorized","data":null}` (checked first);
-//! - any other path: HTTP 404; another method: HTTP 405;
+//!   `{"code":401,"msg":"unauthorized","data":null}` (checked first, on
+//!   every path that is not a file or a redirect);
+//! - another method: HTTP 405;
 //! - a missing or empty `img_uuid`: HTTP 400, `{"code":400,...}`;
 //! - an unknown id: HTTP 200, `{"code":40004,"msg":"job not found","data":null}`;
 //! - a known id: HTTP 200 with the job's current status from its
-//!   [`Timeline`], unless the [`FaultPlan`] picks a [`Fault`] for the request.
+//!   [`Timeline`], unless the [`FaultPlan`] picks a [`Fault`] for the
+//!   request ([`FakeServerBuilder::faults`], [`FakeServerBuilder::job_faults`],
+//!   [`FakeServer::set_faults`], [`FakeServer::set_job_faults`]). A
+//!   succeeded job's outputs are URLs given to [`Timeline::succeed`] and
+//!   [`Timeline::output`], or paths of this server given to
+//!   [`Timeline::succeed_with_file`], which become
+//!   `http://<its address><path>` when answered.
+//!
+//! **Files**, at the exact path they are given, whatever the prefix and
+//! without a key, as a storage host serves signed URLs
+//! ([`FakeServerBuilder::file`], [`FakeServer::add_file`]; the full URL from
+//! [`FakeServer::file_url`]): a [`FakeFile`]'s deterministic bytes to `GET`
+//! (headers only to `HEAD`, 405 to other methods), with `Content-Length`,
+//! `Content-Type`, `Accept-Ranges: bytes`, a strong `ETag` and a
+//! `Last-Modified` (each can be left out); `Range: bytes=N-` or `N-M` gets
+//! `206` with `Content-Range` unless an `If-Range` does not match (then the
+//! whole file, `200`), a range past the end `416`. [`FileFaults`] cut or
+//! stall a body, answer `403` as an expired signed URL does, or answer
+//! any status. [`FakeServer::file_stats`] tells what was asked and sent.
+//!
+//! **Redirects** ([`FakeServerBuilder::redirect`],
+//! [`FakeServer::add_redirect`]): `302 Found` with the `Location` given.
+//!
+//! **Any other path**: HTTP 404 (with a key; 401 without).
 //!
 //! It serves HTTP/1.1 with keep-alive and HTTP/2 without TLS (h2c), and
-//! counts what it sees (hits per job, connections, concurrency, polls after
-//! a terminal answer) so tests can check how a client behaved.
+//! counts what it sees so tests can check how a client behaved: hits per
+//! job ([`FakeServer::hits`]), requests ([`FakeServer::total_requests`]),
+//! connections, requests in flight and their peak, polls of one job that
+//! overlapped ([`FakeServer::overlapping_polls`]), polls after a terminal
+//! answer ([`FakeServer::polls_after_terminal`]), what status a job showed
+//! when ([`FakeServer::status_at`]), and, when
+//! [`FakeServerBuilder::log_requests`] asks for it, every answer that
+//! carried a job's status, with its time ([`FakeServer::requests`]).
 
 mod body;
 mod fault;
 mod files;
 mod handler;
+mod log;
 mod timeline;
 
 use std::collections::HashMap;
@@ -74,6 +114,7 @@ use tokio::time::Instant;
 
 pub use fault::{Fault, FaultPlan, Garbage, RetryAfter};
 pub use files::{FakeFile, FileFault, FileFaults, FileStats};
+pub use log::LoggedRequest;
 pub use timeline::Timeline;
 
 use handler::Shared;
@@ -105,6 +146,7 @@ pub struct FakeServerBuilder {
     job_faults: HashMap<String, FaultPlan>,
     faults: FaultPlan,
     files: files::Files,
+    log_requests: bool,
 }
 
 impl FakeServer {
@@ -119,6 +161,7 @@ impl FakeServer {
             job_faults: HashMap::new(),
             faults: FaultPlan::none(),
             files: files::Files::default(),
+            log_requests: false,
         }
     }
 
@@ -207,6 +250,12 @@ impl FakeServer {
             .unwrap_or(0)
     }
 
+    /// Every answer that carried a job's status so far, in order, when
+    /// [`FakeServerBuilder::log_requests`] turned the log on; else empty.
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        self.shared.log.snapshot()
+    }
+
     /// Stops accepting, closes every open connection (held requests
     /// included) and waits for the server's tasks to end.
     pub async fn shutdown(mut self) {
@@ -284,6 +333,45 @@ impl FakeServerBuilder {
         self
     }
 
+    /// Keeps a log of every answer that carried a job's status: when, which
+    /// job, what status ([`FakeServer::requests`]). Off by default: it grows
+    /// with every poll.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use goenhance_jobs::fake::{FakeServer, Timeline, DEFAULT_API_KEY};
+    /// use goenhance_jobs::{Client, PollPolicy};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeServer::builder()
+    ///     .job("job-1", Timeline::new("mx-v2v").pending_for_answers(2).fail())
+    ///     .log_requests()
+    ///     .start()
+    ///     .await?;
+    /// let client = Client::builder()
+    ///     .base_url(server.base_url())
+    ///     .api_key(DEFAULT_API_KEY)
+    ///     .poll_policy(PollPolicy::fixed(Duration::from_millis(10)))
+    ///     .build()?;
+    /// client.wait("job-1").await?;
+    /// let seen: Vec<(String, bool)> = server
+    ///     .requests()
+    ///     .into_iter()
+    ///     .map(|r| (r.status, r.terminal))
+    ///     .collect();
+    /// assert_eq!(
+    ///     seen,
+    ///     [("pending".into(), false), ("pending".into(), false), ("failed".into(), true)]
+    /// );
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn log_requests(mut self) -> Self {
+        self.log_requests = true;
+        self
+    }
+
     /// Binds the listener and starts serving on a background task.
     ///
     /// # Errors
@@ -300,6 +388,8 @@ impl FakeServerBuilder {
         let shared = Arc::new(Shared::new(
             self.api_key,
             self.prefix,
+            format!("http://{addr}"),
+            log::RequestLog::new(self.log_requests),
             self.jobs,
             self.job_faults,
             self.faults,

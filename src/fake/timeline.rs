@@ -24,7 +24,16 @@ struct Step {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Output {
     kind: String,
-    url: String,
+    url: Url,
+}
+
+/// Where an output is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Url {
+    /// As given.
+    Absolute(String),
+    /// A path of the server that answers: `http://<its address><path>`.
+    OnServer(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +54,9 @@ struct Terminal {
 /// are deterministic whatever the clocks do.
 ///
 /// Without a terminal step the last step never ends (a job that hangs).
+/// A success's outputs are URLs ([`Timeline::succeed`]) or paths that the
+/// server serves itself ([`Timeline::succeed_with_file`], with
+/// [`FakeServerBuilder::file`](super::FakeServerBuilder::file)).
 ///
 /// ```
 /// use std::time::Duration;
@@ -197,7 +209,7 @@ impl Timeline {
             .into_iter()
             .map(|(kind, url)| Output {
                 kind: kind.into(),
-                url: url.into(),
+                url: Url::Absolute(url.into()),
             })
             .collect();
         self.terminal = Some(Terminal {
@@ -221,7 +233,50 @@ impl Timeline {
             .expect("output needs a successful terminal step first");
         outputs.push(Output {
             kind: kind.into(),
-            url: url.into(),
+            url: Url::Absolute(url.into()),
+        });
+        self
+    }
+
+    /// Ends the timeline with status `success` and one output of this kind
+    /// at `path` on the server that answers (`/outputs/x_0.mp4`): its URL is
+    /// `http://<the server's address><path>`, as
+    /// [`FakeServer::file_url`](super::FakeServer::file_url) gives it, made
+    /// when the job is answered. So a job can be added before the server
+    /// starts, with its file served by [`FakeServerBuilder::file`](super::FakeServerBuilder::file).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use goenhance_jobs::fake::{FakeFile, FakeServer, Timeline};
+    ///
+    /// let server = FakeServer::builder()
+    ///     .job("job-1", Timeline::new("mx-v2v").succeed_with_file("video", "/out/job-1_0.mp4"))
+    ///     .file("/out/job-1_0.mp4", FakeFile::new(1000).content_type("video/mp4"))
+    ///     .start()
+    ///     .await?;
+    /// let client = goenhance_jobs::Client::builder()
+    ///     .base_url(server.base_url())
+    ///     .api_key("fake-key")
+    ///     .build()?;
+    /// let job = client.wait("job-1").await?;
+    /// assert_eq!(job.outputs()[0].url(), server.file_url("/out/job-1_0.mp4"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn succeed_with_file(mut self, kind: impl Into<String>, path: impl Into<String>) -> Self {
+        let path = path.into();
+        let path = if path.starts_with('/') {
+            path
+        } else {
+            format!("/{path}")
+        };
+        self.terminal = Some(Terminal {
+            status: "success".to_owned(),
+            outputs: Some(vec![Output {
+                kind: kind.into(),
+                url: Url::OnServer(path),
+            }]),
         });
         self
     }
@@ -309,6 +364,8 @@ pub(super) struct JobState {
     answers: u64,
     /// Every step change: `(idx, start)`, the first being `(0, registered)`.
     history: Vec<(usize, Instant)>,
+    /// `http://<address>` of the server, for outputs on it.
+    pub(super) origin: String,
     pub(super) hits: u64,
     pub(super) terminal_served: bool,
     pub(super) polls_after_terminal: u64,
@@ -332,6 +389,7 @@ impl JobState {
             step_start: now,
             answers: 0,
             history: vec![(0, now)],
+            origin: String::new(),
             hits: 0,
             terminal_served: false,
             polls_after_terminal: 0,
@@ -374,7 +432,13 @@ impl JobState {
             if let Some(outputs) = tl.terminal.as_ref().and_then(|t| t.outputs.as_ref()) {
                 json = outputs
                     .iter()
-                    .map(|o| serde_json::json!({"type": o.kind, "value": o.url}))
+                    .map(|o| {
+                        let url = match &o.url {
+                            Url::Absolute(url) => url.clone(),
+                            Url::OnServer(path) => format!("{}{path}", self.origin),
+                        };
+                        serde_json::json!({"type": o.kind, "value": url})
+                    })
                     .collect::<Vec<_>>()
                     .into();
             }
