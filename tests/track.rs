@@ -1384,14 +1384,13 @@ mod graceful_stop {
 
     /// A run that stops when told, with handlers taking `work`; reports
     /// each handler's start and end.
-    fn run_stoppable(
-        tracker: &Tracker,
-        work: Duration,
-    ) -> (
+    type Stoppable = (
         mpsc::UnboundedReceiver<(String, &'static str)>,
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<Result<(), goenhance_jobs::Error>>,
-    ) {
+    );
+
+    fn run_stoppable(tracker: &Tracker, work: Duration) -> Stoppable {
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let t = tracker.clone();
