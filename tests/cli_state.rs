@@ -469,3 +469,64 @@ async fn results_older_than_keep_are_pruned_and_not_printed_again() {
     assert_eq!(rows, 0, "pruned from the file");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_run_and_the_next_goes_on_at_once() {
+    let server = FakeServer::builder()
+        .api_key(KEY)
+        .job(
+            "t1",
+            Timeline::new("mx-v2v")
+                .pending(Duration::from_secs(3))
+                .succeed("video", "https://cdn.example/t1.mp4"),
+        )
+        .start()
+        .await
+        .unwrap();
+    let dir = temp_dir("sigterm");
+    let file = dir.join("state.db");
+    let (f, base) = (
+        file.to_str().unwrap().to_owned(),
+        server.base_url().to_owned(),
+    );
+    let server = std::sync::Arc::new(server);
+    let server_hits = {
+        let s = server.clone();
+        move || s.hits("t1")
+    };
+    let (first, second) = tokio::task::spawn_blocking(move || {
+        let args = [
+            "wait",
+            "--state",
+            &f,
+            "-o",
+            "json",
+            "--poll-interval",
+            "200ms",
+        ];
+        let (one, lines_one) = start(&base, &[&args[..], &["t1"]].concat());
+        // Once the job is being polled, the run holds it.
+        while server_hits() == 0 {
+            std::thread::sleep(ms(10));
+        }
+        let term = Command::new("kill")
+            .args(["-TERM", &one.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        let first = finish(one, lines_one, Duration::from_secs(5));
+        // Without the release the job would wait for the first run's
+        // heartbeat (30 s) to lapse.
+        let (two, lines_two) = start(&base, &args);
+        (first, finish(two, lines_two, Duration::from_secs(10)))
+    })
+    .await
+    .unwrap();
+    assert_eq!(first, (vec![], Some(130)));
+    let printed: Vec<(String, String)> = second.0.iter().map(|l| status_of(l)).collect();
+    assert_eq!(
+        (printed, second.1),
+        (vec![("t1".to_owned(), "succeeded".to_owned())], Some(0))
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

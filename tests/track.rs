@@ -1378,3 +1378,109 @@ mod heartbeats {
         assert_eq!(few, 6 + 60, "six heartbeats and sixty claims a minute");
     }
 }
+
+mod graceful_stop {
+    use super::*;
+
+    /// A run that stops when told, with handlers taking `work`; reports
+    /// each handler's start and end.
+    type Stoppable = (
+        mpsc::UnboundedReceiver<(String, &'static str)>,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<Result<(), goenhance_jobs::Error>>,
+    );
+
+    fn run_stoppable(tracker: &Tracker, work: Duration) -> Stoppable {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let t = tracker.clone();
+        let run = tokio::spawn(async move {
+            let stop = async move {
+                let _ = stop_rx.await;
+            };
+            t.run_until(
+                move |c| {
+                    let tx = tx.clone();
+                    async move {
+                        let id = c.query().img_uuid().to_owned();
+                        let _ = tx.send((id.clone(), "start"));
+                        tokio::time::sleep(work).await;
+                        let _ = tx.send((id, "end"));
+                        Ok(())
+                    }
+                },
+                stop,
+            )
+            .await
+        });
+        (rx, stop_tx, run)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handler_running_at_the_stop_finishes_and_is_acknowledged() {
+        let mock = MockTransport::new();
+        mock.timeline("a", &["success"]);
+        mock.timeline("w", &["pending"; 100]);
+        let store = MemoryStore::new();
+        let tracker = Tracker::builder(client(&mock), store.clone())
+            .shutdown_grace(Duration::from_secs(5))
+            .build();
+        tracker.track(q("a"), json!(null)).await.unwrap();
+        tracker.track(q("w"), json!(null)).await.unwrap();
+        let (mut rx, stop, run) = run_stoppable(&tracker, Duration::from_secs(2));
+        assert_eq!(rx.recv().await.unwrap(), ("a".to_owned(), "start"));
+        let asked = Instant::now();
+        stop.send(()).unwrap();
+        run.await.unwrap().unwrap();
+        assert_eq!(
+            Instant::now() - asked,
+            Duration::from_secs(2),
+            "returns once it finished"
+        );
+        assert_eq!(rx.recv().await.unwrap(), ("a".to_owned(), "end"));
+        assert!(store.is_delivered("a"), "its acknowledgement recorded");
+        // The waiting job was released: another worker takes it at once.
+        let heir = Tracker::builder(client(&mock), store.clone())
+            .worker_id("heir")
+            .build();
+        let polls = mock.count_for("w");
+        let (_rx, run) = spawn_run(&heir, 0);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(mock.count_for("w"), polls + 1, "polled at once by the heir");
+        run.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handler_slower_than_the_grace_is_cancelled_and_its_job_released() {
+        let mock = MockTransport::new();
+        mock.timeline("a", &["success"]);
+        let store = MemoryStore::new();
+        let tracker = Tracker::builder(client(&mock), store.clone())
+            .shutdown_grace(Duration::from_secs(1))
+            .build();
+        tracker.track(q("a"), json!(null)).await.unwrap();
+        let (mut rx, stop, run) = run_stoppable(&tracker, Duration::from_secs(60));
+        assert_eq!(rx.recv().await.unwrap(), ("a".to_owned(), "start"));
+        let asked = Instant::now();
+        stop.send(()).unwrap();
+        run.await.unwrap().unwrap();
+        assert_eq!(
+            Instant::now() - asked,
+            Duration::from_secs(1),
+            "the grace period"
+        );
+        assert!(rx.recv().await.is_none(), "the handler was cancelled");
+        assert!(!store.is_delivered("a"));
+        let heir = Tracker::builder(client(&mock), store.clone())
+            .worker_id("heir")
+            .build();
+        let (mut rx, run) = spawn_run(&heir, 0);
+        let s = rx.recv().await.unwrap();
+        assert_eq!((s.id.as_str(), s.deliveries), ("a", 2));
+        assert!(
+            s.at - asked < Duration::from_millis(1100),
+            "taken over at once"
+        );
+        run.abort();
+    }
+}

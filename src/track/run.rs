@@ -157,11 +157,13 @@ where
                     || !self.to_ack.is_empty()
                     || !self.to_retry.is_empty()
                     || !self.to_release.is_empty()
-                    || self.claim_due
+                    || (self.claim_due && self.stopping.is_none())
                     || !self.heart.registered() =>
                 {
                     Instant::now()
                 }
+                // (No claims while stopping.)
+                None if self.stopping.is_some() => self.heart.next_beat().min(self.next_prune),
                 None => self
                     .heart
                     .next_beat()

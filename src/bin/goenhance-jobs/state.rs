@@ -7,7 +7,9 @@
 //! file at once cooperate: each is a worker of its own, each job is
 //! printed (and its files saved) by one of them, and both end once the
 //! file has no unfinished job. Results are kept in the file for `--keep`
-//! (7 days by default), then pruned.
+//! (7 days by default), then pruned. Ctrl-C or SIGTERM stops a run
+//! gracefully: deliveries under way finish (2 s at most) and the jobs it
+//! held are released, so another run goes on with them at once.
 
 use std::path::{Path, PathBuf};
 use std::pin::pin;
@@ -147,7 +149,7 @@ pub(crate) async fn wait(run: StateRun<'_>, client: Client, queries: Vec<JobQuer
         },
         stop
     ));
-    let mut ctrl_c = pin!(tokio::signal::ctrl_c());
+    let mut ctrl_c = pin!(interrupted());
     let mut can_interrupt = true;
     let mut check = tokio::time::interval(CHECK_EVERY);
     loop {
@@ -227,5 +229,22 @@ async fn print_known(tracker: &Tracker, format: Format, tally: &mut Tally) -> Re
             Some(next) => cursor = Some(next),
             None => return Ok(known),
         }
+    }
+}
+
+/// Ctrl-C, or (on Unix) SIGTERM, as a supervisor stops a process.
+async fn interrupted() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
     }
 }
