@@ -279,3 +279,60 @@ async fn a_killed_worker_loses_nothing_and_redelivers_only_unrecorded_jobs() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn processes_opening_one_new_or_old_file_at_once_all_start() {
+    // Each worker opens the file (creating and migrating it, or taking it
+    // as it is) before it prints `ready`; several start at the same time.
+    let dir = std::env::temp_dir().join(format!("goenhance-opens-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for round in 0..10 {
+        let db = dir.join(format!("r{round}.db"));
+        if round % 2 == 1 {
+            // A file of the earlier schema, with no job in it.
+            let conn = rusqlite::Connection::open(&db).unwrap();
+            conn.execute_batch(concat!(
+                include_str!("../src/track/migrations/sqlite/V1__jobs.sql"),
+                include_str!("../src/track/migrations/sqlite/V2__status.sql"),
+                "PRAGMA user_version = 2;"
+            ))
+            .unwrap();
+        }
+        let n = 2 + round % 3;
+        let mut children: Vec<Child> = (0..n)
+            .map(|i| {
+                Command::new(worker_binary())
+                    .arg(&db)
+                    .arg("http://127.0.0.1:9")
+                    .args(["--worker-id", &format!("w{i}")])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("start track_worker")
+            })
+            .collect();
+        for (i, child) in children.iter_mut().enumerate() {
+            let mut first = String::new();
+            BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut first)
+                .unwrap();
+            if !first.starts_with("ready ") {
+                let _ = child.kill();
+                let mut err = String::new();
+                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+                panic!("round {round}: worker {i} of {n} did not start: {err}");
+            }
+        }
+        for mut child in children {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 3, "round {round}: each migration applied once");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

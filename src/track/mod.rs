@@ -114,6 +114,7 @@
 //! tests on a paused clock see leases and deadlines move.
 
 mod builder;
+mod claims;
 mod clock;
 mod completion;
 mod fence;

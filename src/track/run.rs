@@ -15,17 +15,17 @@ use tokio::time::{sleep_until, Instant};
 
 use super::fence::Heart;
 use super::handlers::{spawn_handler, HandlerEnd};
-use super::store::{Claim, ClaimedJob, Finished, Learned, Retry, StatusChange};
+use super::store::{Finished, Learned, Retry, StatusChange};
 use super::tracker::Inner;
-use super::waits::{start_wait, WaitFuture};
-use super::{outcome, Completion, CLAIM_BATCH, MAX_STORE_BACKOFF};
+use super::waits::WaitFuture;
+use super::{outcome, Completion, MAX_STORE_BACKOFF};
 use crate::error::{BoxError, Error, Kind};
 use crate::model::{JobDetail, JobStatus};
 use crate::query::JobQuery;
 
 /// A job the run holds.
 pub(crate) struct Held {
-    meta: Arc<Value>,
+    pub(super) meta: Arc<Value>,
     /// Set while it is being waited on.
     pub(super) abort: Option<AbortHandle>,
 }
@@ -36,27 +36,27 @@ pub(crate) struct Run<F> {
     handler: Arc<F>,
     pub(super) heart: Heart,
     pub(super) held: HashMap<String, Held>,
-    waits: FuturesUnordered<WaitFuture>,
+    pub(super) waits: FuturesUnordered<WaitFuture>,
     /// Waits that ended, their outcome not yet stored.
     pub(super) finished: Vec<(String, Result<JobDetail, Error>)>,
     /// Stored outcomes whose handler has not started.
     pub(super) ready: VecDeque<Completion>,
     pub(super) handlers: JoinSet<HandlerEnd>,
     to_ack: Vec<String>,
-    to_retry: Vec<Retry>,
+    pub(super) to_retry: Vec<Retry>,
     /// Jobs the run stopped holding, to free in the store.
     pub(super) to_release: Vec<String>,
-    claim_due: bool,
-    claim_token: u64,
+    pub(super) claim_due: bool,
+    pub(super) claim_token: u64,
     /// Claims whose answer was lost: their jobs are asked for again.
-    recover: Vec<u64>,
+    pub(super) recover: Vec<u64>,
     next_claim: Instant,
     next_prune: Instant,
     store_pause: Option<Instant>,
     store_failures: u32,
     learned_saved: Vec<Learned>,
     /// Status changes of waiting jobs, from the hub; saved with heartbeats.
-    progress_tx: tokio::sync::mpsc::UnboundedSender<(JobQuery, JobStatus, u32)>,
+    pub(super) progress_tx: tokio::sync::mpsc::UnboundedSender<(JobQuery, JobStatus, u32)>,
     progress_rx: tokio::sync::mpsc::UnboundedReceiver<(JobQuery, JobStatus, u32)>,
     changes: HashMap<String, (String, Instant, u32)>,
     /// Resolves when the run is asked to stop (`run_until`).
@@ -228,7 +228,7 @@ where
 
     /// This worker may hold nothing any more: stop polling, cancel the
     /// handlers, forget what it held, and register again.
-    fn fence(&mut self, why: &str) {
+    pub(super) fn fence(&mut self, why: &str) {
         if !self.heart.registered() {
             return;
         }
@@ -486,107 +486,6 @@ where
                 None => {
                     // Another worker's now: nothing of it to free.
                     self.held.remove(&id);
-                }
-            }
-        }
-    }
-
-    async fn claim(&mut self, worker: &super::store::WorkerId) -> Result<(), Error> {
-        self.claim_due = false;
-        let waiting = self
-            .inner
-            .max_jobs
-            .saturating_sub(self.held.len())
-            .min(CLAIM_BATCH);
-        let finished = self
-            .inner
-            .max_handlers
-            .saturating_sub(self.handlers.len() + self.ready.len())
-            .min(waiting);
-        if waiting == 0 && self.recover.is_empty() {
-            return Ok(());
-        }
-        self.claim_token += 1;
-        let claim = Claim::new(waiting, finished, self.claim_token).recover(self.recover.clone());
-        let inner = Arc::clone(&self.inner);
-        let at = Instant::now();
-        let claimed = match inner
-            .call("claim", inner.store.claim(worker, claim, inner.now()))
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                self.recover.push(self.claim_token);
-                return Err(e);
-            }
-        };
-        self.recover.clear();
-        if !claimed.alive {
-            self.fence("the store says this worker is not alive");
-            return Ok(());
-        }
-        let (mut got_waiting, mut got_finished) = (0, 0);
-        for job in claimed.jobs {
-            if job.outcome.is_some() {
-                got_finished += 1;
-            } else {
-                got_waiting += 1;
-            }
-            if !self.held.contains_key(&job.id) {
-                self.take(job, claimed.now, at);
-            }
-        }
-        if (got_waiting >= waiting && waiting > 0) || (got_finished >= finished && finished > 0) {
-            // More may be due: ask again at once.
-            self.claim_due = true;
-        }
-        Ok(())
-    }
-
-    /// Starts work on a claimed job: its wait, or its delivery.
-    fn take(&mut self, job: ClaimedJob, store_now: std::time::SystemTime, at: Instant) {
-        let meta = Arc::new(serde_json::from_str(&job.meta).unwrap_or(Value::Null));
-        self.held.insert(
-            job.id.clone(),
-            Held {
-                meta: Arc::clone(&meta),
-                abort: None,
-            },
-        );
-        let query = match JobQuery::new(&job.id) {
-            Ok(q) => q,
-            Err(e) => {
-                let why = format!("the stored id cannot be read: {e}");
-                tracing::warn!(img_uuid = %job.id, reason = %why, "tracked job is dead");
-                self.to_retry.push(Retry::dead(job.id, why));
-                return;
-            }
-        };
-        match &job.outcome {
-            Some(text) => match outcome::read(text) {
-                Ok(detail) => self.ready.push_back(Completion {
-                    query,
-                    meta: (*meta).clone(),
-                    detail,
-                    deliveries: job.deliveries,
-                }),
-                Err(why) => {
-                    tracing::warn!(img_uuid = %job.id, reason = %why, "tracked job is dead");
-                    self.to_retry.push(Retry::dead(job.id, why));
-                }
-            },
-            None => {
-                let (abort, wait) = start_wait(
-                    &self.inner.client,
-                    query,
-                    &job,
-                    store_now,
-                    at,
-                    self.progress_tx.clone(),
-                );
-                self.waits.push(wait);
-                if let Some(h) = self.held.get_mut(&job.id) {
-                    h.abort = Some(abort);
                 }
             }
         }

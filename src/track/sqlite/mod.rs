@@ -56,6 +56,7 @@ enum Op {
 pub struct SqliteStore {
     tx: mpsc::Sender<Op>,
     path: Arc<PathBuf>,
+    #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
     statements: Arc<AtomicU64>,
 }
 
