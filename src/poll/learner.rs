@@ -153,9 +153,11 @@ impl Learner {
             if !mean.is_finite() || !m2.is_finite() {
                 continue;
             }
-            if !lock(&self.types).contains_key(name.as_str())
-                && lock(&self.types).len() >= MAX_TYPES
-            {
+            let full = {
+                let types = lock(&self.types);
+                !types.contains_key(name.as_str()) && types.len() >= MAX_TYPES
+            };
+            if full {
                 continue;
             }
             let t = self.intern(name);
@@ -441,5 +443,25 @@ mod tests {
         }
         t.record_between(Duration::from_secs(1), Duration::from_secs(1));
         assert_eq!(lock(&t.stats).n, WINDOW);
+    }
+
+    #[test]
+    fn a_snapshot_restores_into_a_fresh_learner_and_not_over_what_it_learned() {
+        let l = Learner::default();
+        for _ in 0..10 {
+            l.record("t", Duration::from_secs(90));
+        }
+        let saved = l.snapshot();
+        assert_eq!(saved.len(), 1);
+        let fresh = Learner::default();
+        fresh.restore(&saved);
+        assert_eq!(fresh.model("t"), l.model("t"));
+        // A type learned already keeps what it learned.
+        let other = Learner::default();
+        for _ in 0..10 {
+            other.record("t", Duration::from_secs(3));
+        }
+        other.restore(&saved);
+        assert!((other.model("t").unwrap().mu - 3f64.ln()).abs() < 1e-12);
     }
 }
