@@ -1,22 +1,35 @@
 //! The tracker's clocks: the store's wall clock as read here, and tokio
 //! instants of store times.
 
-use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-/// The wall clock as tokio's clock moves: the system's time when this
-/// process first asked, plus tokio's time since. One for the process, so
-/// every store that follows it agrees; on a paused clock it moves only
-/// when tokio's does.
-pub(crate) fn tokio_wall() -> SystemTime {
-    static START: OnceLock<(SystemTime, Instant)> = OnceLock::new();
-    let (wall0, t0) = *START.get_or_init(|| (SystemTime::now(), Instant::now()));
-    wall0 + Instant::now().saturating_duration_since(t0)
+/// The wall clock as tokio's clock moves: the system's time when it was
+/// made, in whole milliseconds (as stores keep times), plus tokio's time
+/// since. On a paused clock it moves only when tokio's does, and a time read
+/// from it, kept in milliseconds and turned back into an instant lands on
+/// the instant it was read at.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TokioWall {
+    wall0: SystemTime,
+    t0: Instant,
 }
 
-/// `t` shifted by `offset_ms` (either way).
+impl TokioWall {
+    pub(crate) fn new() -> TokioWall {
+        TokioWall {
+            wall0: super::store::from_ms(super::store::to_ms(SystemTime::now())),
+            t0: Instant::now(),
+        }
+    }
+
+    pub(crate) fn now(&self) -> SystemTime {
+        self.wall0 + Instant::now().saturating_duration_since(self.t0)
+    }
+}
+
+/// Moves `t` by `offset_ms` milliseconds (a skewed host's reading).
 pub(crate) fn shift(t: SystemTime, offset_ms: i64) -> SystemTime {
     let by = Duration::from_millis(offset_ms.unsigned_abs());
     if offset_ms >= 0 {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use super::clock::tokio_wall;
+use super::clock::TokioWall;
 use super::store::{
     dur_ms, from_ms, to_ms, Claim, Claimed, ClaimedJob, EndedJob, Finished, JobState, Learned,
     Listing, NewJob, Retry, StatusChange, StoreFuture, StoredJob, TrackStore, WorkerId,
@@ -63,8 +63,10 @@ impl State {
 /// two workers of a fleet. For tests of code that tracks jobs.
 ///
 /// Its clock follows tokio's ([`TrackStore::now`]): the system's time when
-/// the process first read it plus tokio's time since, so that on a paused
-/// clock (`tokio::time::advance`) leases and deadlines move with the test.
+/// the store was made (in whole milliseconds, as it keeps times) plus
+/// tokio's time since, so that on a paused clock (`tokio::time::advance`)
+/// leases and deadlines move with the test, and a time stored and read
+/// back is the same instant again. Clones share that clock.
 ///
 /// ```
 /// use goenhance_jobs::track::{MemoryStore, TrackStore};
@@ -74,10 +76,21 @@ impl State {
 /// assert_eq!(store.pending().await?, 0);
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
     statements: Arc<AtomicU64>,
+    clock: TokioWall,
+}
+
+impl Default for MemoryStore {
+    fn default() -> MemoryStore {
+        MemoryStore {
+            state: Arc::default(),
+            statements: Arc::default(),
+            clock: TokioWall::new(),
+        }
+    }
 }
 
 impl MemoryStore {
@@ -159,7 +172,7 @@ fn claimed(id: &str, r: &Row) -> ClaimedJob {
 
 impl TrackStore for MemoryStore {
     fn now(&self) -> SystemTime {
-        tokio_wall()
+        self.clock.now()
     }
 
     fn insert(&self, jobs: Vec<NewJob>, now: SystemTime) -> StoreFuture<'_, ()> {
