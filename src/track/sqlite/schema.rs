@@ -39,8 +39,10 @@ pub(super) fn open_conn(path: &Path) -> Result<Connection, Error> {
     // Every transaction takes the write lock as it begins, so that one
     // never fails for being unable to upgrade a read.
     conn.set_transaction_behavior(TransactionBehavior::Immediate);
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(sql_err)?;
+    // Turning WAL on, and the first read of a WAL file another process is
+    // still setting up, can answer "database is locked" without waiting
+    // on the busy timeout: such steps are tried again until it runs out.
+    while_busy(|| conn.pragma_update(None, "journal_mode", "WAL"))?;
     // Completions, acknowledgements and heartbeats lost to a power cut
     // only repeat work (a poll, a delivery); inserts are made durable one
     // by one, since `track` has promised them.
@@ -50,13 +52,47 @@ pub(super) fn open_conn(path: &Path) -> Result<Connection, Error> {
     Ok(conn)
 }
 
+/// Runs `step` again while it answers that the database is busy, for as
+/// long as the busy timeout, with short pauses: for the steps SQLite does
+/// not make wait on the busy timeout itself.
+fn while_busy<T>(mut step: impl FnMut() -> rusqlite::Result<T>) -> Result<T, Error> {
+    let until = std::time::Instant::now() + BUSY;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match step() {
+            Err(e) if is_busy(&e) && std::time::Instant::now() < until => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            r => return r.map_err(sql_err),
+        }
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 fn migrate(conn: &mut Connection) -> Result<(), Error> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Exclusive)
-        .map_err(sql_err)?;
-    let version: i64 = tx
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(sql_err)?;
+    // Begun under `while_busy`, then held to the end: nothing after it can
+    // meet another process's lock.
+    while_busy(|| conn.execute_batch("BEGIN EXCLUSIVE"))?;
+    match migrate_locked(conn) {
+        Ok(()) => conn.execute_batch("COMMIT").map_err(sql_err),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// The migrations still to apply, applied, inside the exclusive
+/// transaction `migrate` holds.
+fn migrate_locked(tx: &Connection) -> Result<(), Error> {
+    let version: i64 = while_busy(|| tx.query_row("PRAGMA user_version", [], |r| r.get(0)))?;
     let version = usize::try_from(version).unwrap_or(0);
     if version > MIGRATIONS.len() {
         return Err(Error::store_schema(
@@ -73,5 +109,5 @@ fn migrate(conn: &mut Connection) -> Result<(), Error> {
     }
     tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)
         .map_err(sql_err)?;
-    tx.commit().map_err(sql_err)
+    Ok(())
 }
