@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use futures_util::future::{join_all, BoxFuture};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use goenhance_jobs::download::DownloadOptions;
+use goenhance_jobs::download::{extension_from_content_type, extension_from_url, DownloadOptions};
 use goenhance_jobs::{Client, JobOutput, JobStatus};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -118,7 +118,7 @@ async fn save_one(
     bars: Option<&MultiProgress>,
 ) -> Saved {
     let stem = format!("{id}_{n}");
-    let url_ext = ext_from_url(output.url());
+    let url_ext = extension_from_url(output.url());
     // Without an extension in the URL, the content type names it: the file
     // is saved under a hidden name first, then renamed.
     let target = match &url_ext {
@@ -162,7 +162,7 @@ async fn save_one(
         Ok(d) if url_ext.is_none() => {
             let ext = d
                 .content_type()
-                .and_then(ext_from_content_type)
+                .and_then(extension_from_content_type)
                 .unwrap_or("bin");
             let path = dir.join(format!("{stem}.{ext}"));
             match std::fs::rename(&target, &path) {
@@ -294,65 +294,4 @@ fn file_json(s: &Saved) -> FileJson<'_> {
 pub(crate) fn bars_on_terminal(format: Format) -> Option<MultiProgress> {
     (format == Format::Text && std::io::stdout().is_terminal())
         .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stdout()))
-}
-
-/// The extension of the URL's last path segment: 1 to 5 ASCII letters or
-/// digits, lowercased.
-fn ext_from_url(url: &str) -> Option<String> {
-    let path = url.split(['?', '#']).next()?;
-    let path = path.split_once("://").map_or(path, |(_, rest)| rest);
-    let segment = path.split_once('/')?.1.rsplit('/').next()?;
-    let (_, ext) = segment.rsplit_once('.')?;
-    if ext.is_empty() || ext.len() > 5 || !ext.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return None;
-    }
-    Some(ext.to_ascii_lowercase())
-}
-
-/// A file extension for a content type.
-fn ext_from_content_type(ct: &str) -> Option<&'static str> {
-    let mime = ct.split(';').next()?.trim().to_ascii_lowercase();
-    Some(match mime.as_str() {
-        "video/mp4" => "mp4",
-        "video/webm" => "webm",
-        "video/quicktime" => "mov",
-        "image/jpeg" | "image/jpg" => "jpg",
-        "image/png" => "png",
-        "image/webp" => "webp",
-        "image/gif" => "gif",
-        "audio/mpeg" => "mp3",
-        "application/json" => "json",
-        _ => return None,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn extensions_come_from_the_url_path() {
-        assert_eq!(
-            ext_from_url("https://cdn.example/a/b_0.MP4?sig=x.y").as_deref(),
-            Some("mp4")
-        );
-        assert_eq!(
-            ext_from_url("https://cdn.example/a/b_0.jpeg").as_deref(),
-            Some("jpeg")
-        );
-        assert_eq!(ext_from_url("https://cdn.example/a/b_0"), None);
-        assert_eq!(ext_from_url("https://cdn.example.com"), None);
-        assert_eq!(ext_from_url("https://cdn.example/a.b/c"), None);
-        assert_eq!(ext_from_url("https://cdn.example/x.toolong"), None);
-    }
-
-    #[test]
-    fn extensions_from_content_types() {
-        assert_eq!(ext_from_content_type("video/mp4"), Some("mp4"));
-        assert_eq!(
-            ext_from_content_type("Image/JPEG; charset=binary"),
-            Some("jpg")
-        );
-        assert_eq!(ext_from_content_type("application/octet-stream"), None);
-    }
 }
