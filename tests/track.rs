@@ -1098,6 +1098,45 @@ mod lifecycle {
     use super::*;
 
     #[tokio::test(start_paused = true)]
+    async fn a_run_that_was_full_claims_again_once_half_its_room_is_free() {
+        // 12 jobs already ended, room for 4, a claim interval of 10 min:
+        // each batch of 4 is delivered at once, and the next one is
+        // claimed as soon as room frees, not 10 min later.
+        let mock = MockTransport::new();
+        let ids: Vec<String> = (0..12).map(|n| format!("j{n:02}")).collect();
+        for id in &ids {
+            mock.timeline(id, &["success"]);
+        }
+        let store = MemoryStore::new();
+        let tracker = Tracker::builder(client(&mock), store.clone())
+            .max_jobs(4)
+            .claim_interval(Duration::from_secs(600))
+            .build();
+        for id in &ids {
+            tracker.track(q(id), json!(null)).await.unwrap();
+        }
+        let t0 = Instant::now();
+        let (mut rx, run) = spawn_run(&tracker, 0);
+        let mut got = Vec::new();
+        for _ in 0..12 {
+            let s = rx.recv().await.unwrap();
+            assert!(
+                s.at - t0 < Duration::from_secs(10),
+                "{} delivered after {:?}",
+                s.id,
+                s.at - t0
+            );
+            got.push(s.id);
+        }
+        got.sort();
+        assert_eq!(got, ids);
+        assert_eq!(mock.request_count(), 12);
+        settle().await;
+        assert_eq!(tracker.pending().await.unwrap(), 0);
+        run.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_handler_that_never_returns_times_out_and_counts_as_failed() {
         let mock = MockTransport::new();
         mock.timeline("a", &["success"]);

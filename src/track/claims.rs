@@ -32,6 +32,7 @@ where
             .max_handlers
             .saturating_sub(self.handlers.len() + self.ready.len())
             .min(waiting);
+        self.room_short = (waiting == 0, waiting > 0 && finished == 0);
         if waiting == 0 && self.recover.is_empty() {
             return Ok(());
         }

@@ -47,6 +47,11 @@ pub(crate) struct Run<F> {
     /// Jobs the run stopped holding, to free in the store.
     pub(super) to_release: Vec<String>,
     pub(super) claim_due: bool,
+    /// The last claim was cut short by this run's room, not by what the
+    /// store had due: by the jobs it may hold, by its free handler slots.
+    /// It claims again as soon as half of what was short is free, not at
+    /// the next claim interval.
+    pub(super) room_short: (bool, bool),
     pub(super) claim_token: u64,
     /// Claims whose answer was lost: their jobs are asked for again.
     pub(super) recover: Vec<u64>,
@@ -95,6 +100,7 @@ where
             to_retry: Vec::new(),
             to_release: Vec::new(),
             claim_due: true,
+            room_short: (false, false),
             claim_token: u64::from(fastrand::u32(..)) << 20,
             recover: Vec::new(),
             store_pause: None,
@@ -151,6 +157,10 @@ where
                 self.fence("no live heartbeat");
             }
             self.start_handlers();
+            if self.half_the_short_room_is_free() {
+                self.room_short = (false, false);
+                self.claim_due = true;
+            }
             let wake_at = match self.store_pause {
                 Some(at) => at,
                 None if !self.finished.is_empty()
@@ -197,6 +207,14 @@ where
             }
             self.take_in_ready();
         }
+    }
+
+    /// Whether half of the room the last claim was short of is free.
+    fn half_the_short_room_is_free(&self) -> bool {
+        let (jobs, handlers) = self.room_short;
+        let busy = self.handlers.len() + self.ready.len();
+        (jobs && self.held.len() <= self.inner.max_jobs / 2)
+            || (handlers && busy <= self.inner.max_handlers / 2)
     }
 
     /// Takes in whatever else is ready, so the store sees it in one batch
