@@ -41,6 +41,9 @@ use goenhance_jobs::{Client, JobQuery, PollPolicy};
 #[path = "../tests/support/pg.rs"]
 mod pg;
 
+#[path = "common/children.rs"]
+mod children;
+
 #[path = "common/pgstats.rs"]
 mod pgstats;
 
@@ -134,6 +137,7 @@ fn worker() {
     let max_jobs = num("--max-jobs", 10_000) as usize;
     let lease = Duration::from_millis(num("--lease-ms", 30_000));
     let poll = Duration::from_millis(num("--poll-ms", 100));
+    let claim = Duration::from_millis(num("--claim-ms", 1000));
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -145,6 +149,7 @@ fn worker() {
                 .max_jobs(max_jobs)
                 .max_handlers(256)
                 .lease(lease)
+                .claim_interval(claim)
                 .build();
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
             std::thread::spawn(move || {
@@ -279,14 +284,19 @@ async fn postgres(server: &FakeServer, n: u64, workers: u64, hold_secs: u64) {
     let inserting = t.elapsed();
     let before = pgstats::calls(&admin, DB).await;
     let commits_before = pgstats::commits(&admin, DB).await;
+    let claim_arg = vec!["--claim-ms".to_owned(), num("--claim-ms", 1000).to_string()];
+    let ticks = children::clock_ticks();
+    let cpu_before = children::children_cpu(ticks);
     let t = Instant::now();
     let children: Vec<Child> = (0..workers)
-        .map(|w| spawn_worker(&cluster, server.base_url(), &format!("w{w}"), &[]))
+        .map(|w| spawn_worker(&cluster, server.base_url(), &format!("w{w}"), &claim_arg))
         .collect();
     let (mut low, mut high) = (None, None);
+    let mut curve = Vec::new();
     loop {
         let (done, _) = probe(&db, "pg").await;
         let at = t.elapsed();
+        curve.push((at, done));
         if low.is_none() && done * 10 >= n as i64 {
             low = Some((
                 at,
@@ -310,6 +320,7 @@ async fn postgres(server: &FakeServer, n: u64, workers: u64, hold_secs: u64) {
     }
     let took = t.elapsed();
     let counted: u64 = children.into_iter().map(stop_worker).sum();
+    let cpu = children::children_cpu(ticks) - cpu_before;
     let after = pgstats::calls(&admin, DB).await;
     let commits_after = pgstats::commits(&admin, DB).await;
     let (low, high) = (low.unwrap(), high.unwrap());
@@ -345,6 +356,13 @@ async fn postgres(server: &FakeServer, n: u64, workers: u64, hold_secs: u64) {
         counted as f64 / n as f64,
         (commits_after - commits_before) as f64 / n as f64
     );
+    println!(
+        "workers' CPU: {:.2} s in all ({:.0} µs a job); claim interval {} ms",
+        cpu.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / n as f64,
+        num("--claim-ms", 1000)
+    );
+    println!("delivered each second: {}", per_second(&curve));
     println!("statements at steady state, most called first (calls a job, text):");
     for (calls, q) in pgstats::delta(&low.2, &high.2).into_iter().take(10) {
         println!(
@@ -441,6 +459,7 @@ async fn sqlite(server: &FakeServer, n: u64) {
     let tracker = Tracker::builder(client(server.base_url(), POLL), store.clone())
         .max_handlers(256)
         .max_jobs(10_000)
+        .claim_interval(Duration::from_millis(num("--claim-ms", 1000)))
         .build();
     let t = Instant::now();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -455,12 +474,19 @@ async fn sqlite(server: &FakeServer, n: u64) {
         }
     });
     let mut reads = 0;
-    while store.pending().await.unwrap() > 0 {
+    let mut curve = Vec::new();
+    loop {
+        let left = store.pending().await.unwrap();
+        curve.push((t.elapsed(), (n - left) as i64));
+        if left == 0 {
+            break;
+        }
         reads += 1;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     reads += 1;
     let took = t.elapsed();
+    let curve = per_second(&curve);
     stop_tx.send(()).unwrap();
     run.await.unwrap().unwrap();
     // The pending() reads of the loop above are left out.
@@ -510,6 +536,7 @@ async fn sqlite(server: &FakeServer, n: u64) {
         mem.as_secs_f64() / took.as_secs_f64(),
         statements as f64 / n as f64
     );
+    println!("delivered each second: {curve}");
     println!(
         "file with {n} delivered jobs: {}; after pruning them: {}; \
          closed (WAL checkpointed): {} ({} pages of {} bytes, {} free); after VACUUM: {}",
@@ -540,4 +567,28 @@ fn kib((db, wal): (u64, u64)) -> String {
         db as f64 / 1024.0,
         wal as f64 / 1024.0
     )
+}
+
+/// Jobs delivered in each whole second, from samples `(elapsed, delivered)`.
+fn per_second(samples: &[(Duration, i64)]) -> String {
+    let mut out = Vec::new();
+    let mut last = 0;
+    for sec in 1.. {
+        let Some(&(_, done)) = samples
+            .iter()
+            .rev()
+            .find(|(at, _)| at.as_secs_f64() <= sec as f64)
+        else {
+            break;
+        };
+        out.push((done - last).to_string());
+        last = done;
+        if samples
+            .last()
+            .is_none_or(|(at, _)| at.as_secs_f64() <= sec as f64)
+        {
+            break;
+        }
+    }
+    out.join(" ")
 }
