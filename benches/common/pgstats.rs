@@ -8,6 +8,9 @@ use std::collections::HashMap;
 
 use tokio_postgres::Client;
 
+/// Per query id: calls, milliseconds spent executing, the text.
+pub type Snapshot = HashMap<i64, (i64, f64, String)>;
+
 /// Loads `pg_stat_statements` into the cluster (a restart) and creates the
 /// extension; `false` when the server has no such library.
 pub async fn enable(admin: &Client) -> bool {
@@ -20,10 +23,10 @@ pub async fn enable(admin: &Client) -> bool {
 /// Calls of each statement of database `db` so far, by query id, with
 /// the statement's text; statements whose text holds `bench_probe` (the
 /// bench's own reads) are left out.
-pub async fn calls(admin: &Client, db: &str) -> HashMap<i64, (i64, String)> {
+pub async fn calls(admin: &Client, db: &str) -> Snapshot {
     admin
         .query(
-            "SELECT s.queryid, s.calls, s.query FROM pg_stat_statements s \
+            "SELECT s.queryid, s.calls, s.total_exec_time, s.query FROM pg_stat_statements s \
              JOIN pg_database d ON d.oid = s.dbid \
              WHERE d.datname = $1 AND s.query NOT LIKE '%bench_probe%'",
             &[&db],
@@ -32,38 +35,36 @@ pub async fn calls(admin: &Client, db: &str) -> HashMap<i64, (i64, String)> {
         .unwrap()
         .into_iter()
         .map(|r| {
-            (
-                r.get::<_, i64>(0),
-                (r.get::<_, i64>(1), r.get::<_, String>(2)),
-            )
+            let id: i64 = r.get(0);
+            (id, (r.get(1), r.get(2), r.get(3)))
         })
         .collect()
 }
 
 /// All calls in a snapshot of [`calls`].
-pub fn total(snapshot: &HashMap<i64, (i64, String)>) -> i64 {
-    snapshot.values().map(|(c, _)| c).sum()
+pub fn total(snapshot: &Snapshot) -> i64 {
+    snapshot.values().map(|(c, _, _)| c).sum()
 }
 
 /// Calls of statements whose text starts with `prefix`.
-pub fn calls_of(snapshot: &HashMap<i64, (i64, String)>, prefix: &str) -> i64 {
+pub fn calls_of(snapshot: &Snapshot, prefix: &str) -> i64 {
     snapshot
         .values()
-        .filter(|(_, q)| q.trim_start().starts_with(prefix))
-        .map(|(c, _)| c)
+        .filter(|(_, _, q)| q.trim_start().starts_with(prefix))
+        .map(|(c, _, _)| c)
         .sum()
 }
 
 /// The statements called between two snapshots, most called first:
-/// `(calls, text)`.
-pub fn delta(
-    before: &HashMap<i64, (i64, String)>,
-    after: &HashMap<i64, (i64, String)>,
-) -> Vec<(i64, String)> {
-    let mut v: Vec<(i64, String)> = after
+/// `(calls, milliseconds executing, text)`.
+pub fn delta(before: &Snapshot, after: &Snapshot) -> Vec<(i64, f64, String)> {
+    let mut v: Vec<(i64, f64, String)> = after
         .iter()
-        .map(|(id, (c, q))| (c - before.get(id).map_or(0, |(b, _)| *b), q.clone()))
-        .filter(|(c, _)| *c > 0)
+        .map(|(id, (c, ms, q))| {
+            let (bc, bms) = before.get(id).map_or((0, 0.0), |(c, ms, _)| (*c, *ms));
+            (c - bc, ms - bms, q.clone())
+        })
+        .filter(|(c, _, _)| *c > 0)
         .collect();
     v.sort_by(|a, b| b.0.cmp(&a.0));
     v
