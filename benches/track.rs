@@ -365,16 +365,17 @@ async fn postgres(server: &FakeServer, n: u64, workers: u64, hold_secs: u64) {
     println!("delivered each second: {}", per_second(&curve));
     println!(
         "statements at steady state, most called first \
-         (calls a job, mean ms executing, share of the window executing, text):"
+         (calls a job, mean ms executing, share of the window executing, buffers a call, text):"
     );
     let window_ms = (high.0 - low.0).as_secs_f64() * 1000.0;
-    for (calls, ms, q) in pgstats::delta(&low.2, &high.2).into_iter().take(10) {
+    for (calls, ms, blocks, q) in pgstats::delta(&low.2, &high.2).into_iter().take(10) {
         println!(
-            "  {:>8.4}  {:>8.2} ms  {:>5.1} %  {}",
+            "  {:>8.4}  {:>8.2} ms  {:>5.1} %  {:>8.0}  {}",
             calls as f64 / steady_jobs,
             ms / calls as f64,
             100.0 * ms / window_ms,
-            pgstats::short(&q, 100)
+            blocks as f64 / calls as f64,
+            pgstats::short(&q, 90)
         );
     }
 
@@ -431,7 +432,7 @@ async fn postgres(server: &FakeServer, n: u64, workers: u64, hold_secs: u64) {
             (r1 - r0) as f64 / secs,
             t_stop.elapsed().as_secs_f64()
         );
-        for (calls, _, q) in pgstats::delta(&c0, &c1).into_iter().take(5) {
+        for (calls, _, _, q) in pgstats::delta(&c0, &c1).into_iter().take(5) {
             println!(
                 "  {:>8.2}/s  {}",
                 calls as f64 / secs,

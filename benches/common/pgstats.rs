@@ -8,8 +8,9 @@ use std::collections::HashMap;
 
 use tokio_postgres::Client;
 
-/// Per query id: calls, milliseconds spent executing, the text.
-pub type Snapshot = HashMap<i64, (i64, f64, String)>;
+/// Per query id: calls, milliseconds spent executing, shared buffers
+/// read or hit, the text.
+pub type Snapshot = HashMap<i64, (i64, f64, i64, String)>;
 
 /// Loads `pg_stat_statements` into the cluster (a restart) and creates the
 /// extension; `false` when the server has no such library.
@@ -26,7 +27,8 @@ pub async fn enable(admin: &Client) -> bool {
 pub async fn calls(admin: &Client, db: &str) -> Snapshot {
     admin
         .query(
-            "SELECT s.queryid, s.calls, s.total_exec_time, s.query FROM pg_stat_statements s \
+            "SELECT s.queryid, s.calls, s.total_exec_time, \
+             s.shared_blks_hit + s.shared_blks_read, s.query FROM pg_stat_statements s \
              JOIN pg_database d ON d.oid = s.dbid \
              WHERE d.datname = $1 AND s.query NOT LIKE '%bench_probe%'",
             &[&db],
@@ -36,37 +38,39 @@ pub async fn calls(admin: &Client, db: &str) -> Snapshot {
         .into_iter()
         .map(|r| {
             let id: i64 = r.get(0);
-            (id, (r.get(1), r.get(2), r.get(3)))
+            (id, (r.get(1), r.get(2), r.get(3), r.get(4)))
         })
         .collect()
 }
 
 /// All calls in a snapshot of [`calls`].
 pub fn total(snapshot: &Snapshot) -> i64 {
-    snapshot.values().map(|(c, _, _)| c).sum()
+    snapshot.values().map(|(c, ..)| c).sum()
 }
 
 /// Calls of statements whose text starts with `prefix`.
 pub fn calls_of(snapshot: &Snapshot, prefix: &str) -> i64 {
     snapshot
         .values()
-        .filter(|(_, _, q)| q.trim_start().starts_with(prefix))
-        .map(|(c, _, _)| c)
+        .filter(|(.., q)| q.trim_start().starts_with(prefix))
+        .map(|(c, ..)| c)
         .sum()
 }
 
 /// The statements called between two snapshots, most called first:
-/// `(calls, milliseconds executing, text)`.
-pub fn delta(before: &Snapshot, after: &Snapshot) -> Vec<(i64, f64, String)> {
-    let mut v: Vec<(i64, f64, String)> = after
+/// `(calls, milliseconds executing, buffers, text)`.
+pub fn delta(before: &Snapshot, after: &Snapshot) -> Vec<(i64, f64, i64, String)> {
+    let mut v: Vec<(i64, f64, i64, String)> = after
         .iter()
-        .map(|(id, (c, ms, q))| {
-            let (bc, bms) = before.get(id).map_or((0, 0.0), |(c, ms, _)| (*c, *ms));
-            (c - bc, ms - bms, q.clone())
+        .map(|(id, (c, ms, b, q))| {
+            let (bc, bms, bb) = before
+                .get(id)
+                .map_or((0, 0.0, 0), |(c, ms, b, _)| (*c, *ms, *b));
+            (c - bc, ms - bms, b - bb, q.clone())
         })
-        .filter(|(c, _, _)| *c > 0)
+        .filter(|(c, ..)| *c > 0)
         .collect();
-    v.sort_by(|a, b| b.0.cmp(&a.0));
+    v.sort_by_key(|b| std::cmp::Reverse(b.0));
     v
 }
 
