@@ -95,3 +95,18 @@ pub fn short(q: &str, n: usize) -> String {
         one
     }
 }
+
+/// Milliseconds spent executing the bench's own reads (`bench_probe`) in
+/// database `db` so far.
+pub async fn probe_ms(admin: &Client, db: &str) -> f64 {
+    admin
+        .query_one(
+            "SELECT coalesce(sum(s.total_exec_time), 0)::float8 FROM pg_stat_statements s \
+             JOIN pg_database d ON d.oid = s.dbid \
+             WHERE d.datname = $1 AND s.query LIKE '%bench_probe%'",
+            &[&db],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
