@@ -41,10 +41,13 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     let cases: [(&str, fn() -> _); 2] = [
-        ("a_handler_within_the_grace_period_is_acknowledged_once", || {
-            Box::pin(a_handler_within_the_grace_period_is_acknowledged_once())
-                as std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>
-        }),
+        (
+            "a_handler_within_the_grace_period_is_acknowledged_once",
+            || {
+                Box::pin(a_handler_within_the_grace_period_is_acknowledged_once())
+                    as std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>
+            },
+        ),
         ("a_handler_slower_than_the_grace_period_is_released", || {
             Box::pin(a_handler_slower_than_the_grace_period_is_released())
         }),
@@ -247,7 +250,11 @@ async fn a_handler_within_the_grace_period_is_acknowledged_once() {
     .unwrap();
     assert!(status.success(), "{status}; said {said:#?}");
     assert!(took < Duration::from_secs(20), "{took:?}");
-    assert_eq!(said.last().map(String::as_str), Some("stopped"), "{said:#?}");
+    assert_eq!(
+        said.last().map(String::as_str),
+        Some("stopped"),
+        "{said:#?}"
+    );
     assert_eq!(log_lines(dir.path()), ["start g-1 1", "end g-1 1"]);
     assert_eq!(state(&tracker, "g-1").await, (JobState::Delivered, 1));
 
@@ -308,7 +315,10 @@ async fn a_handler_slower_than_the_grace_period_is_released() {
     .unwrap();
     assert!(status.success(), "{status}");
     assert!(took < Duration::from_secs(30), "taken over after {took:?}");
-    assert_eq!(log_lines(dir.path()), ["start s-1 1", "start s-1 2", "end s-1 2"]);
+    assert_eq!(
+        log_lines(dir.path()),
+        ["start s-1 1", "start s-1 2", "end s-1 2"]
+    );
     assert_eq!(state(&tracker, "s-1").await, (JobState::Delivered, 2));
     server.shutdown().await;
 }
