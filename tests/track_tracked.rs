@@ -32,15 +32,13 @@ fn client(mock: MockTransport) -> Client {
         .unwrap()
 }
 
+/// Each completion: its id, whether its wait hit the deadline, and when.
+type Delivered = mpsc::UnboundedReceiver<(String, bool, Instant)>;
+type RunTask = JoinHandle<Result<(), goenhance_jobs::Error>>;
+
 /// A run whose handler reports each completion (and fails for ids
 /// starting with `fail`), stopped gracefully by the returned sender.
-fn run(
-    tracker: &Tracker,
-) -> (
-    mpsc::UnboundedReceiver<(String, bool, Instant)>,
-    oneshot::Sender<()>,
-    JoinHandle<Result<(), goenhance_jobs::Error>>,
-) {
+fn run(tracker: &Tracker) -> (Delivered, oneshot::Sender<()>, RunTask) {
     let (tx, rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let tracker = tracker.clone();
