@@ -132,6 +132,7 @@ impl Tracker {
         meta: Value,
         options: TrackOptions,
     ) -> Result<Tracked, Error> {
+        let now = self.inner.now();
         let known = self
             .inner
             .call("job", self.inner.store.job(query.img_uuid()))
@@ -143,7 +144,6 @@ impl Tracker {
             .timeout()
             .unwrap_or_else(|| self.inner.client.poll_policy().timeout);
         let job = NewJob::new(query.img_uuid(), meta.to_string(), timeout);
-        let now = self.inner.now();
         self.inner
             .call("insert", self.inner.store.insert(vec![job], now))
             .await?;
