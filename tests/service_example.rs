@@ -101,7 +101,13 @@ impl Service {
             let line = self
                 .lines
                 .recv_timeout(Duration::from_secs(60))
-                .unwrap_or_else(|_| panic!("the service went silent; it said {:#?}", self.seen));
+                .unwrap_or_else(|e| {
+                    let exit = self.child.try_wait();
+                    panic!(
+                        "the service went silent ({e}; exit: {exit:?}); it said {:#?}",
+                        self.seen
+                    )
+                });
             self.seen.push(line.clone());
             if want(&line) {
                 return line;

@@ -164,7 +164,13 @@ impl Worker {
             let line = self
                 .lines
                 .recv_timeout(Duration::from_secs(60))
-                .unwrap_or_else(|_| panic!("no {want:?}; the worker said {:#?}", self.seen));
+                .unwrap_or_else(|e| {
+                    let exit = self.child.try_wait();
+                    panic!(
+                        "no {want:?} ({e}; exit: {exit:?}); the worker said {:#?}",
+                        self.seen
+                    )
+                });
             self.seen.push(line);
         }
     }
