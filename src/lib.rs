@@ -69,20 +69,51 @@
 //! # Features
 //!
 //! - `rustls` (default): HTTPS for [`HyperTransport`], trusting the web PKI
-//!   and the platform's roots ([`TlsRoots`]) and any extra CA. Without it,
+//!   and the platform's roots ([`TlsRoots`][tls-roots]) and any extra CA. Without it,
 //!   [`HyperTransport`] refuses every `https` URL before it connects (an
 //!   [`Error::is_invalid_input`] that names the feature): nothing meant for
 //!   TLS is ever sent in clear.
-//! - `fake`: [`fake`], a fake GoEnhance server on loopback for tests.
-//! - `mock`: [`transport::mock`], an in-memory transport with scripted
+//! - `fake`: [`fake`][fake-mod], a fake GoEnhance server on loopback for tests.
+//! - `mock`: [`transport::mock`][mock-mod], an in-memory transport with scripted
 //!   answers, for tests.
 //! - `test-util`: test support for code outside the crate (hooks on the
 //!   in-memory store, the store conformance suite).
-//! - `sqlite`: [`track::SqliteStore`], durable tracking in an embedded SQLite file.
-//! - `postgres`: [`track::PostgresStore`], a fleet of workers sharing tracked jobs.
+//! - `sqlite`: [`track::SqliteStore`][sqlite-store], durable tracking in an embedded SQLite file.
+//! - `postgres`: [`track::PostgresStore`][postgres-store], a fleet of workers sharing tracked jobs.
 //! - `metrics`: counters, gauges and histograms through the `metrics`
 //!   facade ([`telemetry`]).
 //! - `cli`: the `goenhance-jobs` command-line tool.
+//!
+//! (Items of a feature this build lacks link to docs.rs, built with all.)
+//!
+#![cfg_attr(feature = "rustls", doc = "[tls-roots]: crate::TlsRoots")]
+#![cfg_attr(
+    not(feature = "rustls"),
+    doc = "[tls-roots]: https://docs.rs/goenhance-jobs/latest/goenhance_jobs/enum.TlsRoots.html"
+)]
+#![cfg_attr(feature = "fake", doc = "[fake-mod]: crate::fake")]
+#![cfg_attr(
+    not(feature = "fake"),
+    doc = "[fake-mod]: https://docs.rs/goenhance-jobs/latest/goenhance_jobs/fake/index.html"
+)]
+#![cfg_attr(feature = "mock", doc = "[mock-mod]: crate::transport::mock")]
+#![cfg_attr(
+    not(feature = "mock"),
+    doc = "[mock-mod]: https://docs.rs/goenhance-jobs/latest/goenhance_jobs/transport/mock/index.html"
+)]
+#![cfg_attr(feature = "sqlite", doc = "[sqlite-store]: crate::track::SqliteStore")]
+#![cfg_attr(
+    not(feature = "sqlite"),
+    doc = "[sqlite-store]: https://docs.rs/goenhance-jobs/latest/goenhance_jobs/track/struct.SqliteStore.html"
+)]
+#![cfg_attr(
+    feature = "postgres",
+    doc = "[postgres-store]: crate::track::PostgresStore"
+)]
+#![cfg_attr(
+    not(feature = "postgres"),
+    doc = "[postgres-store]: https://docs.rs/goenhance-jobs/latest/goenhance_jobs/track/struct.PostgresStore.html"
+)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -47,7 +47,7 @@
 //!
 //! With the `metrics` feature, the crate records through the
 //! [`metrics`](https://docs.rs/metrics/0.24) facade into whatever recorder
-//! the program installed (none: nothing is kept). [`describe`] registers
+//! the program installed (none: nothing is kept). [`describe`][describe-fn] registers
 //! the units and descriptions below with it. Job ids are never a label.
 //!
 //! | name | kind | unit | labels |
@@ -83,6 +83,12 @@
 //!
 //! Without the feature the crate does not depend on `metrics` and the
 //! recording calls compile to nothing.
+//!
+#![cfg_attr(feature = "metrics", doc = "[describe-fn]: describe")]
+#![cfg_attr(
+    not(feature = "metrics"),
+    doc = "[describe-fn]: https://docs.rs/goenhance-jobs/latest/goenhance_jobs/telemetry/fn.describe.html"
+)]
 
 mod attempt;
 mod wait;

@@ -131,6 +131,7 @@ mod store;
 pub mod testing;
 mod tracked;
 mod tracker;
+mod tracking;
 mod waits;
 
 #[cfg(feature = "postgres")]
@@ -159,6 +160,7 @@ pub use self::store::{
 };
 pub use self::tracked::TrackedJob;
 pub use self::tracker::Tracker;
+pub use self::tracking::{TrackOptions, Tracked};
 
 /// The default lease on a claimed job.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);

@@ -13,7 +13,7 @@ use super::listing::{DeadJob, DeliveredJob, Page};
 use super::outcome;
 use super::run::Run;
 use super::store::{Listing, NewJob, TrackStore};
-use super::{Completion, TrackedJob};
+use super::{Completion, TrackOptions, Tracked, TrackedJob};
 use crate::client::Client;
 use crate::error::{BoxError, Error};
 use crate::query::JobQuery;
@@ -85,21 +85,70 @@ impl Tracker {
 
     /// Tracks a job: durable once `Ok`. Its deadline is the client's wait
     /// timeout from now, by the store's clock. An id tracked before stays
-    /// one job, with its first meta and deadline.
+    /// one job, with its first meta and deadline; the answer tells which
+    /// it was ([`Tracked`]).
+    ///
+    /// The store is read first ([`Tracker::job`]), and written only for a
+    /// job it does not hold. So two calls racing on one new id may both
+    /// answer [`Tracked::New`], and a call repeated after an error whose
+    /// write had landed answers [`Tracked::AlreadyTracked`].
     ///
     /// # Errors
     ///
     /// [`Error::is_store`] when the store could not record it (or did not
     /// answer within the store timeout: tracking it again is harmless).
-    pub async fn track(&self, query: JobQuery, meta: Value) -> Result<(), Error> {
-        let timeout = self.inner.client.poll_policy().timeout;
-        let job = NewJob::new(query.img_uuid(), meta.to_string(), timeout);
+    pub async fn track(&self, query: JobQuery, meta: Value) -> Result<Tracked, Error> {
+        self.track_with(query, meta, TrackOptions::new()).await
+    }
+
+    /// [`track`](Self::track) with settings of its own: another wait
+    /// timeout for this job.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use goenhance_jobs::track::{MemoryStore, TrackOptions, Tracked, Tracker};
+    /// # use goenhance_jobs::{Client, JobQuery};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), goenhance_jobs::Error> {
+    /// # let client = Client::builder().api_key("k").base_url("http://127.0.0.1:9").build()?;
+    /// let tracker = Tracker::builder(client, MemoryStore::new()).build();
+    /// let hour = TrackOptions::new().wait_timeout(Duration::from_secs(3600));
+    /// let first = tracker.track_with(JobQuery::new("job-1")?, serde_json::json!({}), hour.clone()).await?;
+    /// assert_eq!(first, Tracked::New);
+    /// let job = tracker.job(&JobQuery::new("job-1")?).await?.unwrap();
+    /// assert_eq!(job.deadline().duration_since(job.tracked_at()).unwrap(), Duration::from_secs(3600));
+    /// // Once tracked, its settings stay.
+    /// let again = tracker.track_with(JobQuery::new("job-1")?, serde_json::json!({}), TrackOptions::new()).await?;
+    /// assert_eq!(again, Tracked::AlreadyTracked);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`track`](Self::track).
+    pub async fn track_with(
+        &self,
+        query: JobQuery,
+        meta: Value,
+        options: TrackOptions,
+    ) -> Result<Tracked, Error> {
         let now = self.inner.now();
+        let known = self
+            .inner
+            .call("job", self.inner.store.job(query.img_uuid()))
+            .await?;
+        if let Some(row) = known {
+            return Ok(Tracked::from_state(row.state));
+        }
+        let timeout = options
+            .timeout()
+            .unwrap_or_else(|| self.inner.client.poll_policy().timeout);
+        let job = NewJob::new(query.img_uuid(), meta.to_string(), timeout);
         self.inner
             .call("insert", self.inner.store.insert(vec![job], now))
             .await?;
         self.inner.wake.notify_one();
-        Ok(())
+        Ok(Tracked::New)
     }
 
     /// What the store knows of one job (its state, last status, polls,

@@ -28,7 +28,7 @@ type Connector = WatchConnector<ProxyConnector>;
 ///
 /// Keep-alive connections are pooled and reused; HTTP/1.1 and HTTP/2 (by
 /// ALPN over TLS); HTTPS through rustls (feature `rustls`, on by default)
-/// trusting the web PKI and the platform's roots ([`TlsRoots`](crate::TlsRoots));
+/// trusting the web PKI and the platform's roots (`TlsRoots`);
 /// the proxy from the environment ([`Proxy::from_env`]); `TCP_NODELAY`; a
 /// connect timeout (default 10 s). Redirects are never followed. Clones
 /// share the pool.

@@ -1,4 +1,4 @@
-//! HTTP transports: [`HyperTransport`] for real use, [`mock`] for tests.
+//! HTTP transports: [`HyperTransport`] for real use, [`mock`][mock-mod] (feature `mock`) for tests.
 //!
 //! A transport is any `tower::Service<http::Request<Full<Bytes>>>` that
 //! answers `http::Response<B>` with `B: http_body::Body<Data = Bytes>`, is
@@ -19,6 +19,12 @@
 //! let svc = JobStatusService::new("https://api.goenhance.ai", transport)?;
 //! # Ok::<(), goenhance_jobs::Error>(())
 //! ```
+//!
+#![cfg_attr(feature = "mock", doc = "[mock-mod]: mock")]
+#![cfg_attr(
+    not(feature = "mock"),
+    doc = "[mock-mod]: https://docs.rs/goenhance-jobs/latest/goenhance_jobs/transport/mock/index.html"
+)]
 
 pub(crate) mod hyper;
 #[cfg(feature = "mock")]

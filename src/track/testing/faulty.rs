@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use crate::error::Error;
 use crate::track::store::{
     Claim, Claimed, EndedJob, Finished, Learned, Listing, NewJob, Retry, StatusChange, StoreFuture,
-    TrackStore, WorkerId,
+    StoredJob, TrackStore, WorkerId,
 };
 
 /// A [`TrackStore`] operation, as [`FaultyStore`] names them.
@@ -296,6 +296,10 @@ impl<S: TrackStore> TrackStore for FaultyStore<S> {
 
     fn pending(&self) -> StoreFuture<'_, u64> {
         self.wrap(Operation::Pending, move || self.inner.pending())
+    }
+
+    fn job(&self, id: &str) -> StoreFuture<'_, Option<StoredJob>> {
+        self.inner.job(id)
     }
 
     fn list(
