@@ -11,17 +11,19 @@
 //! example). This is why the file has no libtest harness: its `main`
 //! decides between the two roles before anything else.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use goenhance_jobs::fake::{FakeFile, FakeServer, FileFault, FileFaults, Timeline};
 use serde_json::{json, Value};
 
+#[path = "support/child.rs"]
+mod child;
 #[path = "../examples/service.rs"]
 mod service;
+
+use child::ChildLines;
 
 /// Set in the child's environment: run the example.
 const CHILD: &str = "GOENHANCE_TEST_SERVICE_CHILD";
@@ -50,40 +52,26 @@ fn main() {
 
 /// The example, started as a child process; its stdout, line by line.
 struct Service {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
+    proc: ChildLines,
     url: String,
 }
 
 impl Service {
     fn start(base_url: &str, data: &Path) -> Service {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .env(CHILD, "1")
-            .env("GOENHANCE_API_KEY", "fake-key")
-            .env("GOENHANCE_BASE_URL", base_url)
-            .env("SERVICE_DATA", data)
-            .env("SERVICE_LISTEN", "127.0.0.1:0")
-            .env("SERVICE_POLL_MS", "100")
-            .env("SERVICE_LEASE_MS", "1500")
-            .env("SERVICE_GRACE_MS", "5000")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the service");
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let proc = ChildLines::spawn(
+            Command::new(std::env::current_exe().unwrap())
+                .env(CHILD, "1")
+                .env("GOENHANCE_API_KEY", "fake-key")
+                .env("GOENHANCE_BASE_URL", base_url)
+                .env("SERVICE_DATA", data)
+                .env("SERVICE_LISTEN", "127.0.0.1:0")
+                .env("SERVICE_POLL_MS", "100")
+                .env("SERVICE_LEASE_MS", "1500")
+                .env("SERVICE_GRACE_MS", "5000"),
+            "the service",
+        );
         let mut service = Service {
-            child,
-            lines,
-            seen: Vec::new(),
+            proc,
             url: String::new(),
         };
         let listening = service.wait_line(|l| l.starts_with("listening on "));
@@ -91,47 +79,12 @@ impl Service {
         service
     }
 
-    /// The first line that `want` accepts, said already or from now on
-    /// (failing after a minute of silence or when the process ends).
     fn wait_line(&mut self, want: impl Fn(&str) -> bool) -> String {
-        if let Some(line) = self.seen.iter().find(|l| want(l)) {
-            return line.clone();
-        }
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(Duration::from_secs(60))
-                .unwrap_or_else(|e| {
-                    let exit = self.child.try_wait();
-                    panic!(
-                        "the service went silent ({e}; exit: {exit:?}); it said {:#?}",
-                        self.seen
-                    )
-                });
-            self.seen.push(line.clone());
-            if want(&line) {
-                return line;
-            }
-        }
+        self.proc.wait_line(want)
     }
 
-    /// SIGTERM; the exit status and how long it took.
     fn terminate(&mut self) -> (ExitStatus, Duration) {
-        let sent = Instant::now();
-        let kill = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(kill.success());
-        let status = self.child.wait().unwrap();
-        (status, sent.elapsed())
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.terminate()
     }
 }
 
@@ -327,7 +280,7 @@ async fn a_success_a_failure_and_a_waiting_job_then_sigterm() {
     assert!(took < Duration::from_secs(5), "{took:?}");
     let said = tokio::task::block_in_place(|| {
         service.wait_line(|l| l == "stopped");
-        service.seen.clone()
+        service.proc.seen.clone()
     });
     assert!(
         said.iter()

@@ -13,15 +13,18 @@
 //! lines to a log file of its own, which is what the checks read; the
 //! test waits on the lines the worker prints, never on guessed sleeps.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use goenhance_jobs::fake::{FakeServer, Timeline};
 use goenhance_jobs::track::{JobState, SqliteStore, Tracked, Tracker};
 use goenhance_jobs::{Client, JobQuery};
+
+#[path = "support/child.rs"]
+mod child;
+
+use child::ChildLines;
 
 /// Set in a worker's environment: run as the worker.
 const CHILD: &str = "GOENHANCE_TEST_GRACEFUL_CHILD";
@@ -118,16 +121,12 @@ fn say(log: &Path, line: &str) {
     println!("{line}");
 }
 
-/// A worker started as a child process.
-struct Worker {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
+/// A worker started as a child process: its stdout, line by line.
+type Worker = ChildLines;
 
-impl Worker {
-    fn start(dir: &Path, base_url: &str, name: &str, handler_ms: u64, grace_ms: u64) -> Worker {
-        let mut child = Command::new(std::env::current_exe().unwrap())
+fn start_worker(dir: &Path, base_url: &str, name: &str, handler_ms: u64, grace_ms: u64) -> Worker {
+    let mut w = ChildLines::spawn(
+        Command::new(std::env::current_exe().unwrap())
             .env(CHILD, "1")
             .env("BASE_URL", base_url)
             .env("DB", dir.join("jobs.db"))
@@ -135,68 +134,11 @@ impl Worker {
             .env("WORKER", name)
             .env("LEASE_MS", "60000")
             .env("GRACE_MS", grace_ms.to_string())
-            .env("HANDLER_MS", handler_ms.to_string())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start a worker");
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut w = Worker {
-            child,
-            lines,
-            seen: Vec::new(),
-        };
-        w.wait_line("ready");
-        w
-    }
-
-    /// Waits for this exact line (failing after a minute of silence).
-    fn wait_line(&mut self, want: &str) {
-        while !self.seen.iter().any(|l| l == want) {
-            let line = self
-                .lines
-                .recv_timeout(Duration::from_secs(60))
-                .unwrap_or_else(|e| {
-                    let exit = self.child.try_wait();
-                    panic!(
-                        "no {want:?} ({e}; exit: {exit:?}); the worker said {:#?}",
-                        self.seen
-                    )
-                });
-            self.seen.push(line);
-        }
-    }
-
-    /// SIGTERM; the exit status and how long after the signal it came.
-    fn terminate(&mut self) -> (ExitStatus, Duration) {
-        let sent = Instant::now();
-        let kill = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(kill.success());
-        let status = self.child.wait().unwrap();
-        let took = sent.elapsed();
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            self.seen.push(line);
-        }
-        (status, took)
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+            .env("HANDLER_MS", handler_ms.to_string()),
+        "a worker",
+    );
+    w.wait_line(|l| l == "ready");
+    w
 }
 
 fn log_lines(dir: &Path) -> Vec<String> {
@@ -247,8 +189,8 @@ async fn a_handler_within_the_grace_period_is_acknowledged_once() {
 
     // SIGTERM while the handler runs (it takes 1.5 s; the grace is 20 s).
     let (status, took, said) = tokio::task::spawn_blocking(move || {
-        let mut w = Worker::start(&path, &base, "replica-a", 1500, 20_000);
-        w.wait_line("start g-1 1");
+        let mut w = start_worker(&path, &base, "replica-a", 1500, 20_000);
+        w.wait_line(|l| l == "start g-1 1");
         let (status, took) = w.terminate();
         (status, took, w.seen.clone())
     })
@@ -268,8 +210,8 @@ async fn a_handler_within_the_grace_period_is_acknowledged_once() {
     track(&tracker, "g-2").await;
     let (path, base) = (dir.path().to_owned(), server.base_url().to_owned());
     let status = tokio::task::spawn_blocking(move || {
-        let mut w = Worker::start(&path, &base, "replica-a", 0, 20_000);
-        w.wait_line("end g-2 1");
+        let mut w = start_worker(&path, &base, "replica-a", 0, 20_000);
+        w.wait_line(|l| l == "end g-2 1");
         w.terminate().0
     })
     .await
@@ -292,8 +234,8 @@ async fn a_handler_slower_than_the_grace_period_is_released() {
 
     // The handler would take 10 minutes; the grace period is 1 s.
     let (status, took, said) = tokio::task::spawn_blocking(move || {
-        let mut w = Worker::start(&path, &base, "replica-a", 600_000, 1000);
-        w.wait_line("start s-1 1");
+        let mut w = start_worker(&path, &base, "replica-a", 600_000, 1000);
+        w.wait_line(|l| l == "start s-1 1");
         let (status, took) = w.terminate();
         (status, took, w.seen.clone())
     })
@@ -312,8 +254,8 @@ async fn a_handler_slower_than_the_grace_period_is_released() {
     let (path, base) = (dir.path().to_owned(), server.base_url().to_owned());
     let (status, took) = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
-        let mut w = Worker::start(&path, &base, "replica-b", 0, 1000);
-        w.wait_line("end s-1 2");
+        let mut w = start_worker(&path, &base, "replica-b", 0, 1000);
+        w.wait_line(|l| l == "end s-1 2");
         let took = started.elapsed();
         (w.terminate().0, took)
     })
