@@ -8,6 +8,7 @@
 //! assert_eq!(telemetry::ATTEMPT_SPAN, "GET");
 //! assert_eq!(telemetry::WAIT_SPAN, "goenhance.wait");
 //! assert_eq!(telemetry::HTTP_CLIENT_REQUEST_DURATION, "http.client.request.duration");
+//! assert_eq!(telemetry::TRACK_STORE_ERRORS, "goenhance.track.store.errors");
 //! ```
 //!
 //! # Spans
@@ -61,6 +62,12 @@
 //! | `goenhance.wait.duration` | histogram | seconds | `outcome`: `succeeded`, `failed`, an error kind (`deadline`, `stall`, `api`, …) or `cancelled` |
 //! | `goenhance.download.bytes` | counter | bytes | none |
 //! | `goenhance.downloads` | counter | downloads | `outcome`: `ok` or an error kind (`expired`, `http`, …) |
+//! | `goenhance.track.store.errors` | counter | errors | `operation`: the store operation that failed or got no answer within the store timeout (`register`, `heartbeat`, `claim`, `complete`, `save_status`, `save_learned`, `load_learned`, `ack`, `retry`, `release`, `prune`, `insert`, `job`, `pending`, `list`, `retry_dead`) |
+//! | `goenhance.track.heartbeats` | counter | heartbeats | `outcome`: `alive`, or `fenced` when the store said the worker holds nothing any more |
+//! | `goenhance.track.fencings` | counter | fencings | `reason`: `lapsed` (no heartbeat landed within the lease), `unanswered` (the store did not answer before the lease ran out), `refused` (the store said another run holds the worker's jobs, or that it is not alive) |
+//! | `goenhance.track.registrations` | counter | registrations | none |
+//! | `goenhance.track.deliveries` | counter | deliveries | `outcome`: `ok`, `failed` (an error or a panic; delivered again later), `timed_out` (longer than the handler timeout; delivered again later), `dead` (failed or timed out on the last delivery allowed) |
+//! | `goenhance.track.jobs.held` | gauge | jobs | none |
 //!
 //! - A *poll* is one status request of a wait, retries included; a retry is
 //!   counted in `goenhance.retries` and timed as its own request.
@@ -80,10 +87,24 @@
 //!   per process is the common case: clients made from one `RetryPolicy`
 //!   share it; the gauge has no label to tell separate budgets apart.
 //! - Durations are measured on tokio's clock.
+//! - The `goenhance.track.*` metrics tell what tracking runs
+//!   ([`Tracker::run`][run]) met. A store error is counted once per
+//!   failed operation, whoever called it (a run, or `Tracker::track` and
+//!   the other look-ups); each failed pass of a run is also logged at
+//!   `WARN` (`tracking store failed; retrying`) with the fields `store`
+//!   (where it is: a SQLite path, `postgres://user@host:port/db`, never a
+//!   password), `operation` and `error`. A worker registers when its run
+//!   starts and again after each fencing, so registrations beyond the
+//!   first of each run are re-registrations. Deliveries are counted when
+//!   their handler ends; one cut short by a graceful stop or a fencing is
+//!   not counted. `goenhance.track.jobs.held` is the sum over the runs of
+//!   the process of the jobs each holds (waited on, delivered, or waiting
+//!   for the store to hear of them); a run that ends takes its share out.
 //!
 //! Without the feature the crate does not depend on `metrics` and the
 //! recording calls compile to nothing.
 //!
+//! [run]: crate::track::Tracker::run
 #![cfg_attr(feature = "metrics", doc = "[describe-fn]: describe")]
 #![cfg_attr(
     not(feature = "metrics"),
@@ -91,6 +112,7 @@
 )]
 
 mod attempt;
+mod track;
 mod wait;
 
 use std::borrow::Cow;
@@ -100,6 +122,10 @@ use tracing::level_filters::LevelFilter;
 use tracing::Level;
 
 pub(crate) use self::attempt::{cut_by_timeout, AttemptTrace};
+pub(crate) use self::track::{
+    delivery_ended, fenced, heartbeat, registered, store_failed, DeliveryOutcome, FenceReason,
+    HeldGauge,
+};
 pub(crate) use self::wait::{InFlight, WaitMeter, WaitSpan};
 use crate::error::{Error, ErrorKind};
 use crate::model::JobDetail;
@@ -130,8 +156,31 @@ pub const DOWNLOAD_BYTES: &str = "goenhance.download.bytes";
 /// Counter: downloads ended, by outcome.
 pub const DOWNLOADS: &str = "goenhance.downloads";
 
-/// The label of the outcome of a poll, a wait or a download.
+/// Counter: tracking store operations that failed or got no answer in
+/// time, by operation.
+pub const TRACK_STORE_ERRORS: &str = "goenhance.track.store.errors";
+/// Counter: heartbeats of tracking workers the store answered, by outcome
+/// (`alive` or `fenced`).
+pub const TRACK_HEARTBEATS: &str = "goenhance.track.heartbeats";
+/// Counter: tracking workers fenced (they stopped their work and
+/// registered again), by reason.
+pub const TRACK_FENCINGS: &str = "goenhance.track.fencings";
+/// Counter: registrations of tracking workers (each run's first, and one
+/// after each fencing).
+pub const TRACK_REGISTRATIONS: &str = "goenhance.track.registrations";
+/// Counter: deliveries of tracked jobs to handlers, by outcome (`ok`,
+/// `failed`, `timed_out`, `dead`).
+pub const TRACK_DELIVERIES: &str = "goenhance.track.deliveries";
+/// Gauge: jobs held by the tracking runs of this process.
+pub const TRACK_JOBS_HELD: &str = "goenhance.track.jobs.held";
+
+/// The label of the outcome of a poll, a wait, a download, a heartbeat
+/// or a delivery.
 pub const LABEL_OUTCOME: &str = "outcome";
+/// The label of the tracking store operation that failed.
+pub const LABEL_OPERATION: &str = "operation";
+/// The label of why a tracking worker was fenced.
+pub const LABEL_REASON: &str = "reason";
 /// The label of the error type (OpenTelemetry `error.type`).
 pub const LABEL_ERROR_TYPE: &str = "error.type";
 /// The label of the HTTP method.
@@ -180,6 +229,32 @@ pub fn describe() {
     );
     describe_counter!(DOWNLOAD_BYTES, Unit::Bytes, "output bytes downloaded");
     describe_counter!(DOWNLOADS, Unit::Count, "downloads ended, by outcome");
+    describe_counter!(
+        TRACK_STORE_ERRORS,
+        Unit::Count,
+        "tracking store operations that failed or timed out, by operation"
+    );
+    describe_counter!(
+        TRACK_HEARTBEATS,
+        Unit::Count,
+        "tracking worker heartbeats answered, by outcome"
+    );
+    describe_counter!(
+        TRACK_FENCINGS,
+        Unit::Count,
+        "tracking workers fenced, by reason"
+    );
+    describe_counter!(
+        TRACK_REGISTRATIONS,
+        Unit::Count,
+        "tracking worker registrations"
+    );
+    describe_counter!(
+        TRACK_DELIVERIES,
+        Unit::Count,
+        "deliveries of tracked jobs to handlers, by outcome"
+    );
+    describe_gauge!(TRACK_JOBS_HELD, Unit::Count, "jobs held by tracking runs");
 }
 
 /// The `error.type` of an error: the status code of a non-2xx answer, the
@@ -326,6 +401,7 @@ mod static_keys {
         let src = concat!(
             include_str!("mod.rs"),
             include_str!("attempt.rs"),
+            include_str!("track.rs"),
             include_str!("wait.rs")
         );
         for literal in [

@@ -98,6 +98,7 @@ impl Heart {
             )
             .await?;
         tracing::debug!(worker = %worker.name, epoch = worker.epoch, "tracking worker registered");
+        crate::telemetry::registered();
         self.worker = Some(worker);
         self.landed(sent);
         Ok(())
@@ -117,8 +118,7 @@ impl Heart {
                 inner.store.heartbeat(&worker, inner.lease, inner.now()),
             )
             .await?;
-        #[cfg(feature = "metrics")]
-        ::metrics::counter!("goenhance.track.heartbeats").increment(1);
+        crate::telemetry::heartbeat(alive);
         if alive {
             self.landed(sent);
         }

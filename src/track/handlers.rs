@@ -18,6 +18,8 @@ pub(crate) struct HandlerEnd {
     pub(crate) id: String,
     pub(crate) deliveries: u32,
     pub(crate) result: Result<(), String>,
+    /// It took longer than the handler timeout (and `result` says so).
+    pub(crate) timed_out: bool,
 }
 
 /// Calls `handler` for `done` in a task of `set`; a handler that takes
@@ -35,8 +37,9 @@ pub(crate) fn spawn_handler<F, Fut>(
     let deliveries = done.deliveries;
     let fut = handler(done);
     set.spawn(async move {
-        let result = match tokio::time::timeout(timeout, AssertUnwindSafe(fut).catch_unwind()).await
-        {
+        let ran = tokio::time::timeout(timeout, AssertUnwindSafe(fut).catch_unwind()).await;
+        let timed_out = ran.is_err();
+        let result = match ran {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(e))) => Err(e.to_string()),
             Ok(Err(_)) => Err("the handler panicked".to_owned()),
@@ -49,6 +52,7 @@ pub(crate) fn spawn_handler<F, Fut>(
             id,
             deliveries,
             result,
+            timed_out,
         }
     });
 }

@@ -175,6 +175,10 @@ impl TrackStore for MemoryStore {
         self.clock.now()
     }
 
+    fn location(&self) -> String {
+        "memory".to_owned()
+    }
+
     fn insert(&self, jobs: Vec<NewJob>, now: SystemTime) -> StoreFuture<'_, ()> {
         let now = to_ms(now);
         self.with(move |s| {

@@ -22,6 +22,18 @@ use super::{outcome, Completion, MAX_STORE_BACKOFF};
 use crate::error::{BoxError, Error, Kind};
 use crate::model::{JobDetail, JobStatus};
 use crate::query::JobQuery;
+use crate::telemetry::{self, DeliveryOutcome, FenceReason, HeldGauge};
+
+/// A store operation of a run that failed: which, and how.
+pub(crate) struct StoreFailure {
+    pub(super) operation: &'static str,
+    pub(super) error: Error,
+}
+
+/// Names the operation of a failed store call.
+fn failed<T>(operation: &'static str, r: Result<T, Error>) -> Result<T, StoreFailure> {
+    r.map_err(|error| StoreFailure { operation, error })
+}
 
 /// A job the run holds.
 pub(crate) struct Held {
@@ -68,6 +80,9 @@ pub(crate) struct Run<F> {
     pub(super) stop: Option<BoxFuture<'static, ()>>,
     /// Set once asked to stop: when running handlers are cancelled.
     pub(super) stopping: Option<Instant>,
+    /// Where the store is, for logs.
+    pub(super) store_at: String,
+    held_gauge: HeldGauge,
 }
 
 impl<F, Fut> Run<F>
@@ -82,6 +97,7 @@ where
     ) -> Self {
         let now = Instant::now();
         let (progress_tx, progress_rx) = tokio::sync::mpsc::unbounded_channel();
+        let store_at = inner.store.location();
         Run {
             progress_tx,
             progress_rx,
@@ -108,6 +124,8 @@ where
             learned_saved: Vec::new(),
             stop,
             stopping: None,
+            store_at,
+            held_gauge: HeldGauge::new(),
         }
     }
 
@@ -122,7 +140,7 @@ where
                 return Ok(());
             }
             if self.heart.lapsed(Instant::now()) {
-                self.fence("no live heartbeat");
+                self.fence_for(FenceReason::Lapsed, "no live heartbeat");
             }
             let now = Instant::now();
             if self.store_pause.is_none_or(|at| at <= now) {
@@ -133,28 +151,31 @@ where
                     () = sleep_until(fence_at) => None,
                 };
                 match pass {
-                    None => self.fence("the store did not answer before the lease ran out"),
+                    None => self.fence_for(
+                        FenceReason::Unanswered,
+                        "the store did not answer before the lease ran out",
+                    ),
                     Some(Ok(())) => self.store_failures = 0,
-                    Some(Err(e)) if e.kind() == Kind::StoreSchema => return Err(e),
-                    Some(Err(e)) => {
+                    Some(Err(f)) if f.error.kind() == Kind::StoreSchema => return Err(f.error),
+                    Some(Err(f)) => {
                         self.store_failures += 1;
                         let pause = (Duration::from_millis(50)
                             * 2u32.pow(self.store_failures.min(7)))
                         .min(MAX_STORE_BACKOFF)
                         .min(self.inner.lease / 6);
                         tracing::warn!(
-                            error = %e,
+                            store = %self.store_at,
+                            operation = f.operation,
+                            error = %f.error,
                             retry_in_ms = pause.as_millis() as u64,
                             "tracking store failed; retrying"
                         );
-                        #[cfg(feature = "metrics")]
-                        ::metrics::counter!("goenhance.track.store.errors").increment(1);
                         self.store_pause = Some(Instant::now() + pause);
                     }
                 }
             }
             if self.heart.lapsed(Instant::now()) {
-                self.fence("no live heartbeat");
+                self.fence_for(FenceReason::Lapsed, "no live heartbeat");
             }
             self.start_handlers();
             if self.half_the_short_room_is_free() {
@@ -206,6 +227,7 @@ where
                 () = sleep_until(wake_at) => {}
             }
             self.take_in_ready();
+            self.held_gauge.set(self.held.len());
         }
     }
 
@@ -244,18 +266,25 @@ where
         }
     }
 
+    /// The store refused this worker: see [`fence_for`](Self::fence_for).
+    pub(super) fn fence(&mut self, why: &str) {
+        self.fence_for(FenceReason::Refused, why);
+    }
+
     /// This worker may hold nothing any more: stop polling, cancel the
     /// handlers, forget what it held, and register again.
-    pub(super) fn fence(&mut self, why: &str) {
+    pub(super) fn fence_for(&mut self, reason: FenceReason, why: &str) {
         if !self.heart.registered() {
             return;
         }
         tracing::warn!(
             worker = %self.inner.worker,
+            store = %self.store_at,
             reason = why,
             held = self.held.len(),
             "tracking worker fenced; stopping its work and registering again"
         );
+        telemetry::fenced(reason);
         for (_, h) in self.held.drain() {
             if let Some(a) = h.abort {
                 a.abort();
@@ -295,7 +324,12 @@ where
             }
             Err(e) if e.kind() == Kind::StoreSchema => Err(e),
             Err(e) => {
-                tracing::warn!(error = %e, "tracking store failed; learned durations not loaded");
+                tracing::warn!(
+                    store = %self.store_at,
+                    operation = "load_learned",
+                    error = %e,
+                    "tracking store failed; learned durations not loaded"
+                );
                 Ok(())
             }
         }
@@ -321,6 +355,12 @@ where
     }
 
     pub(super) fn on_handler_end(&mut self, end: HandlerEnd) {
+        telemetry::delivery_ended(match &end.result {
+            Ok(()) => DeliveryOutcome::Ok,
+            Err(_) if end.deliveries >= self.inner.max_deliveries => DeliveryOutcome::Dead,
+            Err(_) if end.timed_out => DeliveryOutcome::TimedOut,
+            Err(_) => DeliveryOutcome::Failed,
+        });
         if !self.held.contains_key(&end.id) {
             // Fenced while it ran: the job is another run's now. A
             // delivery that happened is still recorded.
@@ -352,26 +392,30 @@ where
     /// first and nothing else is tried when it fails; a later step that
     /// fails does not stop the others. Returns the first error; what was
     /// not written stays queued.
-    pub(super) async fn store_work(&mut self, now: Instant) -> Result<(), Error> {
+    pub(super) async fn store_work(&mut self, now: Instant) -> Result<(), StoreFailure> {
         let inner = Arc::clone(&self.inner);
         if !self.heart.registered() || now >= self.heart.next_beat() {
             let saved = self.save_status().await;
-            match self.heart.beat(&inner).await {
-                Ok(true) => {}
-                Ok(false) => {
+            let op = if self.heart.registered() {
+                "heartbeat"
+            } else {
+                "register"
+            };
+            match failed(op, self.heart.beat(&inner).await)? {
+                true => {}
+                false => {
                     self.fence("the store says another run holds this worker's jobs");
-                    self.heart.register(&inner).await?;
+                    failed("register", self.heart.register(&inner).await)?;
                 }
-                Err(e) => return Err(e),
             }
             saved?;
         }
         let Some(worker) = self.heart.worker().cloned() else {
             return Ok(());
         };
-        let mut first: Option<Error> = None;
-        let mut note = |r: Result<(), Error>| {
-            if let Err(e) = r {
+        let mut first: Option<StoreFailure> = None;
+        let mut note = |operation: &'static str, r: Result<(), Error>| {
+            if let Err(e) = failed(operation, r) {
                 first.get_or_insert(e);
             }
         };
@@ -384,17 +428,20 @@ where
             let r = inner
                 .call("complete", inner.store.complete(&worker, jobs, inner.now()))
                 .await;
-            note(r.map(|held| self.on_completed(held)));
+            note("complete", r.map(|held| self.on_completed(held)));
         }
         if !self.to_ack.is_empty() {
             let r = inner
                 .call("ack", inner.store.ack(self.to_ack.clone(), inner.now()))
                 .await;
-            note(r.map(|()| {
-                for id in std::mem::take(&mut self.to_ack) {
-                    self.held.remove(&id);
-                }
-            }));
+            note(
+                "ack",
+                r.map(|()| {
+                    for id in std::mem::take(&mut self.to_ack) {
+                        self.held.remove(&id);
+                    }
+                }),
+            );
         }
         if !self.to_retry.is_empty() {
             let r = inner
@@ -405,11 +452,14 @@ where
                         .retry(&worker, self.to_retry.clone(), inner.now()),
                 )
                 .await;
-            note(r.map(|()| {
-                for j in std::mem::take(&mut self.to_retry) {
-                    self.held.remove(&j.id);
-                }
-            }));
+            note(
+                "retry",
+                r.map(|()| {
+                    for j in std::mem::take(&mut self.to_retry) {
+                        self.held.remove(&j.id);
+                    }
+                }),
+            );
         }
         if !self.to_release.is_empty() {
             let r = inner
@@ -418,21 +468,24 @@ where
                     inner.store.release(&worker, self.to_release.clone()),
                 )
                 .await;
-            note(r.map(|()| self.to_release.clear()));
+            note("release", r.map(|()| self.to_release.clear()));
         }
         if self.stopping.is_none() && (self.claim_due || now >= self.next_claim) {
-            note(self.claim(&worker).await);
+            note("claim", self.claim(&worker).await);
             self.next_claim = now + inner.claim_interval;
         }
         if let Some(keep) = inner.retention.filter(|_| now >= self.next_prune) {
             let r = inner
                 .call("prune", inner.store.prune(keep, inner.now()))
                 .await;
-            note(r.map(|n| {
-                if n > 0 {
-                    tracing::debug!(pruned = n, "tracking store pruned ended jobs");
-                }
-            }));
+            note(
+                "prune",
+                r.map(|n| {
+                    if n > 0 {
+                        tracing::debug!(pruned = n, "tracking store pruned ended jobs");
+                    }
+                }),
+            );
             let every = (keep / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
             self.next_prune = now + every;
         }
@@ -443,7 +496,7 @@ where
     }
 
     /// Status changes and what the schedule learned, with each heartbeat.
-    async fn save_status(&mut self) -> Result<(), Error> {
+    async fn save_status(&mut self) -> Result<(), StoreFailure> {
         let inner = Arc::clone(&self.inner);
         let Some(worker) = self.heart.worker().cloned() else {
             return Ok(());
@@ -459,12 +512,13 @@ where
                     StatusChange::new(id.clone(), status.clone(), at - *seen, *polls)
                 })
                 .collect();
-            inner
+            let r = inner
                 .call(
                     "save_status",
                     inner.store.save_status(&worker, changes, inner.now()),
                 )
-                .await?;
+                .await;
+            failed("save_status", r)?;
             self.changes.clear();
         }
         let snapshot: Vec<Learned> = inner
@@ -477,9 +531,10 @@ where
             .filter(|l| !self.learned_saved.contains(l))
             .collect();
         if !snapshot.is_empty() {
-            inner
+            let r = inner
                 .call("save_learned", inner.store.save_learned(snapshot.clone()))
-                .await?;
+                .await;
+            failed("save_learned", r)?;
             for l in snapshot {
                 self.learned_saved.retain(|s| s.job_type() != l.job_type());
                 self.learned_saved.push(l);

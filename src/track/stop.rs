@@ -66,8 +66,13 @@ where
         for _ in 0..LAST_TRIES {
             match self.store_work(Instant::now()).await {
                 Ok(()) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "tracking store failed while stopping");
+                Err(f) => {
+                    tracing::warn!(
+                        store = %self.store_at,
+                        operation = f.operation,
+                        error = %f.error,
+                        "tracking store failed while stopping"
+                    );
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }

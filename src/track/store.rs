@@ -177,6 +177,13 @@ pub trait TrackStore: fmt::Debug + Send + Sync + 'static {
 
     /// Saves what the poll schedule learned (replacing each type's row).
     fn save_learned(&self, learned: Vec<Learned>) -> StoreFuture<'_, ()>;
+
+    /// Where the store keeps its data, as logs name it: a file's path, a
+    /// database's `postgres://user@host:port/db`. Never a secret (no
+    /// password). The default is the store's type name.
+    fn location(&self) -> String {
+        std::any::type_name::<Self>().to_owned()
+    }
 }
 
 /// Milliseconds since the Unix epoch (0 before it, saturated far after).

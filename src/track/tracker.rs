@@ -56,18 +56,23 @@ impl Inner {
     }
 
     /// Runs a store operation, giving up after the store timeout.
+    /// A failure is counted by `what` in the store errors metric.
     pub(crate) async fn call<T>(
         &self,
-        what: &str,
+        what: &'static str,
         op: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
-        match tokio::time::timeout(self.store_timeout, op).await {
+        let r = match tokio::time::timeout(self.store_timeout, op).await {
             Ok(r) => r,
             Err(_) => Err(Error::store(format!(
                 "tracking store: {what} got no answer within {} ms",
                 self.store_timeout.as_millis()
             ))),
+        };
+        if r.is_err() {
+            crate::telemetry::store_failed(what);
         }
+        r
     }
 }
 

@@ -73,6 +73,14 @@ fn claimed(r: &Row, at: usize) -> ClaimedJob {
 }
 
 impl TrackStore for PostgresStore {
+    fn location(&self) -> String {
+        // The user and the host, port and database: never the password.
+        match self.inner.config.get_user() {
+            Some(user) => format!("postgres://{user}@{}", self.inner.target),
+            None => format!("postgres://{}", self.inner.target),
+        }
+    }
+
     fn insert(&self, jobs: Vec<NewJob>, _now: SystemTime) -> StoreFuture<'_, ()> {
         let (tx, rx) = oneshot::channel();
         let sent = self.inserts.send((jobs, tx));

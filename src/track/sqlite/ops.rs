@@ -124,6 +124,10 @@ fn claim_tx(
 }
 
 impl TrackStore for SqliteStore {
+    fn location(&self) -> String {
+        self.path().display().to_string()
+    }
+
     fn insert(&self, jobs: Vec<NewJob>, now: SystemTime) -> StoreFuture<'_, ()> {
         self.insert_jobs(jobs, now)
     }

@@ -206,6 +206,10 @@ impl<S: TrackStore> TrackStore for FaultyStore<S> {
         self.inner.now()
     }
 
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+
     fn insert(&self, jobs: Vec<NewJob>, now: SystemTime) -> StoreFuture<'_, ()> {
         self.wrap(Operation::Insert, move || self.inner.insert(jobs, now))
     }
