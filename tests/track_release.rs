@@ -128,7 +128,11 @@ async fn stop_with_release_fault(fault: Fault) -> (Vec<RunLog>, Instant, u64) {
     b_run.abort();
     for id in ["f0", "f1", "f2", "w0", "w1", "w2"] {
         let job = a.job(&q(id)).await.unwrap().unwrap();
-        assert_eq!((job.state(), job.deliveries()), (JobState::Delivered, 1), "{id}");
+        assert_eq!(
+            (job.state(), job.deliveries()),
+            (JobState::Delivered, 1),
+            "{id}"
+        );
     }
     let runs = log.lock().unwrap().clone();
     (runs, ended, store.injected())

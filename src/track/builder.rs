@@ -139,7 +139,12 @@ impl TrackerBuilder {
 
     /// Deliveries after which a job whose handler keeps failing is *dead*
     /// (default 25): kept with its last error, never delivered again until
-    /// [`Tracker::retry_dead`].
+    /// [`Tracker::retry_dead`]. A delivery is counted when it starts, so
+    /// one that never ended (its process died while the handler ran, or
+    /// the run was stopped or fenced) counts too: a job found again after
+    /// its last delivery allowed is dead without its handler being called,
+    /// and a handler that crashes its process every time cannot keep a
+    /// fleet restarting.
     pub fn max_deliveries(mut self, n: u32) -> Self {
         self.max_deliveries = n.max(1);
         self

@@ -117,6 +117,7 @@ mod builder;
 mod claims;
 mod clock;
 mod completion;
+mod deliveries;
 mod fence;
 mod handlers;
 mod listing;

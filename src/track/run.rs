@@ -22,7 +22,7 @@ use super::{outcome, Completion, MAX_STORE_BACKOFF};
 use crate::error::{BoxError, Error, Kind};
 use crate::model::{JobDetail, JobStatus};
 use crate::query::JobQuery;
-use crate::telemetry::{self, DeliveryOutcome, FenceReason, HeldGauge};
+use crate::telemetry::{self, FenceReason, HeldGauge};
 
 /// A store operation of a run that failed: which, and how.
 pub(crate) struct StoreFailure {
@@ -54,7 +54,7 @@ pub(crate) struct Run<F> {
     /// Stored outcomes whose handler has not started.
     pub(super) ready: VecDeque<Completion>,
     pub(super) handlers: JoinSet<HandlerEnd>,
-    to_ack: Vec<String>,
+    pub(super) to_ack: Vec<String>,
     pub(super) to_retry: Vec<Retry>,
     /// Jobs the run stopped holding, to free in the store.
     pub(super) to_release: Vec<String>,
@@ -354,40 +354,6 @@ where
         }
     }
 
-    pub(super) fn on_handler_end(&mut self, end: HandlerEnd) {
-        telemetry::delivery_ended(match &end.result {
-            Ok(()) => DeliveryOutcome::Ok,
-            Err(_) if end.deliveries >= self.inner.max_deliveries => DeliveryOutcome::Dead,
-            Err(_) if end.timed_out => DeliveryOutcome::TimedOut,
-            Err(_) => DeliveryOutcome::Failed,
-        });
-        if !self.held.contains_key(&end.id) {
-            // Fenced while it ran: the job is another run's now. A
-            // delivery that happened is still recorded.
-            if end.result.is_ok() {
-                self.to_ack.push(end.id);
-            }
-            return;
-        }
-        match end.result {
-            Ok(()) => self.to_ack.push(end.id),
-            Err(e) if end.deliveries >= self.inner.max_deliveries => {
-                tracing::warn!(img_uuid = %end.id, deliveries = end.deliveries, error = %e, "handler failed; the job is dead");
-                self.to_retry.push(Retry::dead(end.id, e));
-            }
-            Err(e) => {
-                tracing::warn!(img_uuid = %end.id, deliveries = end.deliveries, error = %e, "handler failed; delivering again later");
-                let exp = end.deliveries.saturating_sub(1).min(20);
-                let delay = self
-                    .inner
-                    .retry_base
-                    .saturating_mul(1u32 << exp)
-                    .min(self.inner.retry_max);
-                self.to_retry.push(Retry::later(end.id, e, delay));
-            }
-        }
-    }
-
     /// Everything the store has to hear, in batches. The heartbeat comes
     /// first and nothing else is tried when it fails; a later step that
     /// fails does not stop the others. Returns the first error; what was
@@ -572,6 +538,10 @@ where
             let Some(done) = self.ready.pop_front() else {
                 break;
             };
+            if done.deliveries > self.inner.max_deliveries {
+                self.bury_unended(done);
+                continue;
+            }
             spawn_handler(
                 &mut self.handlers,
                 Arc::clone(&self.handler),

@@ -64,6 +64,16 @@ impl ChildLines {
         }
     }
 
+    /// Waits for the child to end by itself; its exit status. What it
+    /// said until then is in `seen` afterwards.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let status = self.child.wait().unwrap();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        status
+    }
+
     /// SIGTERM; the exit status and how long after the signal it came.
     /// What the child said until it ended is in `seen` afterwards.
     pub fn terminate(&mut self) -> (ExitStatus, Duration) {
