@@ -87,7 +87,8 @@ fn worker(
     Tracker::builder(client, store.clone())
         .worker_id(name)
         .clock_offset(offset_ms)
-        .lease(Duration::from_secs(3))
+        // Long enough that a busy machine does not fence a worker.
+        .lease(Duration::from_secs(6))
         // Half the jobs each: both workers must hold some.
         .max_jobs((FINISHING + HANGING) / 2)
         .claim_interval(Duration::from_millis(100))
@@ -171,9 +172,9 @@ async fn skewed_workers_on_postgres_deliver_once_poll_alone_and_keep_the_databas
         assert!(tokio::time::Instant::now() < until, "jobs still pending");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Three leases more: nothing is delivered or polled again.
+    // Two heartbeats more: nothing is delivered or polled again.
     let polls_then = server_ahead.requests().len() + server_behind.requests().len();
-    tokio::time::sleep(Duration::from_secs(9)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
     for run in &runs {
         assert!(!run.is_finished(), "a run ended");
     }
@@ -228,6 +229,24 @@ async fn skewed_workers_on_postgres_deliver_once_poll_alone_and_keep_the_databas
         polls_then,
         "polls after every job was delivered"
     );
+
+    // Neither worker was ever fenced (a lease measured by a worker's clock
+    // would lapse at once for the one behind): each kept its first epoch.
+    let (db, conn) = tokio_postgres::connect(&cluster.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let epochs: Vec<(String, i64)> = db
+        .query(
+            "SELECT name, epoch FROM goenhance_workers ORDER BY name",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(epochs, [("ahead".to_owned(), 1), ("behind".to_owned(), 1)]);
 
     // The deadlines by the database's clock: neither 30 s early (the
     // worker ahead) nor 30 s late (the one behind).
