@@ -494,6 +494,81 @@ async fn a_dead_workers_jobs_are_taken_over_when_its_lease_lapses() {
     run.abort();
 }
 
+/// A worker that holds more stored outcomes than its handlers start in a
+/// heartbeat gives the rest back at its heartbeat: a worker with free
+/// handlers delivers them, instead of them queueing behind the first.
+#[tokio::test(start_paused = true)]
+async fn outcomes_beyond_what_the_handlers_start_go_to_a_worker_with_free_handlers() {
+    let mock = MockTransport::new();
+    for i in 0..8 {
+        mock.timeline(&format!("j{i}"), &["success"]);
+    }
+    let store = MemoryStore::new();
+    let worker = |name: &str| {
+        Tracker::builder(client(&mock), store.clone())
+            .worker_id(name)
+            .lease(Duration::from_secs(3))
+            .claim_interval(Duration::from_millis(100))
+            .max_handlers(2)
+            .build()
+    };
+    let (a, b) = (worker("a"), worker("b"));
+    for i in 0..8 {
+        a.track(q(&format!("j{i}")), json!(i)).await.unwrap();
+    }
+    let t0 = Instant::now();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let run = |t: &Tracker, name: &'static str| {
+        let (t, tx) = (t.clone(), tx.clone());
+        tokio::spawn(async move {
+            t.run(move |c| {
+                let tx = tx.clone();
+                async move {
+                    let at = Instant::now() - t0;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let _ = tx.send((at.as_millis() / 100, name, c.query().img_uuid().to_owned()));
+                    Ok(())
+                }
+            })
+            .await
+        })
+    };
+    // `a` claims all eight before `b` starts; each handler takes 1 s.
+    let run_a = run(&a, "a");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let run_b = run(&b, "b");
+    let mut seen = Vec::new();
+    for _ in 0..8 {
+        seen.push(rx.recv().await.unwrap());
+    }
+    seen.sort();
+    // Started (tenths of a second from the start) and by whom: `a` keeps
+    // two (what its two handlers started since its first heartbeat) at
+    // its heartbeat at 1 s and gives four back; `b` takes two at once,
+    // and the last two go to whichever asks first when handlers free up
+    // at 2 s. All eight have started by 2 s, not 3 s as through `a`'s
+    // two handlers alone.
+    let got: Vec<(u128, &str)> = seen.iter().map(|(at, w, _)| (*at, *w)).collect();
+    assert_eq!(
+        got,
+        [
+            (0, "a"),
+            (0, "a"),
+            (10, "a"),
+            (10, "a"),
+            (10, "b"),
+            (10, "b"),
+            (20, "a"),
+            (20, "a")
+        ]
+    );
+    let mut ids: Vec<&str> = seen.iter().map(|(_, _, id)| id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["j0", "j1", "j2", "j3", "j4", "j5", "j6", "j7"]);
+    run_a.abort();
+    run_b.abort();
+}
+
 #[tokio::test(start_paused = true)]
 async fn what_the_schedule_learned_is_saved_in_the_store() {
     let mock = MockTransport::new();

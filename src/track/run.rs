@@ -47,6 +47,8 @@ pub(crate) struct Run<F> {
     /// Jobs the run stopped holding, to free in the store.
     pub(super) to_release: Vec<String>,
     pub(super) claim_due: bool,
+    /// Handlers started since the last heartbeat.
+    started: usize,
     /// The last claim was cut short by this run's room, not by what the
     /// store had due: by the jobs it may hold, by its free handler slots.
     /// It claims again as soon as half of what was short is free, not at
@@ -100,6 +102,7 @@ where
             to_retry: Vec::new(),
             to_release: Vec::new(),
             claim_due: true,
+            started: 0,
             room_short: (false, false),
             claim_token: u64::from(fastrand::u32(..)) << 20,
             recover: Vec::new(),
@@ -357,7 +360,7 @@ where
         if !self.heart.registered() || now >= self.heart.next_beat() {
             let saved = self.save_status().await;
             match self.heart.beat(&inner).await {
-                Ok(true) => {}
+                Ok(true) => self.hand_over_surplus(),
                 Ok(false) => {
                     self.fence("the store says another run holds this worker's jobs");
                     self.heart.register(&inner).await?;
@@ -442,6 +445,22 @@ where
         }
     }
 
+    /// Stored outcomes this run's handlers would not start before the next
+    /// heartbeat (more than they started since the last one, and more
+    /// than one a handler) go back to the store, for a worker with free
+    /// handlers: one worker never sits on a queue that the fleet could
+    /// deliver now.
+    fn hand_over_surplus(&mut self) {
+        let keep = self
+            .inner
+            .max_handlers
+            .max(std::mem::take(&mut self.started));
+        for done in self.ready.drain(keep.min(self.ready.len())..) {
+            self.held.remove(done.query.img_uuid());
+            self.to_release.push(done.query.img_uuid().to_owned());
+        }
+    }
+
     /// Status changes and what the schedule learned, with each heartbeat.
     async fn save_status(&mut self) -> Result<(), Error> {
         let inner = Arc::clone(&self.inner);
@@ -517,6 +536,7 @@ where
             let Some(done) = self.ready.pop_front() else {
                 break;
             };
+            self.started += 1;
             spawn_handler(
                 &mut self.handlers,
                 Arc::clone(&self.handler),
