@@ -254,6 +254,7 @@ pub fn check(dir: &Path, facts: &Facts<'_>) -> Verdict {
     let lease_ms = facts.lease.as_millis() as u64;
     let deadline_ms = facts.deadline.as_millis() as u64;
     let mut late = Vec::new();
+    let mut latest_first = None::<u64>;
     for j in facts.jobs {
         let first = by_job.get(j.id.as_str()).and_then(|rs| {
             rs.iter()
@@ -262,6 +263,7 @@ pub fn check(dir: &Path, facts: &Facts<'_>) -> Verdict {
                 .min()
         });
         let Some(first) = first else { continue };
+        latest_first = latest_first.max(Some(first));
         let bound = (facts.tracked.1 + deadline_ms).max(last_fault) + 2 * lease_ms;
         if first > bound + CLOCK_SLACK_MS {
             late.push(format!(
@@ -342,6 +344,15 @@ pub fn check(dir: &Path, facts: &Facts<'_>) -> Verdict {
         rel(last_fault),
         v.faults_by_kind
     );
+    if let Some(at) = latest_first {
+        let bound = (facts.tracked.1 + deadline_ms).max(last_fault) + 2 * lease_ms;
+        let _ = write!(
+            s,
+            "; last first delivery at {} ms, {} ms before the bound",
+            rel(at),
+            bound as i64 - at as i64
+        );
+    }
     v.summary = s;
     v
 }
