@@ -494,13 +494,14 @@ async fn a_dead_workers_jobs_are_taken_over_when_its_lease_lapses() {
     run.abort();
 }
 
-/// A worker that holds more stored outcomes than its handlers start in a
-/// heartbeat gives the rest back at its heartbeat: a worker with free
-/// handlers delivers them, instead of them queueing behind the first.
+/// Stored outcomes that waited a whole heartbeat for one of their
+/// worker's handlers go back to the store at the next heartbeat: a worker
+/// with free handlers delivers them, instead of them queueing behind the
+/// first worker's handlers.
 #[tokio::test(start_paused = true)]
-async fn outcomes_beyond_what_the_handlers_start_go_to_a_worker_with_free_handlers() {
+async fn outcomes_that_wait_a_heartbeat_for_a_handler_go_to_a_worker_with_free_handlers() {
     let mock = MockTransport::new();
-    for i in 0..8 {
+    for i in 0..12 {
         mock.timeline(&format!("j{i}"), &["success"]);
     }
     let store = MemoryStore::new();
@@ -513,7 +514,7 @@ async fn outcomes_beyond_what_the_handlers_start_go_to_a_worker_with_free_handle
             .build()
     };
     let (a, b) = (worker("a"), worker("b"));
-    for i in 0..8 {
+    for i in 0..12 {
         a.track(q(&format!("j{i}")), json!(i)).await.unwrap();
     }
     let t0 = Instant::now();
@@ -533,21 +534,21 @@ async fn outcomes_beyond_what_the_handlers_start_go_to_a_worker_with_free_handle
             .await
         })
     };
-    // `a` claims all eight before `b` starts; each handler takes 1 s.
+    // `a` claims all twelve before `b` starts; each handler takes 1 s.
     let run_a = run(&a, "a");
     tokio::time::sleep(Duration::from_millis(50)).await;
     let run_b = run(&b, "b");
     let mut seen = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..12 {
         seen.push(rx.recv().await.unwrap());
     }
     seen.sort();
-    // Started (tenths of a second from the start) and by whom: `a` keeps
-    // two (what its two handlers started since its first heartbeat) at
-    // its heartbeat at 1 s and gives four back; `b` takes two at once,
-    // and the last two go to whichever asks first when handlers free up
-    // at 2 s. All eight have started by 2 s, not 3 s as through `a`'s
-    // two handlers alone.
+    // Started (tenths of a second from the start) and by whom: `a`'s
+    // heartbeats come every second; the eight outcomes still queued at the
+    // one at 1 s are still six at 2 s, and go back then: `b` takes two at
+    // once, and as handlers end at 3 s `a` and `b` take two each. All
+    // twelve have started by 3 s, not 5 s as through `a`'s two handlers
+    // alone.
     let got: Vec<(u128, &str)> = seen.iter().map(|(at, w, _)| (*at, *w)).collect();
     assert_eq!(
         got,
@@ -556,15 +557,22 @@ async fn outcomes_beyond_what_the_handlers_start_go_to_a_worker_with_free_handle
             (0, "a"),
             (10, "a"),
             (10, "a"),
-            (10, "b"),
-            (10, "b"),
             (20, "a"),
-            (20, "a")
+            (20, "a"),
+            (20, "b"),
+            (20, "b"),
+            (30, "a"),
+            (30, "a"),
+            (30, "b"),
+            (30, "b")
         ]
     );
     let mut ids: Vec<&str> = seen.iter().map(|(_, _, id)| id.as_str()).collect();
     ids.sort();
-    assert_eq!(ids, ["j0", "j1", "j2", "j3", "j4", "j5", "j6", "j7"]);
+    assert_eq!(
+        ids,
+        ["j0", "j1", "j10", "j11", "j2", "j3", "j4", "j5", "j6", "j7", "j8", "j9"]
+    );
     run_a.abort();
     run_b.abort();
 }

@@ -47,8 +47,8 @@ pub(crate) struct Run<F> {
     /// Jobs the run stopped holding, to free in the store.
     pub(super) to_release: Vec<String>,
     pub(super) claim_due: bool,
-    /// Handlers started since the last heartbeat.
-    started: usize,
+    /// How many of the first in `ready` were there at the last heartbeat.
+    waited: usize,
     /// The last claim was cut short by this run's room, not by what the
     /// store had due: by the jobs it may hold, by its free handler slots.
     /// It claims again as soon as half of what was short is free, not at
@@ -102,7 +102,7 @@ where
             to_retry: Vec::new(),
             to_release: Vec::new(),
             claim_due: true,
-            started: 0,
+            waited: 0,
             room_short: (false, false),
             claim_token: u64::from(fastrand::u32(..)) << 20,
             recover: Vec::new(),
@@ -445,20 +445,16 @@ where
         }
     }
 
-    /// Stored outcomes this run's handlers would not start before the next
-    /// heartbeat (more than they started since the last one, and more
-    /// than one a handler) go back to the store, for a worker with free
-    /// handlers: one worker never sits on a queue that the fleet could
-    /// deliver now.
+    /// Stored outcomes that waited a whole heartbeat for a handler go back
+    /// to the store, for a worker with free handlers: one worker never
+    /// holds a queue that the fleet could deliver now.
     fn hand_over_surplus(&mut self) {
-        let keep = self
-            .inner
-            .max_handlers
-            .max(std::mem::take(&mut self.started));
-        for done in self.ready.drain(keep.min(self.ready.len())..) {
+        let waited = self.waited.min(self.ready.len());
+        for done in self.ready.drain(..waited) {
             self.held.remove(done.query.img_uuid());
             self.to_release.push(done.query.img_uuid().to_owned());
         }
+        self.waited = self.ready.len();
     }
 
     /// Status changes and what the schedule learned, with each heartbeat.
@@ -536,7 +532,7 @@ where
             let Some(done) = self.ready.pop_front() else {
                 break;
             };
-            self.started += 1;
+            self.waited = self.waited.saturating_sub(1);
             spawn_handler(
                 &mut self.handlers,
                 Arc::clone(&self.handler),
