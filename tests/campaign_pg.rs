@@ -138,7 +138,7 @@ async fn a_fault_campaign_on_postgres_delivers_every_job_once_at_a_time_and_in_t
     drop(proxies);
     let kinds: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
     fleet::assert_clean(&s, &out, &kinds, s.faults_per_kind, &dir);
-    let _ = std::fs::remove_dir_all(&dir);
+    campaign::remove_dir(&dir);
 }
 
 /// The proxy's commit cut: the row is written, the client hears nothing

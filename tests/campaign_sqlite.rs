@@ -112,5 +112,5 @@ async fn a_fault_campaign_on_sqlite_delivers_every_job_once_at_a_time_and_in_tim
     )
     .await;
     fleet::assert_clean(&s, &out, &faulty::KINDS, s.faults_per_kind, &dir);
-    let _ = std::fs::remove_dir_all(&dir);
+    campaign::remove_dir(&dir);
 }

@@ -494,6 +494,89 @@ async fn a_dead_workers_jobs_are_taken_over_when_its_lease_lapses() {
     run.abort();
 }
 
+/// Stored outcomes that waited a whole heartbeat for one of their
+/// worker's handlers go back to the store at the next heartbeat: a worker
+/// with free handlers delivers them, instead of them queueing behind the
+/// first worker's handlers.
+#[tokio::test(start_paused = true)]
+async fn outcomes_that_wait_a_heartbeat_for_a_handler_go_to_a_worker_with_free_handlers() {
+    let mock = MockTransport::new();
+    for i in 0..12 {
+        mock.timeline(&format!("j{i}"), &["success"]);
+    }
+    let store = MemoryStore::new();
+    let worker = |name: &str| {
+        Tracker::builder(client(&mock), store.clone())
+            .worker_id(name)
+            .lease(Duration::from_secs(3))
+            .claim_interval(Duration::from_millis(100))
+            .max_handlers(2)
+            .build()
+    };
+    let (a, b) = (worker("a"), worker("b"));
+    for i in 0..12 {
+        a.track(q(&format!("j{i}")), json!(i)).await.unwrap();
+    }
+    let t0 = Instant::now();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let run = |t: &Tracker, name: &'static str| {
+        let (t, tx) = (t.clone(), tx.clone());
+        tokio::spawn(async move {
+            t.run(move |c| {
+                let tx = tx.clone();
+                async move {
+                    let at = Instant::now() - t0;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let _ = tx.send((at.as_millis() / 100, name, c.query().img_uuid().to_owned()));
+                    Ok(())
+                }
+            })
+            .await
+        })
+    };
+    // `a` claims all twelve before `b` starts; each handler takes 1 s.
+    let run_a = run(&a, "a");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let run_b = run(&b, "b");
+    let mut seen = Vec::new();
+    for _ in 0..12 {
+        seen.push(rx.recv().await.unwrap());
+    }
+    seen.sort();
+    // Started (tenths of a second from the start) and by whom: `a`'s
+    // heartbeats come every second; the eight outcomes still queued at the
+    // one at 1 s are still six at 2 s, and go back then: `b` takes two at
+    // once, and as handlers end at 3 s `a` and `b` take two each. All
+    // twelve have started by 3 s, not 5 s as through `a`'s two handlers
+    // alone.
+    let got: Vec<(u128, &str)> = seen.iter().map(|(at, w, _)| (*at, *w)).collect();
+    assert_eq!(
+        got,
+        [
+            (0, "a"),
+            (0, "a"),
+            (10, "a"),
+            (10, "a"),
+            (20, "a"),
+            (20, "a"),
+            (20, "b"),
+            (20, "b"),
+            (30, "a"),
+            (30, "a"),
+            (30, "b"),
+            (30, "b")
+        ]
+    );
+    let mut ids: Vec<&str> = seen.iter().map(|(_, _, id)| id.as_str()).collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        ["j0", "j1", "j10", "j11", "j2", "j3", "j4", "j5", "j6", "j7", "j8", "j9"]
+    );
+    run_a.abort();
+    run_b.abort();
+}
+
 #[tokio::test(start_paused = true)]
 async fn what_the_schedule_learned_is_saved_in_the_store() {
     let mock = MockTransport::new();

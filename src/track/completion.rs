@@ -37,7 +37,9 @@ impl Completion {
     /// Which delivery this is: 1 the first time, more after a handler
     /// error or a crash before the delivery was recorded. It is counted
     /// when the outcome is stored, so a crash between storing it and
-    /// calling the handler counts too.
+    /// calling the handler counts too, and so does an outcome that waited
+    /// a whole heartbeat for a handler and was given back for a worker
+    /// with free handlers.
     pub fn deliveries(&self) -> u32 {
         self.deliveries
     }

@@ -67,7 +67,9 @@
 //!   delivered too, with [`Completion::detail`] giving the error.
 //! - Handlers of different jobs run concurrently, at most
 //!   [`TrackerBuilder::max_handlers`] at once; a claim takes no more
-//!   finished jobs than there are free handlers.
+//!   finished jobs than there are free handlers, and a stored outcome
+//!   that waited a whole heartbeat for a handler is given back at the
+//!   next one, for whichever worker has a handler free.
 //! - A store that is down only delays the run; `run` returns only for an
 //!   error it cannot outlive (a schema newer than this crate).
 //! - What the adaptive schedule learned per job type is saved in the

@@ -59,6 +59,8 @@ pub(crate) struct Run<F> {
     /// Jobs the run stopped holding, to free in the store.
     pub(super) to_release: Vec<String>,
     pub(super) claim_due: bool,
+    /// How many of the first in `ready` were there at the last heartbeat.
+    waited: usize,
     /// The last claim was cut short by this run's room, not by what the
     /// store had due: by the jobs it may hold, by its free handler slots.
     /// It claims again as soon as half of what was short is free, not at
@@ -116,6 +118,7 @@ where
             to_retry: Vec::new(),
             to_release: Vec::new(),
             claim_due: true,
+            waited: 0,
             room_short: (false, false),
             claim_token: u64::from(fastrand::u32(..)) << 20,
             recover: Vec::new(),
@@ -368,7 +371,7 @@ where
                 "register"
             };
             match failed(op, self.heart.beat(&inner).await)? {
-                true => {}
+                true => self.hand_over_surplus(),
                 false => {
                     self.fence("the store says another run holds this worker's jobs");
                     failed("register", self.heart.register(&inner).await)?;
@@ -461,6 +464,29 @@ where
         }
     }
 
+    /// Stored outcomes that waited a whole heartbeat for a handler go back
+    /// to the store, for a worker with free handlers: one worker never
+    /// holds a queue that the fleet could deliver now.
+    fn hand_over_surplus(&mut self) {
+        let waited = self.waited.min(self.ready.len());
+        let mut last_chance = Vec::new();
+        for done in self.ready.drain(..waited) {
+            // Claimed again, a job counts one more delivery: never the one
+            // past the limit, which would make it dead with its handler
+            // never started. Such a job stays for this worker's handlers.
+            if done.deliveries >= self.inner.max_deliveries {
+                last_chance.push(done);
+                continue;
+            }
+            self.held.remove(done.query.img_uuid());
+            self.to_release.push(done.query.img_uuid().to_owned());
+        }
+        for done in last_chance.into_iter().rev() {
+            self.ready.push_front(done);
+        }
+        self.waited = self.ready.len();
+    }
+
     /// Status changes and what the schedule learned, with each heartbeat.
     async fn save_status(&mut self) -> Result<(), StoreFailure> {
         let inner = Arc::clone(&self.inner);
@@ -538,6 +564,7 @@ where
             let Some(done) = self.ready.pop_front() else {
                 break;
             };
+            self.waited = self.waited.saturating_sub(1);
             if done.deliveries > self.inner.max_deliveries {
                 self.bury_unended(done);
                 continue;

@@ -12,6 +12,10 @@
 //! 4. every outcome agrees with the server: `succeeded` or `failed` only
 //!    for a job whose end it is and only after the server had answered
 //!    that end, a deadline error only once the deadline had passed.
+//!
+//! Its summary also says how far the last first delivery was from check
+//! 3's bound, and how late the workers' threads woke (their `lag-*.log`):
+//! a starved machine is reported, never excused.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -137,6 +141,25 @@ fn complete_lines(text: &str) -> impl Iterator<Item = &str> {
     whole.lines().filter(|l| !l.is_empty())
 }
 
+/// How late the worker processes' threads woke (`lag-*.log`): the number
+/// of wakes 50 ms or more late, the latest one's lateness and their sum
+/// (ms). Reported, never excused: a starved machine shows here.
+pub fn read_lag_logs(dir: &Path) -> (usize, u64, u64) {
+    let mut lags = Vec::new();
+    for text in files(dir, "lag-") {
+        for line in complete_lines(&text) {
+            let late = line
+                .split(' ')
+                .nth(1)
+                .and_then(|ms| ms.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("a garbled lag log line: {line:?}"));
+            lags.push(late);
+        }
+    }
+    let longest = lags.iter().copied().max().unwrap_or(0);
+    (lags.len(), longest, lags.iter().sum())
+}
+
 /// What the checker is given besides the logs.
 #[derive(Debug)]
 pub struct Facts<'a> {
@@ -254,6 +277,7 @@ pub fn check(dir: &Path, facts: &Facts<'_>) -> Verdict {
     let lease_ms = facts.lease.as_millis() as u64;
     let deadline_ms = facts.deadline.as_millis() as u64;
     let mut late = Vec::new();
+    let mut latest_first = None::<u64>;
     for j in facts.jobs {
         let first = by_job.get(j.id.as_str()).and_then(|rs| {
             rs.iter()
@@ -262,6 +286,7 @@ pub fn check(dir: &Path, facts: &Facts<'_>) -> Verdict {
                 .min()
         });
         let Some(first) = first else { continue };
+        latest_first = latest_first.max(Some(first));
         let bound = (facts.tracked.1 + deadline_ms).max(last_fault) + 2 * lease_ms;
         if first > bound + CLOCK_SLACK_MS {
             late.push(format!(
@@ -342,6 +367,24 @@ pub fn check(dir: &Path, facts: &Facts<'_>) -> Verdict {
         rel(last_fault),
         v.faults_by_kind
     );
+    if let Some(at) = latest_first {
+        let bound = (facts.tracked.1 + deadline_ms).max(last_fault) + 2 * lease_ms;
+        let (by, side) = if at <= bound {
+            (bound - at, "before")
+        } else {
+            (at - bound, "after")
+        };
+        let _ = write!(
+            s,
+            "; last first delivery at {} ms, {by} ms {side} the bound",
+            rel(at)
+        );
+    }
+    let (stalls, longest, total) = read_lag_logs(dir);
+    let _ = write!(
+        s,
+        "; workers woke late {stalls} times (50 ms or more), at worst {longest} ms, {total} ms in all"
+    );
     v.summary = s;
     v
 }
@@ -398,6 +441,11 @@ mod tests {
             format!("{} p cut 1 0\n{} p stall 1 20\n", t0 + 10, t0 + 5),
         )
         .unwrap();
+        std::fs::write(
+            dir.join("lag-w0-1.log"),
+            "1000010 60\n1000020 250\n1000030 7",
+        )
+        .unwrap();
         let jobs = [
             job("a", End::Succeed),
             job("b", End::Succeed),
@@ -432,6 +480,13 @@ mod tests {
         assert_eq!(
             v.faults_by_kind,
             [("cut".to_owned(), 1), ("stall".to_owned(), 1)].into()
+        );
+        // A line cut short by a kill is left out of the lag.
+        assert_eq!(
+            v.summary,
+            "6 jobs; 6 handler runs ended, 1 cancelled, 1 cut short by a kill; 1 jobs delivered more than once; \
+             last fault at 25 ms; faults {\"cut\": 1, \"stall\": 1}; last first delivery at 90000 ms, 23990 ms after the bound; \
+             workers woke late 2 times (50 ms or more), at worst 250 ms, 310 ms in all"
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

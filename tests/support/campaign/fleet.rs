@@ -114,7 +114,33 @@ where
         deaths.entry(pid).or_insert(at);
     }
     let mut first_end_served: HashMap<String, u64> = HashMap::new();
-    for r in run.server.requests() {
+    let requests = run.server.requests();
+    // The server's log beside the others, for a study of the run's timing.
+    let text: String = requests
+        .iter()
+        .map(|r| {
+            let at = r.at.duration_since(std::time::UNIX_EPOCH).unwrap();
+            format!(
+                "{} {} {} {}\n",
+                at.as_millis(),
+                r.img_uuid,
+                r.status,
+                r.faulted
+            )
+        })
+        .collect();
+    std::fs::write(run.dir.join("requests.txt"), text).unwrap();
+    std::fs::write(
+        run.dir.join("facts.txt"),
+        format!(
+            "t0 {t0}\ntracked {} {}\ndeadline_ms {}\nlease_ms {lease_ms}\nend {end}\n",
+            run.tracked.0,
+            run.tracked.1,
+            s.deadline.as_millis()
+        ),
+    )
+    .unwrap();
+    for r in requests {
         if r.terminal && !r.faulted {
             let at =
                 r.at.duration_since(std::time::UNIX_EPOCH)

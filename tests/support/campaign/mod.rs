@@ -10,7 +10,8 @@
 //! the timing of processes is the machine's). `CAMPAIGN_SCALE=k` runs `k`
 //! times as many jobs and faults over a window `k` times as long;
 //! `CAMPAIGN_MAX_HANDLERS=n` gives each worker `n` handlers at once
-//! instead of the tracker's default.
+//! instead of the tracker's default; `CAMPAIGN_KEEP_LOGS=1` keeps the logs
+//! of a run that passed.
 #![allow(dead_code)]
 
 pub mod check;
@@ -168,6 +169,16 @@ pub fn campaign_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Removes a campaign's folder once it passed, unless `CAMPAIGN_KEEP_LOGS`
+/// is set (to study the timing of a run that passed).
+pub fn remove_dir(dir: &Path) {
+    if std::env::var_os("CAMPAIGN_KEEP_LOGS").is_some() {
+        println!("logs kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 /// What a worker process is told, through its environment.

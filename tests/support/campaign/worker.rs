@@ -54,9 +54,33 @@ impl Drop for Cancelled {
     }
 }
 
+/// Logs how late this process's threads are scheduled: a thread that
+/// sleeps 10 ms at a time writes `<at_ms> <late_ms>` to
+/// `lag-<worker>-<pid>.log` whenever it woke 50 ms or more late (a
+/// starved machine, not the tracker's doing).
+fn watch_scheduling(env: &WorkerEnv) {
+    let path = env
+        .dir
+        .join(format!("lag-{}-{}.log", env.name, std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    std::thread::spawn(move || loop {
+        let asked = std::time::Instant::now();
+        std::thread::sleep(Duration::from_millis(10));
+        let late = asked.elapsed().saturating_sub(Duration::from_millis(10));
+        if late >= Duration::from_millis(50) {
+            let _ = writeln!(file, "{} {}", now_ms(), late.as_millis());
+        }
+    });
+}
+
 /// Runs the worker until the process is killed; a run that ends (it
 /// should not) ends the process with code 3.
 pub async fn run(store: impl TrackStore, env: WorkerEnv) -> ! {
+    watch_scheduling(&env);
     // The tracker's warnings, with their times, in the worker's stderr file.
     let _ = tracing_subscriber::fmt()
         .with_env_filter("goenhance_jobs=warn")
