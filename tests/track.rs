@@ -498,8 +498,10 @@ async fn a_dead_workers_jobs_are_taken_over_when_its_lease_lapses() {
 /// worker's handlers go back to the store at the next heartbeat: a worker
 /// with free handlers delivers them, instead of them queueing behind the
 /// first worker's handlers.
-#[tokio::test(start_paused = true)]
-async fn outcomes_that_wait_a_heartbeat_for_a_handler_go_to_a_worker_with_free_handlers() {
+/// Twelve jobs claimed by `a` before `b` starts, each handler taking 1 s,
+/// two handlers a worker: when each delivery started (tenths of a second
+/// from the start) and by whom, sorted, and the jobs delivered and dead.
+async fn hand_over(max_deliveries: u32) -> (Vec<(u128, &'static str)>, Vec<String>, u64) {
     let mock = MockTransport::new();
     for i in 0..12 {
         mock.timeline(&format!("j{i}"), &["success"]);
@@ -511,6 +513,7 @@ async fn outcomes_that_wait_a_heartbeat_for_a_handler_go_to_a_worker_with_free_h
             .lease(Duration::from_secs(3))
             .claim_interval(Duration::from_millis(100))
             .max_handlers(2)
+            .max_deliveries(max_deliveries)
             .build()
     };
     let (a, b) = (worker("a"), worker("b"));
@@ -534,22 +537,42 @@ async fn outcomes_that_wait_a_heartbeat_for_a_handler_go_to_a_worker_with_free_h
             .await
         })
     };
-    // `a` claims all twelve before `b` starts; each handler takes 1 s.
     let run_a = run(&a, "a");
     tokio::time::sleep(Duration::from_millis(50)).await;
     let run_b = run(&b, "b");
     let mut seen = Vec::new();
-    for _ in 0..12 {
-        seen.push(rx.recv().await.unwrap());
+    // Twelve deliveries by a minute on the paused clock, or the test fails
+    // (a job made dead is never delivered).
+    while let Ok(Some(started)) =
+        tokio::time::timeout_at(t0 + Duration::from_secs(60), rx.recv()).await
+    {
+        seen.push(started);
+        if seen.len() == 12 {
+            break;
+        }
     }
     seen.sort();
-    // Started (tenths of a second from the start) and by whom: `a`'s
-    // heartbeats come every second; the eight outcomes still queued at the
-    // one at 1 s are still six at 2 s, and go back then: `b` takes two at
-    // once, and as handlers end at 3 s `a` and `b` take two each. All
-    // twelve have started by 3 s, not 5 s as through `a`'s two handlers
-    // alone.
-    let got: Vec<(u128, &str)> = seen.iter().map(|(at, w, _)| (*at, *w)).collect();
+    let got = seen.iter().map(|(at, w, _)| (*at, *w)).collect();
+    let mut ids: Vec<String> = seen.into_iter().map(|(_, _, id)| id).collect();
+    ids.sort();
+    let dead = a.dead(10, None).await.unwrap().items().len() as u64;
+    run_a.abort();
+    run_b.abort();
+    (got, ids, dead)
+}
+
+const TWELVE: [&str; 12] = [
+    "j0", "j1", "j10", "j11", "j2", "j3", "j4", "j5", "j6", "j7", "j8", "j9",
+];
+
+#[tokio::test(start_paused = true)]
+async fn outcomes_that_wait_a_heartbeat_for_a_handler_go_to_a_worker_with_free_handlers() {
+    let (got, ids, dead) = hand_over(25).await;
+    // `a`'s heartbeats come every second; the eight outcomes still queued
+    // at the one at 1 s are still six at 2 s, and go back then: `b` takes
+    // two at once, and as handlers end at 3 s `a` and `b` take two each.
+    // All twelve have started by 3 s, not 5 s as through `a`'s two
+    // handlers alone.
     assert_eq!(
         got,
         [
@@ -567,14 +590,18 @@ async fn outcomes_that_wait_a_heartbeat_for_a_handler_go_to_a_worker_with_free_h
             (30, "b")
         ]
     );
-    let mut ids: Vec<&str> = seen.iter().map(|(_, _, id)| id.as_str()).collect();
-    ids.sort();
-    assert_eq!(
-        ids,
-        ["j0", "j1", "j10", "j11", "j2", "j3", "j4", "j5", "j6", "j7", "j8", "j9"]
-    );
-    run_a.abort();
-    run_b.abort();
+    assert_eq!((ids, dead), (TWELVE.map(String::from).to_vec(), 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_outcome_on_its_last_allowed_delivery_is_not_handed_over() {
+    // Claimed again, a handed-over job would count a second delivery, past
+    // a limit of one: it would be dead with its handler never started. So
+    // `a` keeps its queue and delivers all twelve itself, two a second.
+    let (got, ids, dead) = hand_over(1).await;
+    let alone: Vec<(u128, &str)> = (0..12).map(|i| ((i / 2) * 10, "a")).collect();
+    assert_eq!(got, alone);
+    assert_eq!((ids, dead), (TWELVE.map(String::from).to_vec(), 0));
 }
 
 #[tokio::test(start_paused = true)]
