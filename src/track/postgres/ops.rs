@@ -4,6 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::oneshot;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::{Inner, PostgresStore};
@@ -149,47 +150,54 @@ impl TrackStore for PostgresStore {
             const COLS: &str = "id, meta, tracked_at, deadline, outcome, deliveries, \
                                 last_status, last_change, last_polls";
             let tokens: Vec<i64> = claim.recover.iter().map(|&t| t as i64).collect();
-            let rows = self
-                .inner
-                .query(
-                    &format!(
-                        "WITH t AS (SELECT {NOW} AS now), \
-                         freed AS (UPDATE goenhance_jobs SET lease_owner = NULL, lease_epoch = NULL \
-                           WHERE state < 2 AND lease_owner IN \
-                             (SELECT name FROM goenhance_workers, t WHERE alive_until <= t.now) \
-                           RETURNING id), \
-                         me AS (SELECT 1 FROM goenhance_workers, t \
-                           WHERE name = $1 AND epoch = $2 AND alive_until > t.now), \
-                         due_w AS (SELECT id FROM goenhance_jobs, t WHERE state = 0 \
-                           AND lease_owner IS NULL AND due_at <= t.now AND EXISTS (SELECT 1 FROM me) \
-                           ORDER BY due_at LIMIT $3 FOR UPDATE OF goenhance_jobs SKIP LOCKED), \
-                         due_f AS (SELECT id FROM goenhance_jobs, t WHERE state = 1 \
-                           AND lease_owner IS NULL AND due_at <= t.now AND EXISTS (SELECT 1 FROM me) \
-                           ORDER BY due_at LIMIT $4 FOR UPDATE OF goenhance_jobs SKIP LOCKED), \
-                         taken AS (UPDATE goenhance_jobs j SET lease_owner = $1, lease_epoch = $2, \
-                             claim_token = $5, \
-                             deliveries = j.deliveries + CASE WHEN j.state = 1 THEN 1 ELSE 0 END \
-                           FROM (SELECT id FROM due_w UNION ALL SELECT id FROM due_f) d \
-                           WHERE j.id = d.id \
-                           RETURNING j.id, j.meta, j.tracked_at, j.deadline, j.outcome, \
-                             j.deliveries, j.last_status, j.last_change, j.last_polls), \
-                         again AS (SELECT {COLS} FROM goenhance_jobs \
-                           WHERE lease_owner = $1 AND lease_epoch = $2 AND state < 2 \
-                             AND claim_token = ANY($6) AND EXISTS (SELECT 1 FROM me)) \
-                         SELECT t.now, EXISTS (SELECT 1 FROM me), (SELECT count(*) FROM freed), x.* \
-                         FROM t LEFT JOIN \
-                           (SELECT * FROM taken UNION ALL SELECT {COLS} FROM again) x ON true"
-                    ),
-                    &[
-                        &worker.name,
-                        &worker.epoch,
-                        &i64_of(claim.waiting),
-                        &i64_of(claim.finished),
-                        &(claim.token as i64),
-                        &tokens,
-                    ],
+            // The rows to take are found by the partial index of free due
+            // jobs and locked there, then updated by primary key: joined
+            // to the table instead, the update was planned as a hash of
+            // every row (a sequential scan growing with the table). Jobs
+            // of lost claims are looked for only when there are some.
+            let again = if tokens.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " UNION ALL SELECT {COLS} FROM goenhance_jobs \
+                     WHERE lease_owner = $1 AND lease_epoch = $2 AND state < 2 \
+                       AND claim_token = ANY($6) AND EXISTS (SELECT 1 FROM me)"
                 )
-                .await?;
+            };
+            let sql = format!(
+                "WITH t AS (SELECT {NOW} AS now), \
+                 freed AS (UPDATE goenhance_jobs SET lease_owner = NULL, lease_epoch = NULL \
+                   WHERE state < 2 AND lease_owner IN \
+                     (SELECT name FROM goenhance_workers, t WHERE alive_until <= t.now) \
+                   RETURNING id), \
+                 me AS (SELECT 1 FROM goenhance_workers, t \
+                   WHERE name = $1 AND epoch = $2 AND alive_until > t.now), \
+                 due_w AS (SELECT id FROM goenhance_jobs, t WHERE state = 0 \
+                   AND lease_owner IS NULL AND due_at <= t.now AND EXISTS (SELECT 1 FROM me) \
+                   ORDER BY due_at LIMIT $3 FOR UPDATE OF goenhance_jobs SKIP LOCKED), \
+                 due_f AS (SELECT id FROM goenhance_jobs, t WHERE state = 1 \
+                   AND lease_owner IS NULL AND due_at <= t.now AND EXISTS (SELECT 1 FROM me) \
+                   ORDER BY due_at LIMIT $4 FOR UPDATE OF goenhance_jobs SKIP LOCKED), \
+                 taken AS (UPDATE goenhance_jobs j SET lease_owner = $1, lease_epoch = $2, \
+                     claim_token = $5, \
+                     deliveries = j.deliveries + CASE WHEN j.state = 1 THEN 1 ELSE 0 END \
+                   WHERE j.id = ANY(ARRAY(SELECT id FROM due_w UNION ALL SELECT id FROM due_f)) \
+                   RETURNING j.id, j.meta, j.tracked_at, j.deadline, j.outcome, \
+                     j.deliveries, j.last_status, j.last_change, j.last_polls) \
+                 SELECT t.now, EXISTS (SELECT 1 FROM me), (SELECT count(*) FROM freed), x.* \
+                 FROM t LEFT JOIN (SELECT * FROM taken{again}) x ON true"
+            );
+            let (waiting, finished, token) = (
+                i64_of(claim.waiting),
+                i64_of(claim.finished),
+                claim.token as i64,
+            );
+            let mut params: Vec<&(dyn ToSql + Sync)> =
+                vec![&worker.name, &worker.epoch, &waiting, &finished, &token];
+            if !tokens.is_empty() {
+                params.push(&tokens);
+            }
+            let rows = self.inner.query(&sql, &params).await?;
             let Some(first) = rows.first() else {
                 return Err(Error::store("postgres: a claim returned no row"));
             };
@@ -210,28 +218,48 @@ impl TrackStore for PostgresStore {
         &'a self,
         worker: &'a WorkerId,
         jobs: Vec<Finished>,
+        now: SystemTime,
+    ) -> StoreFuture<'a, Vec<(String, u32)>> {
+        self.complete_and_ack(worker, jobs, Vec::new(), now)
+    }
+
+    fn complete_and_ack<'a>(
+        &'a self,
+        worker: &'a WorkerId,
+        jobs: Vec<Finished>,
+        delivered: Vec<String>,
         _now: SystemTime,
     ) -> StoreFuture<'a, Vec<(String, u32)>> {
         Box::pin(async move {
             let ids: Vec<&str> = jobs.iter().map(|f| f.id.as_str()).collect();
             let outcomes: Vec<&str> = jobs.iter().map(|f| f.outcome.as_str()).collect();
-            let rows = self
-                .inner
-                .query(
-                    &format!(
-                        "WITH s AS (UPDATE goenhance_jobs j SET state = 1, outcome = f.outcome, \
-                             finished_at = {NOW}, deliveries = j.deliveries + 1 \
-                           FROM unnest($1::text[], $2::text[]) AS f(id, outcome) \
-                           WHERE j.id = ANY($1) AND j.id = f.id AND j.state = 0 \
-                             AND j.lease_owner = $3 AND j.lease_epoch = $4 \
-                           RETURNING j.id, j.deliveries), \
-                         again AS (SELECT id, deliveries FROM goenhance_jobs \
-                           WHERE id = ANY($1) AND state = 1 AND lease_owner = $3 AND lease_epoch = $4) \
-                         SELECT * FROM s UNION ALL SELECT * FROM again"
-                    ),
-                    &[&ids, &outcomes, &worker.name, &worker.epoch],
+            // The acknowledgements ride in the same statement.
+            let ack = if delivered.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "a AS (UPDATE goenhance_jobs SET state = 2, delivered_at = {NOW}, \
+                       ended_at = {NOW}, lease_owner = NULL, lease_epoch = NULL \
+                     WHERE state = 1 AND id = ANY($5)), "
                 )
-                .await?;
+            };
+            let sql = format!(
+                "WITH {ack}s AS (UPDATE goenhance_jobs j SET state = 1, outcome = f.outcome, \
+                     finished_at = {NOW}, deliveries = j.deliveries + 1 \
+                   FROM unnest($1::text[], $2::text[]) AS f(id, outcome) \
+                   WHERE j.id = ANY($1) AND j.id = f.id AND j.state = 0 \
+                     AND j.lease_owner = $3 AND j.lease_epoch = $4 \
+                   RETURNING j.id, j.deliveries), \
+                 again AS (SELECT id, deliveries FROM goenhance_jobs \
+                   WHERE id = ANY($1) AND state = 1 AND lease_owner = $3 AND lease_epoch = $4) \
+                 SELECT * FROM s UNION ALL SELECT * FROM again"
+            );
+            let mut params: Vec<&(dyn ToSql + Sync)> =
+                vec![&ids, &outcomes, &worker.name, &worker.epoch];
+            if !delivered.is_empty() {
+                params.push(&delivered);
+            }
+            let rows = self.inner.query(&sql, &params).await?;
             Ok(rows
                 .into_iter()
                 .map(|r| (r.get(0), u32_of(r.get(1))))
