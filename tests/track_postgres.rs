@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use goenhance_jobs::fake::{FakeServer, Timeline};
-use goenhance_jobs::track::{PostgresStore, TrackStore, Tracker};
+use goenhance_jobs::track::{JobState, PostgresStore, TrackStore, Tracker};
 use goenhance_jobs::{Client, JobQuery, JobStatus, PollPolicy};
 
 fn ms(n: u64) -> Duration {
@@ -488,4 +488,109 @@ async fn a_store_of_the_earlier_schema_is_moved_forward() {
         std::time::UNIX_EPOCH + ms(3000),
         "delivered jobs end when they were delivered"
     );
+}
+
+/// The next handler call: (id, deliveries).
+async fn next_call(called: &mut tokio::sync::mpsc::UnboundedReceiver<(String, u32)>) -> (String, u32) {
+    tokio::time::timeout(Duration::from_secs(30), called.recv())
+        .await
+        .expect("no handler call within 30 s")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_is_recorded_delivered_only_after_its_handler_returned_ok() {
+    // "gate" finishes at its first poll and its handler waits for the test;
+    // 30 others finish over the next polls, their handlers return at once,
+    // so their completions and acknowledgements are written (together
+    // when they meet) while the gate's handler runs.
+    let cluster = Cluster::start("acks");
+    let mut jobs = vec![(
+        "gate".to_owned(),
+        Timeline::new("mx-v2v").succeed("video", "https://cdn.example/g.mp4"),
+    )];
+    for i in 0..30u64 {
+        jobs.push((
+            format!("other-{i:02}"),
+            Timeline::new("mx-v2v")
+                .pending_for_answers(1 + i % 6)
+                .succeed("video", "https://cdn.example/o.mp4"),
+        ));
+    }
+    let server = serve(&jobs).await;
+    let store = PostgresStore::connect(&cluster.url()).await.unwrap();
+    let tracker = Tracker::builder(client(server.base_url(), ms(100)), store.clone())
+        .claim_interval(ms(100))
+        .handler_retry(ms(100), ms(100))
+        .build();
+    for (id, _) in &jobs {
+        tracker
+            .track(JobQuery::new(id).unwrap(), serde_json::Value::Null)
+            .await
+            .unwrap();
+    }
+    let (called_tx, mut called) = tokio::sync::mpsc::unbounded_channel();
+    let (gate_tx, gate_rx) = tokio::sync::mpsc::unbounded_channel::<Result<(), String>>();
+    let gate_rx = std::sync::Arc::new(tokio::sync::Mutex::new(gate_rx));
+    let run = tokio::spawn({
+        let tracker = tracker.clone();
+        async move {
+            tracker
+                .run(move |c| {
+                    let (called_tx, gate_rx) = (called_tx.clone(), gate_rx.clone());
+                    async move {
+                        let id = c.query().img_uuid().to_owned();
+                        called_tx.send((id.clone(), c.deliveries()))?;
+                        if id == "gate" {
+                            let answer = gate_rx.lock().await.recv().await.unwrap();
+                            answer?;
+                        }
+                        Ok(())
+                    }
+                })
+                .await
+        }
+    });
+    let state = |id: &'static str| {
+        let store = store.clone();
+        async move {
+            let j = store.job(id).await.unwrap().unwrap();
+            (j.state, j.deliveries)
+        }
+    };
+    let mut others = HashSet::new();
+    let mut gate_calls = 0;
+    // Every other job is delivered and recorded while the gate's first
+    // delivery has not returned.
+    while others.len() < 30 || gate_calls == 0 {
+        let (id, n) = next_call(&mut called).await;
+        if id == "gate" {
+            gate_calls += 1;
+            assert_eq!(n, 1);
+        } else {
+            others.insert(id);
+        }
+    }
+    until_pending(&store, 1).await;
+    assert_eq!(
+        state("gate").await,
+        (JobState::Finished, 1),
+        "not delivered while its handler runs"
+    );
+    // Its handler fails: still not delivered; it is delivered again.
+    gate_tx.send(Err("not yet".into())).unwrap();
+    assert_eq!(next_call(&mut called).await, ("gate".to_owned(), 2));
+    assert_eq!(
+        state("gate").await,
+        (JobState::Finished, 2),
+        "not delivered after its handler failed, nor while it runs again"
+    );
+    gate_tx.send(Ok(())).unwrap();
+    until_pending(&store, 0).await;
+    assert_eq!(state("gate").await, (JobState::Delivered, 2));
+    assert!(
+        called.try_recv().is_err(),
+        "no job was delivered more often than said"
+    );
+    run.abort();
 }

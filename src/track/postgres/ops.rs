@@ -17,6 +17,16 @@ use crate::track::store::{
 /// The database's clock in milliseconds since the Unix epoch.
 const NOW: &str = "(extract(epoch from now()) * 1000)::int8";
 
+/// The state of a job as it is freed. A job finished while a worker holds
+/// it keeps `state` 0 with its outcome set: the completion then changes no
+/// indexed column, so PostgreSQL can update the row in place (a HOT
+/// update, no new index entries). Freed, it is `state` 1 (finished), so
+/// that a claim finds it among the finished jobs.
+const FREED: &str = "state = CASE WHEN outcome IS NULL THEN 0 ELSE 1 END";
+
+/// A job that is finished and not delivered, held or not.
+const FINISHED: &str = "state < 2 AND outcome IS NOT NULL";
+
 fn u32_of(v: i32) -> u32 {
     u32::try_from(v).unwrap_or(0)
 }
@@ -104,7 +114,8 @@ impl TrackStore for PostgresStore {
                            ON CONFLICT (name) DO UPDATE SET epoch = goenhance_workers.epoch + 1, \
                              alive_until = excluded.alive_until \
                            RETURNING epoch), \
-                         f AS (UPDATE goenhance_jobs SET lease_owner = NULL, lease_epoch = NULL \
+                         f AS (UPDATE goenhance_jobs SET lease_owner = NULL, lease_epoch = NULL, \
+                             {FREED} \
                            WHERE lease_owner = $1 AND state < 2) \
                          SELECT epoch FROM w"
                     ),
@@ -166,7 +177,8 @@ impl TrackStore for PostgresStore {
             };
             let sql = format!(
                 "WITH t AS (SELECT {NOW} AS now), \
-                 freed AS (UPDATE goenhance_jobs SET lease_owner = NULL, lease_epoch = NULL \
+                 freed AS (UPDATE goenhance_jobs SET lease_owner = NULL, lease_epoch = NULL, \
+                     {FREED} \
                    WHERE state < 2 AND lease_owner IN \
                      (SELECT name FROM goenhance_workers, t WHERE alive_until <= t.now) \
                    RETURNING id), \
@@ -240,18 +252,18 @@ impl TrackStore for PostgresStore {
                 format!(
                     "a AS (UPDATE goenhance_jobs SET state = 2, delivered_at = {NOW}, \
                        ended_at = {NOW}, lease_owner = NULL, lease_epoch = NULL \
-                     WHERE state = 1 AND id = ANY($5)), "
+                     WHERE {FINISHED} AND id = ANY($5)), "
                 )
             };
             let sql = format!(
-                "WITH {ack}s AS (UPDATE goenhance_jobs j SET state = 1, outcome = f.outcome, \
+                "WITH {ack}s AS (UPDATE goenhance_jobs j SET outcome = f.outcome, \
                      finished_at = {NOW}, deliveries = j.deliveries + 1 \
                    FROM unnest($1::text[], $2::text[]) AS f(id, outcome) \
-                   WHERE j.id = ANY($1) AND j.id = f.id AND j.state = 0 \
+                   WHERE j.id = ANY($1) AND j.id = f.id AND j.state = 0 AND j.outcome IS NULL \
                      AND j.lease_owner = $3 AND j.lease_epoch = $4 \
                    RETURNING j.id, j.deliveries), \
                  again AS (SELECT id, deliveries FROM goenhance_jobs \
-                   WHERE id = ANY($1) AND state = 1 AND lease_owner = $3 AND lease_epoch = $4) \
+                   WHERE id = ANY($1) AND {FINISHED} AND lease_owner = $3 AND lease_epoch = $4) \
                  SELECT * FROM s UNION ALL SELECT * FROM again"
             );
             let mut params: Vec<&(dyn ToSql + Sync)> =
@@ -288,7 +300,7 @@ impl TrackStore for PostgresStore {
                            last_change = {NOW} - f.age, last_polls = f.polls \
                          FROM unnest($1::text[], $2::text[], $3::int8[], $4::int4[]) \
                            AS f(id, status, age, polls) \
-                         WHERE j.id = ANY($1) AND j.id = f.id AND j.state = 0 \
+                         WHERE j.id = ANY($1) AND j.id = f.id AND j.state = 0 AND j.outcome IS NULL \
                            AND j.lease_owner = $5 AND j.lease_epoch = $6"
                     ),
                     &[&ids, &statuses, &ages, &polls, &worker.name, &worker.epoch],
@@ -305,7 +317,7 @@ impl TrackStore for PostgresStore {
                     &format!(
                         "UPDATE goenhance_jobs SET state = 2, delivered_at = {NOW}, \
                            ended_at = {NOW}, lease_owner = NULL, lease_epoch = NULL \
-                         WHERE state = 1 AND id = ANY($1)"
+                         WHERE {FINISHED} AND id = ANY($1)"
                     ),
                     &[&ids],
                 )
@@ -328,14 +340,15 @@ impl TrackStore for PostgresStore {
                 .execute(
                     &format!(
                         "UPDATE goenhance_jobs j SET \
-                           state = CASE WHEN f.delay < 0 THEN 3 ELSE j.state END, \
+                           state = CASE WHEN f.delay < 0 THEN 3 \
+                             WHEN j.outcome IS NULL THEN 0 ELSE 1 END, \
                            due_at = CASE WHEN f.delay < 0 THEN j.due_at ELSE {NOW} + f.delay END, \
                            ended_at = CASE WHEN f.delay < 0 THEN {NOW} ELSE j.ended_at END, \
                            last_error = f.error, lease_owner = NULL, lease_epoch = NULL \
                          FROM unnest($1::text[], $2::text[], $3::int8[]) AS f(id, error, delay) \
                          WHERE j.id = ANY($1) AND j.id = f.id \
                            AND j.lease_owner = $4 AND j.lease_epoch = $5 \
-                           AND (j.state = 1 OR (f.delay < 0 AND j.state = 0))"
+                           AND j.state < 2 AND (j.outcome IS NOT NULL OR f.delay < 0)"
                     ),
                     &[&ids, &errors, &delays, &worker.name, &worker.epoch],
                 )
@@ -348,8 +361,12 @@ impl TrackStore for PostgresStore {
         Box::pin(async move {
             self.inner
                 .execute(
-                    "UPDATE goenhance_jobs SET lease_owner = NULL, lease_epoch = NULL \
-                     WHERE state < 2 AND id = ANY($1) AND lease_owner = $2 AND lease_epoch = $3",
+                    &format!(
+                        "UPDATE goenhance_jobs SET lease_owner = NULL, lease_epoch = NULL, \
+                           {FREED} \
+                         WHERE state < 2 AND id = ANY($1) AND lease_owner = $2 \
+                           AND lease_epoch = $3"
+                    ),
                     &[&ids, &worker.name, &worker.epoch],
                 )
                 .await?;
@@ -450,7 +467,9 @@ impl TrackStore for PostgresStore {
             let rows = self
                 .inner
                 .query(
-                    "SELECT id, meta, state, tracked_at, deadline, outcome, deliveries, \
+                    "SELECT id, meta, \
+                       CASE WHEN state = 0 AND outcome IS NOT NULL THEN 1::int2 ELSE state END, \
+                       tracked_at, deadline, outcome, deliveries, \
                        last_status, last_change, last_polls, last_error, ended_at \
                      FROM goenhance_jobs WHERE id = $1",
                     &[&id],
