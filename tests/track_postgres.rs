@@ -491,7 +491,9 @@ async fn a_store_of_the_earlier_schema_is_moved_forward() {
 }
 
 /// The next handler call: (id, deliveries).
-async fn next_call(called: &mut tokio::sync::mpsc::UnboundedReceiver<(String, u32)>) -> (String, u32) {
+async fn next_call(
+    called: &mut tokio::sync::mpsc::UnboundedReceiver<(String, u32)>,
+) -> (String, u32) {
     tokio::time::timeout(Duration::from_secs(30), called.recv())
         .await
         .expect("no handler call within 30 s")
@@ -593,4 +595,157 @@ async fn a_job_is_recorded_delivered_only_after_its_handler_returned_ok() {
         "no job was delivered more often than said"
     );
     run.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_of_the_third_schema_is_moved_forward_and_completes_in_place() {
+    // A table as the version before in-place completions left it: a job
+    // finished (state 1) and held by a worker that is gone, one finished
+    // and held by a live worker, one waiting, one delivered.
+    let cluster = Cluster::start("forward4");
+    let (client, conn) = tokio_postgres::connect(&cluster.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(concat!(
+            include_str!("../src/track/migrations/postgres/V1__jobs.sql"),
+            include_str!("../src/track/migrations/postgres/V2__status.sql"),
+            include_str!("../src/track/migrations/postgres/V3__workers.sql"),
+            "CREATE TABLE refinery_schema_history (version int4 PRIMARY KEY, name varchar(255), \
+               applied_on varchar(255), checksum varchar(255)); \
+             INSERT INTO goenhance_workers VALUES ('gone', 1, 1000), ('alive', 1, 9999999999999); \
+             INSERT INTO goenhance_jobs (id, meta, tracked_at, deadline, due_at, state, outcome, \
+               deliveries, lease_owner, lease_epoch) VALUES \
+               ('orphan', '{}', 1000, 9999999999999, 1000, 1, 'out-o', 1, 'gone', 1), \
+               ('held', '{}', 1000, 9999999999999, 1000, 1, 'out-h', 1, 'alive', 1), \
+               ('waiting', '{}', 2000, 9999999999999, 2000, 0, NULL, 0, NULL, NULL); \
+             INSERT INTO goenhance_jobs (id, meta, tracked_at, deadline, due_at, state, outcome, \
+               deliveries, delivered_at, ended_at) VALUES \
+               ('done', '{}', 500, 9999999999999, 500, 2, 'out-d', 1, 3000, 3000);"
+        ))
+        .await
+        .unwrap();
+    let runner = {
+        mod embedded {
+            refinery::embed_migrations!("src/track/migrations/postgres");
+        }
+        embedded::migrations::runner()
+    };
+    for m in runner.get_migrations().iter().filter(|m| m.version() <= 3) {
+        client
+            .execute(
+                "INSERT INTO refinery_schema_history VALUES ($1, $2, $3, $4)",
+                &[
+                    &(m.version() as i32),
+                    &m.name(),
+                    &"2026-01-01T00:00:00Z",
+                    &m.checksum().to_string(),
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    let store = PostgresStore::connect(&cluster.url()).await.unwrap();
+    let options: Vec<String> = client
+        .query_one(
+            "SELECT reloptions FROM pg_class WHERE relname = 'goenhance_jobs'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(options, ["fillfactor=70"]);
+    let state = |id: &'static str| {
+        let store = store.clone();
+        async move {
+            let j = store.job(id).await.unwrap().unwrap();
+            (j.state, j.outcome, j.deliveries)
+        }
+    };
+    assert_eq!(
+        state("held").await,
+        (JobState::Finished, Some("out-h".into()), 1)
+    );
+    assert_eq!(store.pending().await.unwrap(), 3);
+    let now = std::time::SystemTime::now();
+    let w = store.register("w", ms(60_000), now).await.unwrap();
+    let claimed = store
+        .claim(&w, goenhance_jobs::track::Claim::new(10, 10, 1), now)
+        .await
+        .unwrap();
+    let got: Vec<_> = claimed
+        .jobs
+        .iter()
+        .map(|j| (j.id.as_str(), j.outcome.as_deref(), j.deliveries))
+        .collect();
+    assert_eq!(
+        got,
+        [("waiting", None, 0)],
+        "the waiting job is claimed as waiting; the lapsed worker's job is freed"
+    );
+    // The completion changes no indexed column: a HOT update.
+    let done = store
+        .complete(
+            &w,
+            vec![goenhance_jobs::track::Finished::new("waiting", "out-w")],
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(done, [("waiting".to_owned(), 1)]);
+    assert_eq!(
+        state("waiting").await,
+        (JobState::Finished, Some("out-w".into()), 1)
+    );
+    let hot = async {
+        loop {
+            let n: i64 = client
+                .query_one(
+                    "SELECT n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'goenhance_jobs'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if n >= 1 {
+                return n;
+            }
+            tokio::time::sleep(ms(100)).await;
+        }
+    };
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(30), hot)
+            .await
+            .expect("the completion was not a HOT update"),
+        1
+    );
+    // Released, the finished job is claimed as finished, and so is the
+    // one the lapsed worker held.
+    store.release(&w, vec!["waiting".into()]).await.unwrap();
+    let again = store
+        .claim(&w, goenhance_jobs::track::Claim::new(0, 10, 2), now)
+        .await
+        .unwrap();
+    let mut got: Vec<_> = again
+        .jobs
+        .iter()
+        .map(|j| (j.id.as_str(), j.outcome.as_deref(), j.deliveries))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [("orphan", Some("out-o"), 2), ("waiting", Some("out-w"), 2)]
+    );
+    store
+        .ack(vec!["held".into(), "waiting".into(), "orphan".into()], now)
+        .await
+        .unwrap();
+    for id in ["held", "waiting", "orphan"] {
+        assert_eq!(
+            store.job(id).await.unwrap().unwrap().state,
+            JobState::Delivered
+        );
+    }
+    assert_eq!(store.pending().await.unwrap(), 0);
 }

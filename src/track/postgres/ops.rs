@@ -245,7 +245,9 @@ impl TrackStore for PostgresStore {
         Box::pin(async move {
             let ids: Vec<&str> = jobs.iter().map(|f| f.id.as_str()).collect();
             let outcomes: Vec<&str> = jobs.iter().map(|f| f.outcome.as_str()).collect();
-            // The acknowledgements ride in the same statement.
+            // The acknowledgements ride in the same statement. Rows are
+            // looked up again (a completion stored before, its answer
+            // lost) only for the ids the update did not take.
             let ack = if delivered.is_empty() {
                 String::new()
             } else {
@@ -263,7 +265,8 @@ impl TrackStore for PostgresStore {
                      AND j.lease_owner = $3 AND j.lease_epoch = $4 \
                    RETURNING j.id, j.deliveries), \
                  again AS (SELECT id, deliveries FROM goenhance_jobs \
-                   WHERE id = ANY($1) AND {FINISHED} AND lease_owner = $3 AND lease_epoch = $4) \
+                   WHERE id = ANY(ARRAY(SELECT unnest($1::text[]) EXCEPT SELECT id FROM s)) \
+                     AND {FINISHED} AND lease_owner = $3 AND lease_epoch = $4) \
                  SELECT * FROM s UNION ALL SELECT * FROM again"
             );
             let mut params: Vec<&(dyn ToSql + Sync)> =
