@@ -258,27 +258,29 @@ fn pg_err(target: &str, e: tokio_postgres::Error) -> Error {
 impl Inner {
     async fn open(&self) -> Result<Client, Error> {
         let err = |e| pg_err(&self.target, e);
-        // Prepared statements are planned for their values at each
-        // execution, as unnamed ones are: a generic plan could scan a
-        // worker's held rows where the values call for the primary key.
-        let mut config = self.config.clone();
-        let options = match config.get_options() {
-            Some(o) if !o.is_empty() => format!("{o} -c plan_cache_mode=force_custom_plan"),
-            _ => "-c plan_cache_mode=force_custom_plan".to_owned(),
-        };
-        config.options(&options);
         let client = match &self.tls {
             Some(tls) => {
-                let (client, connection) = config.connect(tls.clone()).await.map_err(err)?;
+                let (client, connection) = self.config.connect(tls.clone()).await.map_err(err)?;
                 tokio::spawn(drive(connection));
                 client
             }
             None => {
-                let (client, connection) = config.connect(NoTls).await.map_err(err)?;
+                let (client, connection) = self.config.connect(NoTls).await.map_err(err)?;
                 tokio::spawn(drive(connection));
                 client
             }
         };
+        // Prepared statements are planned for their values at each
+        // execution: a generic plan, made for arrays of unknown length,
+        // joins a batch of ids to its outcomes by a nested loop. Servers
+        // before PostgreSQL 12 have no such setting and plan as they do.
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = client
+            .batch_execute("SET plan_cache_mode = force_custom_plan")
+            .await
+        {
+            tracing::debug!(error = %e, "postgres: plan_cache_mode not set");
+        }
         Ok(client)
     }
 
