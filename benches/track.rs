@@ -206,6 +206,22 @@ async fn probe(db: &tokio_postgres::Client, prefix: &str) -> (i64, i64) {
     (row.get(0), row.get(1))
 }
 
+/// Job rows updated so far and how many of those were HOT updates
+/// (`pg_stat_user_tables.n_tup_upd`, `n_tup_hot_upd`), once the statistics
+/// of the workers' last transactions are in.
+async fn updates(db: &tokio_postgres::Client) -> (i64, i64) {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let row = db
+        .query_one(
+            "SELECT n_tup_upd AS bench_probe, n_tup_hot_upd FROM pg_stat_user_tables \
+             WHERE relname = 'goenhance_jobs'",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
 /// Job rows updated so far (`pg_stat_user_tables.n_tup_upd`).
 async fn rows_updated(db: &tokio_postgres::Client) -> i64 {
     db.query_one(
@@ -288,6 +304,7 @@ async fn postgres(server: &FakeServer, n: u64, workers: u64, hold_secs: u64) {
     let ticks = children::clock_ticks();
     let cpu_before = children::children_cpu(ticks);
     let probe_before = pgstats::probe_ms(&admin, DB).await;
+    let updates_before = updates(&db).await;
     let t = Instant::now();
     let children: Vec<Child> = (0..workers)
         .map(|w| spawn_worker(&cluster, server.base_url(), &format!("w{w}"), &claim_arg))
@@ -322,6 +339,7 @@ async fn postgres(server: &FakeServer, n: u64, workers: u64, hold_secs: u64) {
     let took = t.elapsed();
     let counted: u64 = children.into_iter().map(stop_worker).sum();
     let cpu = children::children_cpu(ticks) - cpu_before;
+    let updates_after = updates(&db).await;
     let probing = pgstats::probe_ms(&admin, DB).await - probe_before;
     let after = pgstats::calls(&admin, DB).await;
     let commits_after = pgstats::commits(&admin, DB).await;
@@ -365,6 +383,15 @@ async fn postgres(server: &FakeServer, n: u64, workers: u64, hold_secs: u64) {
         num("--claim-ms", 1000)
     );
     println!("delivered each second: {}", per_second(&curve));
+    let (upd, hot) = (
+        updates_after.0 - updates_before.0,
+        updates_after.1 - updates_before.1,
+    );
+    println!(
+        "job rows updated: {:.2} a job, {:.1} % of them HOT (pg_stat_user_tables)",
+        upd as f64 / n as f64,
+        100.0 * hot as f64 / upd.max(1) as f64
+    );
     println!(
         "the bench's own counting reads (every 200 ms): {:.0} ms executing in all, \
          {:.1} % of the delivery time",

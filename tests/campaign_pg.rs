@@ -89,7 +89,9 @@ async fn a_fault_campaign_on_postgres_delivers_every_job_once_at_a_time_and_in_t
     let per_proxy = s.faults_per_kind * 3 * 3 / 2 / s.workers;
     let spec = PlanSpec {
         faults: per_proxy,
-        mean_gap: s.fault_window * 3 / 5 / per_proxy as u32,
+        // Gaps leave room for each fault to wait for traffic: the
+        // workers send few bytes between their batches.
+        mean_gap: s.fault_window * 2 / 5 / per_proxy as u32,
         max_cut_bytes: 2048,
         short_stall: Duration::from_millis(400),
         long_share: 0.05,

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use goenhance_jobs::fake::{FakeServer, Timeline};
-use goenhance_jobs::track::{PostgresStore, TrackStore, Tracker};
+use goenhance_jobs::track::{JobState, PostgresStore, TrackStore, Tracker};
 use goenhance_jobs::{Client, JobQuery, JobStatus, PollPolicy};
 
 fn ms(n: u64) -> Duration {
@@ -488,4 +488,264 @@ async fn a_store_of_the_earlier_schema_is_moved_forward() {
         std::time::UNIX_EPOCH + ms(3000),
         "delivered jobs end when they were delivered"
     );
+}
+
+/// The next handler call: (id, deliveries).
+async fn next_call(
+    called: &mut tokio::sync::mpsc::UnboundedReceiver<(String, u32)>,
+) -> (String, u32) {
+    tokio::time::timeout(Duration::from_secs(30), called.recv())
+        .await
+        .expect("no handler call within 30 s")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_is_recorded_delivered_only_after_its_handler_returned_ok() {
+    // "gate" finishes at its first poll and its handler waits for the test;
+    // 30 others finish over the next polls, their handlers return at once,
+    // so their completions and acknowledgements are written (together
+    // when they meet) while the gate's handler runs.
+    let cluster = Cluster::start("acks");
+    let mut jobs = vec![(
+        "gate".to_owned(),
+        Timeline::new("mx-v2v").succeed("video", "https://cdn.example/g.mp4"),
+    )];
+    for i in 0..30u64 {
+        jobs.push((
+            format!("other-{i:02}"),
+            Timeline::new("mx-v2v")
+                .pending_for_answers(1 + i % 6)
+                .succeed("video", "https://cdn.example/o.mp4"),
+        ));
+    }
+    let server = serve(&jobs).await;
+    let store = PostgresStore::connect(&cluster.url()).await.unwrap();
+    let tracker = Tracker::builder(client(server.base_url(), ms(100)), store.clone())
+        .claim_interval(ms(100))
+        .handler_retry(ms(100), ms(100))
+        .build();
+    for (id, _) in &jobs {
+        tracker
+            .track(JobQuery::new(id).unwrap(), serde_json::Value::Null)
+            .await
+            .unwrap();
+    }
+    let (called_tx, mut called) = tokio::sync::mpsc::unbounded_channel();
+    let (gate_tx, gate_rx) = tokio::sync::mpsc::unbounded_channel::<Result<(), String>>();
+    let gate_rx = std::sync::Arc::new(tokio::sync::Mutex::new(gate_rx));
+    let run = tokio::spawn({
+        let tracker = tracker.clone();
+        async move {
+            tracker
+                .run(move |c| {
+                    let (called_tx, gate_rx) = (called_tx.clone(), gate_rx.clone());
+                    async move {
+                        let id = c.query().img_uuid().to_owned();
+                        called_tx.send((id.clone(), c.deliveries()))?;
+                        if id == "gate" {
+                            let answer = gate_rx.lock().await.recv().await.unwrap();
+                            answer?;
+                        }
+                        Ok(())
+                    }
+                })
+                .await
+        }
+    });
+    let state = |id: &'static str| {
+        let store = store.clone();
+        async move {
+            let j = store.job(id).await.unwrap().unwrap();
+            (j.state, j.deliveries)
+        }
+    };
+    let mut others = HashSet::new();
+    let mut gate_calls = 0;
+    // Every other job is delivered and recorded while the gate's first
+    // delivery has not returned.
+    while others.len() < 30 || gate_calls == 0 {
+        let (id, n) = next_call(&mut called).await;
+        if id == "gate" {
+            gate_calls += 1;
+            assert_eq!(n, 1);
+        } else {
+            others.insert(id);
+        }
+    }
+    until_pending(&store, 1).await;
+    assert_eq!(
+        state("gate").await,
+        (JobState::Finished, 1),
+        "not delivered while its handler runs"
+    );
+    // Its handler fails: still not delivered; it is delivered again.
+    gate_tx.send(Err("not yet".into())).unwrap();
+    assert_eq!(next_call(&mut called).await, ("gate".to_owned(), 2));
+    assert_eq!(
+        state("gate").await,
+        (JobState::Finished, 2),
+        "not delivered after its handler failed, nor while it runs again"
+    );
+    gate_tx.send(Ok(())).unwrap();
+    until_pending(&store, 0).await;
+    assert_eq!(state("gate").await, (JobState::Delivered, 2));
+    assert!(
+        called.try_recv().is_err(),
+        "no job was delivered more often than said"
+    );
+    run.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_of_the_third_schema_is_moved_forward_and_completes_in_place() {
+    // A table as the version before in-place completions left it: a job
+    // finished (state 1) and held by a worker that is gone, one finished
+    // and held by a live worker, one waiting, one delivered.
+    let cluster = Cluster::start("forward4");
+    let (client, conn) = tokio_postgres::connect(&cluster.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(concat!(
+            include_str!("../src/track/migrations/postgres/V1__jobs.sql"),
+            include_str!("../src/track/migrations/postgres/V2__status.sql"),
+            include_str!("../src/track/migrations/postgres/V3__workers.sql"),
+            "CREATE TABLE refinery_schema_history (version int4 PRIMARY KEY, name varchar(255), \
+               applied_on varchar(255), checksum varchar(255)); \
+             INSERT INTO goenhance_workers VALUES ('gone', 1, 1000), ('alive', 1, 9999999999999); \
+             INSERT INTO goenhance_jobs (id, meta, tracked_at, deadline, due_at, state, outcome, \
+               deliveries, lease_owner, lease_epoch) VALUES \
+               ('orphan', '{}', 1000, 9999999999999, 1000, 1, 'out-o', 1, 'gone', 1), \
+               ('held', '{}', 1000, 9999999999999, 1000, 1, 'out-h', 1, 'alive', 1), \
+               ('waiting', '{}', 2000, 9999999999999, 2000, 0, NULL, 0, NULL, NULL); \
+             INSERT INTO goenhance_jobs (id, meta, tracked_at, deadline, due_at, state, outcome, \
+               deliveries, delivered_at, ended_at) VALUES \
+               ('done', '{}', 500, 9999999999999, 500, 2, 'out-d', 1, 3000, 3000);"
+        ))
+        .await
+        .unwrap();
+    let runner = {
+        mod embedded {
+            refinery::embed_migrations!("src/track/migrations/postgres");
+        }
+        embedded::migrations::runner()
+    };
+    for m in runner.get_migrations().iter().filter(|m| m.version() <= 3) {
+        client
+            .execute(
+                "INSERT INTO refinery_schema_history VALUES ($1, $2, $3, $4)",
+                &[
+                    &(m.version() as i32),
+                    &m.name(),
+                    &"2026-01-01T00:00:00Z",
+                    &m.checksum().to_string(),
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    let store = PostgresStore::connect(&cluster.url()).await.unwrap();
+    let options: Vec<String> = client
+        .query_one(
+            "SELECT reloptions FROM pg_class WHERE relname = 'goenhance_jobs'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(options, ["fillfactor=70"]);
+    let state = |id: &'static str| {
+        let store = store.clone();
+        async move {
+            let j = store.job(id).await.unwrap().unwrap();
+            (j.state, j.outcome, j.deliveries)
+        }
+    };
+    assert_eq!(
+        state("held").await,
+        (JobState::Finished, Some("out-h".into()), 1)
+    );
+    assert_eq!(store.pending().await.unwrap(), 3);
+    let now = std::time::SystemTime::now();
+    let w = store.register("w", ms(60_000), now).await.unwrap();
+    let claimed = store
+        .claim(&w, goenhance_jobs::track::Claim::new(10, 10, 1), now)
+        .await
+        .unwrap();
+    let got: Vec<_> = claimed
+        .jobs
+        .iter()
+        .map(|j| (j.id.as_str(), j.outcome.as_deref(), j.deliveries))
+        .collect();
+    assert_eq!(
+        got,
+        [("waiting", None, 0)],
+        "the waiting job is claimed as waiting; the lapsed worker's job is freed"
+    );
+    // The completion changes no indexed column: a HOT update.
+    let done = store
+        .complete(
+            &w,
+            vec![goenhance_jobs::track::Finished::new("waiting", "out-w")],
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(done, [("waiting".to_owned(), 1)]);
+    assert_eq!(
+        state("waiting").await,
+        (JobState::Finished, Some("out-w".into()), 1)
+    );
+    let hot = async {
+        loop {
+            let n: i64 = client
+                .query_one(
+                    "SELECT n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'goenhance_jobs'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if n >= 1 {
+                return n;
+            }
+            tokio::time::sleep(ms(100)).await;
+        }
+    };
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(30), hot)
+            .await
+            .expect("the completion was not a HOT update"),
+        1
+    );
+    // Released, the finished job is claimed as finished, and so is the
+    // one the lapsed worker held.
+    store.release(&w, vec!["waiting".into()]).await.unwrap();
+    let again = store
+        .claim(&w, goenhance_jobs::track::Claim::new(0, 10, 2), now)
+        .await
+        .unwrap();
+    let mut got: Vec<_> = again
+        .jobs
+        .iter()
+        .map(|j| (j.id.as_str(), j.outcome.as_deref(), j.deliveries))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [("orphan", Some("out-o"), 2), ("waiting", Some("out-w"), 2)]
+    );
+    store
+        .ack(vec!["held".into(), "waiting".into(), "orphan".into()], now)
+        .await
+        .unwrap();
+    for id in ["held", "waiting", "orphan"] {
+        assert_eq!(
+            store.job(id).await.unwrap().unwrap().state,
+            JobState::Delivered
+        );
+    }
+    assert_eq!(store.pending().await.unwrap(), 0);
 }

@@ -394,10 +394,28 @@ where
                 .iter()
                 .map(|(id, answer)| Finished::new(id.clone(), outcome::encode(answer)))
                 .collect();
+            // Deliveries to record (handlers that returned Ok) go with it.
+            let acks = std::mem::take(&mut self.to_ack);
             let r = inner
-                .call("complete", inner.store.complete(&worker, jobs, inner.now()))
+                .call(
+                    "complete",
+                    inner
+                        .store
+                        .complete_and_ack(&worker, jobs, acks.clone(), inner.now()),
+                )
                 .await;
-            note("complete", r.map(|held| self.on_completed(held)));
+            match r {
+                Ok(held) => {
+                    self.on_completed(held);
+                    for id in acks {
+                        self.held.remove(&id);
+                    }
+                }
+                Err(e) => {
+                    self.to_ack = acks;
+                    note("complete", Err(e));
+                }
+            }
         }
         if !self.to_ack.is_empty() {
             let r = inner

@@ -109,6 +109,29 @@ pub trait TrackStore: fmt::Debug + Send + Sync + 'static {
         now: SystemTime,
     ) -> StoreFuture<'a, Vec<(String, u32)>>;
 
+    /// [`ack`](Self::ack) of `delivered`, then [`complete`](Self::complete)
+    /// of `jobs`, in one call: a store may write both at once (one
+    /// statement, one transaction). `delivered` are finished jobs whose
+    /// handler returned `Ok`; the answer is `complete`'s. Doing it again
+    /// is harmless, as each of the two is.
+    ///
+    /// Provided: calls [`ack`](Self::ack) (when `delivered` is not empty),
+    /// then [`complete`](Self::complete).
+    fn complete_and_ack<'a>(
+        &'a self,
+        worker: &'a WorkerId,
+        jobs: Vec<Finished>,
+        delivered: Vec<String>,
+        now: SystemTime,
+    ) -> StoreFuture<'a, Vec<(String, u32)>> {
+        Box::pin(async move {
+            if !delivered.is_empty() {
+                self.ack(delivered, now).await?;
+            }
+            self.complete(worker, jobs, now).await
+        })
+    }
+
     /// Saves the last status seen of waiting jobs that `worker` holds, so
     /// that a wait taken up after a restart goes on from there (stall
     /// detection counts from the last change). Stores that keep no such

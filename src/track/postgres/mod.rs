@@ -1,5 +1,6 @@
 //! [`PostgresStore`]: tracked jobs in PostgreSQL, shared by a fleet.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use pki_types::CertificateDer;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Config, NoTls, Row};
+use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::store::NewJob;
@@ -84,8 +85,44 @@ struct Inner {
     tls: Option<MakeRustlsConnect>,
     /// Where, for messages: host, port and database, never the password.
     target: String,
-    client: Mutex<Option<Arc<Client>>>,
+    client: Mutex<Option<Arc<Conn>>>,
     statements: AtomicU64,
+}
+
+/// A connection and the statements prepared on it: each SQL text is
+/// parsed once a connection, then only bound and executed (one round trip
+/// instead of two).
+struct Conn {
+    client: Client,
+    prepared: std::sync::Mutex<HashMap<String, Statement>>,
+}
+
+impl Conn {
+    fn new(client: Client) -> Conn {
+        Conn {
+            client,
+            prepared: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `sql` prepared on this connection (once).
+    async fn statement(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+        let cached = self
+            .prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sql)
+            .cloned();
+        if let Some(s) = cached {
+            return Ok(s);
+        }
+        let s = self.client.prepare(sql).await?;
+        self.prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sql.to_owned(), s.clone());
+        Ok(s)
+    }
 }
 
 fn describe(config: &Config) -> String {
@@ -163,7 +200,7 @@ impl PostgresStore {
         });
         let mut client = inner.open().await?;
         migrate(&mut client, &inner.target).await?;
-        *inner.client.lock().await = Some(Arc::new(client));
+        *inner.client.lock().await = Some(Arc::new(Conn::new(client)));
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(insert_loop(Arc::clone(&inner), rx));
         Ok(PostgresStore { inner, inserts: tx })
@@ -233,19 +270,30 @@ impl Inner {
                 client
             }
         };
+        // Prepared statements are planned for their values at each
+        // execution: a generic plan, made for arrays of unknown length,
+        // joins a batch of ids to its outcomes by a nested loop. Servers
+        // before PostgreSQL 12 have no such setting and plan as they do.
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = client
+            .batch_execute("SET plan_cache_mode = force_custom_plan")
+            .await
+        {
+            tracing::debug!(error = %e, "postgres: plan_cache_mode not set");
+        }
         Ok(client)
     }
 
     /// The connection, made again if it was lost.
-    async fn client(&self) -> Result<Arc<Client>, Error> {
+    async fn client(&self) -> Result<Arc<Conn>, Error> {
         let mut slot = self.client.lock().await;
         if let Some(c) = slot.as_ref() {
-            if !c.is_closed() {
+            if !c.client.is_closed() {
                 return Ok(Arc::clone(c));
             }
         }
         *slot = None;
-        let c = Arc::new(self.open().await?);
+        let c = Arc::new(Conn::new(self.open().await?));
         *slot = Some(Arc::clone(&c));
         Ok(c)
     }
@@ -266,9 +314,12 @@ impl Inner {
             inner: self,
             client: Some(Arc::clone(&client)),
         };
-        let r = client.query(sql, params).await.map_err(|e| self.err(e));
+        let r = match client.statement(sql).await {
+            Ok(s) => client.client.query(&s, params).await,
+            Err(e) => Err(e),
+        };
         guard.answered();
-        r
+        r.map_err(|e| self.err(e))
     }
 
     /// One statement without rows, as [`query`](Inner::query).
@@ -279,13 +330,16 @@ impl Inner {
             inner: self,
             client: Some(Arc::clone(&client)),
         };
-        let r = client.execute(sql, params).await.map_err(|e| self.err(e));
+        let r = match client.statement(sql).await {
+            Ok(s) => client.client.execute(&s, params).await,
+            Err(e) => Err(e),
+        };
         guard.answered();
-        r
+        r.map_err(|e| self.err(e))
     }
 
     /// Stops using `client` (the next statement connects again).
-    fn discard(&self, client: &Arc<Client>) {
+    fn discard(&self, client: &Arc<Conn>) {
         if let Ok(mut slot) = self.client.try_lock() {
             if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, client)) {
                 *slot = None;
@@ -297,7 +351,7 @@ impl Inner {
 /// Discards the connection of a statement dropped before its answer.
 struct Unanswered<'a> {
     inner: &'a Inner,
-    client: Option<Arc<Client>>,
+    client: Option<Arc<Conn>>,
 }
 
 impl Unanswered<'_> {

@@ -4,6 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::oneshot;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::{Inner, PostgresStore};
@@ -15,6 +16,16 @@ use crate::track::store::{
 
 /// The database's clock in milliseconds since the Unix epoch.
 const NOW: &str = "(extract(epoch from now()) * 1000)::int8";
+
+/// The state of a job as it is freed. A job finished while a worker holds
+/// it keeps `state` 0 with its outcome set: the completion then changes no
+/// indexed column, so PostgreSQL can update the row in place (a HOT
+/// update, no new index entries). Freed, it is `state` 1 (finished), so
+/// that a claim finds it among the finished jobs.
+const FREED: &str = "state = CASE WHEN outcome IS NULL THEN 0 ELSE 1 END";
+
+/// A job that is finished and not delivered, held or not.
+const FINISHED: &str = "state < 2 AND outcome IS NOT NULL";
 
 fn u32_of(v: i32) -> u32 {
     u32::try_from(v).unwrap_or(0)
@@ -111,7 +122,8 @@ impl TrackStore for PostgresStore {
                            ON CONFLICT (name) DO UPDATE SET epoch = goenhance_workers.epoch + 1, \
                              alive_until = excluded.alive_until \
                            RETURNING epoch), \
-                         f AS (UPDATE goenhance_jobs SET lease_owner = NULL, lease_epoch = NULL \
+                         f AS (UPDATE goenhance_jobs SET lease_owner = NULL, lease_epoch = NULL, \
+                             {FREED} \
                            WHERE lease_owner = $1 AND state < 2) \
                          SELECT epoch FROM w"
                     ),
@@ -157,47 +169,55 @@ impl TrackStore for PostgresStore {
             const COLS: &str = "id, meta, tracked_at, deadline, outcome, deliveries, \
                                 last_status, last_change, last_polls";
             let tokens: Vec<i64> = claim.recover.iter().map(|&t| t as i64).collect();
-            let rows = self
-                .inner
-                .query(
-                    &format!(
-                        "WITH t AS (SELECT {NOW} AS now), \
-                         freed AS (UPDATE goenhance_jobs SET lease_owner = NULL, lease_epoch = NULL \
-                           WHERE state < 2 AND lease_owner IN \
-                             (SELECT name FROM goenhance_workers, t WHERE alive_until <= t.now) \
-                           RETURNING id), \
-                         me AS (SELECT 1 FROM goenhance_workers, t \
-                           WHERE name = $1 AND epoch = $2 AND alive_until > t.now), \
-                         due_w AS (SELECT id FROM goenhance_jobs, t WHERE state = 0 \
-                           AND lease_owner IS NULL AND due_at <= t.now AND EXISTS (SELECT 1 FROM me) \
-                           ORDER BY due_at LIMIT $3 FOR UPDATE OF goenhance_jobs SKIP LOCKED), \
-                         due_f AS (SELECT id FROM goenhance_jobs, t WHERE state = 1 \
-                           AND lease_owner IS NULL AND due_at <= t.now AND EXISTS (SELECT 1 FROM me) \
-                           ORDER BY due_at LIMIT $4 FOR UPDATE OF goenhance_jobs SKIP LOCKED), \
-                         taken AS (UPDATE goenhance_jobs j SET lease_owner = $1, lease_epoch = $2, \
-                             claim_token = $5, \
-                             deliveries = j.deliveries + CASE WHEN j.state = 1 THEN 1 ELSE 0 END \
-                           FROM (SELECT id FROM due_w UNION ALL SELECT id FROM due_f) d \
-                           WHERE j.id = d.id \
-                           RETURNING j.id, j.meta, j.tracked_at, j.deadline, j.outcome, \
-                             j.deliveries, j.last_status, j.last_change, j.last_polls), \
-                         again AS (SELECT {COLS} FROM goenhance_jobs \
-                           WHERE lease_owner = $1 AND lease_epoch = $2 AND state < 2 \
-                             AND claim_token = ANY($6) AND EXISTS (SELECT 1 FROM me)) \
-                         SELECT t.now, EXISTS (SELECT 1 FROM me), (SELECT count(*) FROM freed), x.* \
-                         FROM t LEFT JOIN \
-                           (SELECT * FROM taken UNION ALL SELECT {COLS} FROM again) x ON true"
-                    ),
-                    &[
-                        &worker.name,
-                        &worker.epoch,
-                        &i64_of(claim.waiting),
-                        &i64_of(claim.finished),
-                        &(claim.token as i64),
-                        &tokens,
-                    ],
+            // The rows to take are found by the partial index of free due
+            // jobs and locked there, then updated by primary key: joined
+            // to the table instead, the update was planned as a hash of
+            // every row (a sequential scan growing with the table). Jobs
+            // of lost claims are looked for only when there are some.
+            let again = if tokens.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " UNION ALL SELECT {COLS} FROM goenhance_jobs \
+                     WHERE lease_owner = $1 AND lease_epoch = $2 AND state < 2 \
+                       AND claim_token = ANY($6) AND EXISTS (SELECT 1 FROM me)"
                 )
-                .await?;
+            };
+            let sql = format!(
+                "WITH t AS (SELECT {NOW} AS now), \
+                 freed AS (UPDATE goenhance_jobs SET lease_owner = NULL, lease_epoch = NULL, \
+                     {FREED} \
+                   WHERE state < 2 AND lease_owner IN \
+                     (SELECT name FROM goenhance_workers, t WHERE alive_until <= t.now) \
+                   RETURNING id), \
+                 me AS (SELECT 1 FROM goenhance_workers, t \
+                   WHERE name = $1 AND epoch = $2 AND alive_until > t.now), \
+                 due_w AS (SELECT id FROM goenhance_jobs, t WHERE state = 0 \
+                   AND lease_owner IS NULL AND due_at <= t.now AND EXISTS (SELECT 1 FROM me) \
+                   ORDER BY due_at LIMIT $3 FOR UPDATE OF goenhance_jobs SKIP LOCKED), \
+                 due_f AS (SELECT id FROM goenhance_jobs, t WHERE state = 1 \
+                   AND lease_owner IS NULL AND due_at <= t.now AND EXISTS (SELECT 1 FROM me) \
+                   ORDER BY due_at LIMIT $4 FOR UPDATE OF goenhance_jobs SKIP LOCKED), \
+                 taken AS (UPDATE goenhance_jobs j SET lease_owner = $1, lease_epoch = $2, \
+                     claim_token = $5, \
+                     deliveries = j.deliveries + CASE WHEN j.state = 1 THEN 1 ELSE 0 END \
+                   WHERE j.id = ANY(ARRAY(SELECT id FROM due_w UNION ALL SELECT id FROM due_f)) \
+                   RETURNING j.id, j.meta, j.tracked_at, j.deadline, j.outcome, \
+                     j.deliveries, j.last_status, j.last_change, j.last_polls) \
+                 SELECT t.now, EXISTS (SELECT 1 FROM me), (SELECT count(*) FROM freed), x.* \
+                 FROM t LEFT JOIN (SELECT * FROM taken{again}) x ON true"
+            );
+            let (waiting, finished, token) = (
+                i64_of(claim.waiting),
+                i64_of(claim.finished),
+                claim.token as i64,
+            );
+            let mut params: Vec<&(dyn ToSql + Sync)> =
+                vec![&worker.name, &worker.epoch, &waiting, &finished, &token];
+            if !tokens.is_empty() {
+                params.push(&tokens);
+            }
+            let rows = self.inner.query(&sql, &params).await?;
             let Some(first) = rows.first() else {
                 return Err(Error::store("postgres: a claim returned no row"));
             };
@@ -218,28 +238,51 @@ impl TrackStore for PostgresStore {
         &'a self,
         worker: &'a WorkerId,
         jobs: Vec<Finished>,
+        now: SystemTime,
+    ) -> StoreFuture<'a, Vec<(String, u32)>> {
+        self.complete_and_ack(worker, jobs, Vec::new(), now)
+    }
+
+    fn complete_and_ack<'a>(
+        &'a self,
+        worker: &'a WorkerId,
+        jobs: Vec<Finished>,
+        delivered: Vec<String>,
         _now: SystemTime,
     ) -> StoreFuture<'a, Vec<(String, u32)>> {
         Box::pin(async move {
             let ids: Vec<&str> = jobs.iter().map(|f| f.id.as_str()).collect();
             let outcomes: Vec<&str> = jobs.iter().map(|f| f.outcome.as_str()).collect();
-            let rows = self
-                .inner
-                .query(
-                    &format!(
-                        "WITH s AS (UPDATE goenhance_jobs j SET state = 1, outcome = f.outcome, \
-                             finished_at = {NOW}, deliveries = j.deliveries + 1 \
-                           FROM unnest($1::text[], $2::text[]) AS f(id, outcome) \
-                           WHERE j.id = ANY($1) AND j.id = f.id AND j.state = 0 \
-                             AND j.lease_owner = $3 AND j.lease_epoch = $4 \
-                           RETURNING j.id, j.deliveries), \
-                         again AS (SELECT id, deliveries FROM goenhance_jobs \
-                           WHERE id = ANY($1) AND state = 1 AND lease_owner = $3 AND lease_epoch = $4) \
-                         SELECT * FROM s UNION ALL SELECT * FROM again"
-                    ),
-                    &[&ids, &outcomes, &worker.name, &worker.epoch],
+            // The acknowledgements ride in the same statement. Rows are
+            // looked up again (a completion stored before, its answer
+            // lost) only for the ids the update did not take.
+            let ack = if delivered.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "a AS (UPDATE goenhance_jobs SET state = 2, delivered_at = {NOW}, \
+                       ended_at = {NOW}, lease_owner = NULL, lease_epoch = NULL \
+                     WHERE {FINISHED} AND id = ANY($5)), "
                 )
-                .await?;
+            };
+            let sql = format!(
+                "WITH {ack}s AS (UPDATE goenhance_jobs j SET outcome = f.outcome, \
+                     finished_at = {NOW}, deliveries = j.deliveries + 1 \
+                   FROM unnest($1::text[], $2::text[]) AS f(id, outcome) \
+                   WHERE j.id = ANY($1) AND j.id = f.id AND j.state = 0 AND j.outcome IS NULL \
+                     AND j.lease_owner = $3 AND j.lease_epoch = $4 \
+                   RETURNING j.id, j.deliveries), \
+                 again AS (SELECT id, deliveries FROM goenhance_jobs \
+                   WHERE id = ANY(ARRAY(SELECT unnest($1::text[]) EXCEPT SELECT id FROM s)) \
+                     AND {FINISHED} AND lease_owner = $3 AND lease_epoch = $4) \
+                 SELECT * FROM s UNION ALL SELECT * FROM again"
+            );
+            let mut params: Vec<&(dyn ToSql + Sync)> =
+                vec![&ids, &outcomes, &worker.name, &worker.epoch];
+            if !delivered.is_empty() {
+                params.push(&delivered);
+            }
+            let rows = self.inner.query(&sql, &params).await?;
             Ok(rows
                 .into_iter()
                 .map(|r| (r.get(0), u32_of(r.get(1))))
@@ -268,7 +311,7 @@ impl TrackStore for PostgresStore {
                            last_change = {NOW} - f.age, last_polls = f.polls \
                          FROM unnest($1::text[], $2::text[], $3::int8[], $4::int4[]) \
                            AS f(id, status, age, polls) \
-                         WHERE j.id = ANY($1) AND j.id = f.id AND j.state = 0 \
+                         WHERE j.id = ANY($1) AND j.id = f.id AND j.state = 0 AND j.outcome IS NULL \
                            AND j.lease_owner = $5 AND j.lease_epoch = $6"
                     ),
                     &[&ids, &statuses, &ages, &polls, &worker.name, &worker.epoch],
@@ -285,7 +328,7 @@ impl TrackStore for PostgresStore {
                     &format!(
                         "UPDATE goenhance_jobs SET state = 2, delivered_at = {NOW}, \
                            ended_at = {NOW}, lease_owner = NULL, lease_epoch = NULL \
-                         WHERE state = 1 AND id = ANY($1)"
+                         WHERE {FINISHED} AND id = ANY($1)"
                     ),
                     &[&ids],
                 )
@@ -308,14 +351,15 @@ impl TrackStore for PostgresStore {
                 .execute(
                     &format!(
                         "UPDATE goenhance_jobs j SET \
-                           state = CASE WHEN f.delay < 0 THEN 3 ELSE j.state END, \
+                           state = CASE WHEN f.delay < 0 THEN 3 \
+                             WHEN j.outcome IS NULL THEN 0 ELSE 1 END, \
                            due_at = CASE WHEN f.delay < 0 THEN j.due_at ELSE {NOW} + f.delay END, \
                            ended_at = CASE WHEN f.delay < 0 THEN {NOW} ELSE j.ended_at END, \
                            last_error = f.error, lease_owner = NULL, lease_epoch = NULL \
                          FROM unnest($1::text[], $2::text[], $3::int8[]) AS f(id, error, delay) \
                          WHERE j.id = ANY($1) AND j.id = f.id \
                            AND j.lease_owner = $4 AND j.lease_epoch = $5 \
-                           AND (j.state = 1 OR (f.delay < 0 AND j.state = 0))"
+                           AND j.state < 2 AND (j.outcome IS NOT NULL OR f.delay < 0)"
                     ),
                     &[&ids, &errors, &delays, &worker.name, &worker.epoch],
                 )
@@ -328,8 +372,12 @@ impl TrackStore for PostgresStore {
         Box::pin(async move {
             self.inner
                 .execute(
-                    "UPDATE goenhance_jobs SET lease_owner = NULL, lease_epoch = NULL \
-                     WHERE state < 2 AND id = ANY($1) AND lease_owner = $2 AND lease_epoch = $3",
+                    &format!(
+                        "UPDATE goenhance_jobs SET lease_owner = NULL, lease_epoch = NULL, \
+                           {FREED} \
+                         WHERE state < 2 AND id = ANY($1) AND lease_owner = $2 \
+                           AND lease_epoch = $3"
+                    ),
                     &[&ids, &worker.name, &worker.epoch],
                 )
                 .await?;
@@ -430,7 +478,9 @@ impl TrackStore for PostgresStore {
             let rows = self
                 .inner
                 .query(
-                    "SELECT id, meta, state, tracked_at, deadline, outcome, deliveries, \
+                    "SELECT id, meta, \
+                       CASE WHEN state = 0 AND outcome IS NOT NULL THEN 1::int2 ELSE state END, \
+                       tracked_at, deadline, outcome, deliveries, \
                        last_status, last_change, last_polls, last_error, ended_at \
                      FROM goenhance_jobs WHERE id = $1",
                     &[&id],

@@ -7,6 +7,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::{sql_err, to_u32, SqliteStore};
+use crate::error::Error;
 use crate::track::store::{
     dur_ms, from_ms, to_ms, Claim, Claimed, ClaimedJob, EndedJob, Finished, JobState, Learned,
     Listing, NewJob, Retry, StatusChange, StoreFuture, StoredJob, TrackStore, WorkerId,
@@ -123,6 +124,62 @@ fn claim_tx(
     Ok(Some(jobs))
 }
 
+/// Stores outcomes of jobs `w` holds; `(id, deliveries)` of those it holds.
+fn complete_in(
+    tx: &Connection,
+    w: &WorkerId,
+    jobs: &[Finished],
+    now: i64,
+    n: &mut u64,
+) -> Result<Vec<(String, u32)>, Error> {
+    let mut held = Vec::with_capacity(jobs.len());
+    let mut set = tx
+        .prepare_cached(
+            "UPDATE goenhance_jobs SET state = 1, outcome = ?2, finished_at = ?5, \
+               deliveries = deliveries + 1 \
+             WHERE id = ?1 AND state = 0 AND lease_owner = ?3 AND lease_epoch = ?4 \
+             RETURNING deliveries",
+        )
+        .map_err(sql_err)?;
+    let mut again = tx
+        .prepare_cached(
+            "SELECT deliveries FROM goenhance_jobs \
+             WHERE id = ?1 AND state = 1 AND lease_owner = ?2 AND lease_epoch = ?3",
+        )
+        .map_err(sql_err)?;
+    for f in jobs {
+        *n += 1;
+        let mut d: Option<i64> = set
+            .query_row(params![f.id, f.outcome, w.name, w.epoch, now], |r| r.get(0))
+            .optional()
+            .map_err(sql_err)?;
+        if d.is_none() {
+            // Stored before and the answer lost: say it again.
+            *n += 1;
+            d = again
+                .query_row(params![f.id, w.name, w.epoch], |r| r.get(0))
+                .optional()
+                .map_err(sql_err)?;
+        }
+        if let Some(d) = d {
+            held.push((f.id.clone(), to_u32(d)));
+        }
+    }
+    Ok(held)
+}
+
+/// Marks finished jobs delivered.
+fn ack_in(conn: &Connection, ids: &[String], now: i64) -> Result<(), Error> {
+    conn.prepare_cached(
+        "UPDATE goenhance_jobs SET state = 2, delivered_at = ?2, ended_at = ?2, \
+           lease_owner = NULL, lease_epoch = NULL \
+         WHERE state = 1 AND id IN (SELECT value FROM json_each(?1))",
+    )
+    .and_then(|mut s| s.execute(params![ids_json(ids), now]))
+    .map_err(sql_err)?;
+    Ok(())
+}
+
 impl TrackStore for SqliteStore {
     fn location(&self) -> String {
         self.path().display().to_string()
@@ -208,46 +265,27 @@ impl TrackStore for SqliteStore {
         jobs: Vec<Finished>,
         now: SystemTime,
     ) -> StoreFuture<'a, Vec<(String, u32)>> {
+        self.complete_and_ack(worker, jobs, Vec::new(), now)
+    }
+
+    fn complete_and_ack<'a>(
+        &'a self,
+        worker: &'a WorkerId,
+        jobs: Vec<Finished>,
+        delivered: Vec<String>,
+        now: SystemTime,
+    ) -> StoreFuture<'a, Vec<(String, u32)>> {
         let w = worker.clone();
         let now = to_ms(now);
         self.run(move |conn, count| {
+            // One transaction (one commit) for both.
             let tx = conn.transaction().map_err(sql_err)?;
-            let mut held = Vec::with_capacity(jobs.len());
             let mut n = 2;
-            {
-                let mut set = tx
-                    .prepare_cached(
-                        "UPDATE goenhance_jobs SET state = 1, outcome = ?2, finished_at = ?5, \
-                           deliveries = deliveries + 1 \
-                         WHERE id = ?1 AND state = 0 AND lease_owner = ?3 AND lease_epoch = ?4 \
-                         RETURNING deliveries",
-                    )
-                    .map_err(sql_err)?;
-                let mut again = tx
-                    .prepare_cached(
-                        "SELECT deliveries FROM goenhance_jobs \
-                         WHERE id = ?1 AND state = 1 AND lease_owner = ?2 AND lease_epoch = ?3",
-                    )
-                    .map_err(sql_err)?;
-                for f in &jobs {
-                    n += 1;
-                    let mut d: Option<i64> = set
-                        .query_row(params![f.id, f.outcome, w.name, w.epoch, now], |r| r.get(0))
-                        .optional()
-                        .map_err(sql_err)?;
-                    if d.is_none() {
-                        // Stored before and the answer lost: say it again.
-                        n += 1;
-                        d = again
-                            .query_row(params![f.id, w.name, w.epoch], |r| r.get(0))
-                            .optional()
-                            .map_err(sql_err)?;
-                    }
-                    if let Some(d) = d {
-                        held.push((f.id.clone(), to_u32(d)));
-                    }
-                }
+            if !delivered.is_empty() {
+                n += 1;
+                ack_in(&tx, &delivered, now)?;
             }
+            let held = complete_in(&tx, &w, &jobs, now, &mut n)?;
             tx.commit().map_err(sql_err)?;
             count.fetch_add(n, Ordering::Relaxed);
             Ok(held)
@@ -288,14 +326,7 @@ impl TrackStore for SqliteStore {
         let now = to_ms(now);
         self.run(move |conn, count| {
             count.fetch_add(1, Ordering::Relaxed);
-            conn.prepare_cached(
-                "UPDATE goenhance_jobs SET state = 2, delivered_at = ?2, ended_at = ?2, \
-                   lease_owner = NULL, lease_epoch = NULL \
-                 WHERE state = 1 AND id IN (SELECT value FROM json_each(?1))",
-            )
-            .and_then(|mut s| s.execute(params![ids_json(&ids), now]))
-            .map_err(sql_err)?;
-            Ok(())
+            ack_in(conn, &ids, now)
         })
     }
 

@@ -76,6 +76,7 @@ where
     ended_jobs_are_pruned_after_the_retention(&make().await).await;
     learned_comes_back(&make().await).await;
     one_job_is_looked_up_in_every_state(&make().await).await;
+    completing_and_acknowledging_at_once_does_both(&make().await).await;
 }
 
 async fn first_insert_wins<S: TrackStore>(s: &S) {
@@ -448,4 +449,53 @@ async fn one_job_is_looked_up_in_every_state<S: TrackStore>(s: &S) {
         (a.state, a.error.as_deref()),
         (JobState::Dead, Some("gone wrong"))
     );
+}
+
+async fn completing_and_acknowledging_at_once_does_both<S: TrackStore>(s: &S) {
+    s.insert(
+        vec![job("a", "{}"), job("b", "{}"), job("c", "{}")],
+        s.now(),
+    )
+    .await
+    .unwrap();
+    let w = register(s, "w", LONG).await;
+    claim(s, &w, 10, 10).await;
+    s.complete(&w, vec![Finished::new("a", "out-a")], s.now())
+        .await
+        .unwrap();
+    let state = |id: &'static str| async move {
+        let j = s.job(id).await.unwrap().unwrap();
+        (j.state, j.outcome, j.deliveries)
+    };
+    let mut answers = Vec::new();
+    // The second call is a replay of the first, whose answer was lost.
+    for _ in 0..2 {
+        let got = s
+            .complete_and_ack(
+                &w,
+                vec![Finished::new("b", "out-b")],
+                strs(&["a", "c"]),
+                s.now(),
+            )
+            .await
+            .unwrap();
+        answers.push(got);
+        assert_eq!(
+            state("a").await,
+            (JobState::Delivered, Some("out-a".into()), 1),
+            "the finished job acknowledged is delivered"
+        );
+        assert_eq!(
+            state("b").await,
+            (JobState::Finished, Some("out-b".into()), 1),
+            "the job completed is finished, not delivered, counted once"
+        );
+        assert_eq!(
+            state("c").await,
+            (JobState::Waiting, None, 0),
+            "acknowledging a job that is not finished does nothing"
+        );
+    }
+    let want = vec![("b".to_owned(), 1)];
+    assert_eq!(answers, [want.clone(), want], "answered as complete is");
 }

@@ -23,7 +23,7 @@ pub enum Operation {
     Heartbeat,
     /// [`TrackStore::claim`].
     Claim,
-    /// [`TrackStore::complete`].
+    /// [`TrackStore::complete`] (and [`TrackStore::complete_and_ack`]).
     Complete,
     /// [`TrackStore::save_status`].
     SaveStatus,
@@ -255,6 +255,18 @@ impl<S: TrackStore> TrackStore for FaultyStore<S> {
     ) -> StoreFuture<'a, Vec<(String, u32)>> {
         self.wrap(Operation::Complete, move || {
             self.inner.complete(worker, jobs, now)
+        })
+    }
+
+    fn complete_and_ack<'a>(
+        &'a self,
+        worker: &'a WorkerId,
+        jobs: Vec<Finished>,
+        delivered: Vec<String>,
+        now: SystemTime,
+    ) -> StoreFuture<'a, Vec<(String, u32)>> {
+        self.wrap(Operation::Complete, move || {
+            self.inner.complete_and_ack(worker, jobs, delivered, now)
         })
     }
 
