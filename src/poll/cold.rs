@@ -120,10 +120,7 @@ impl Predictive {
                 cells.push((mu, sigma, l));
             }
         }
-        let top = cells
-            .iter()
-            .map(|c| c.2)
-            .fold(f64::NEG_INFINITY, f64::max);
+        let top = cells.iter().map(|c| c.2).fold(f64::NEG_INFINITY, f64::max);
         cells.retain_mut(|c| {
             c.2 = (c.2 - top).exp();
             c.2 >= NEGLIGIBLE
@@ -146,9 +143,15 @@ impl Predictive {
             let s: f64 = self
                 .cells
                 .iter()
-                .map(|&(mu, sigma, w)| w * 0.5 * libm::erfc((z0 - mu) / sigma / std::f64::consts::SQRT_2))
+                .map(|&(mu, sigma, w)| {
+                    w * 0.5 * libm::erfc((z0 - mu) / sigma / std::f64::consts::SQRT_2)
+                })
                 .sum();
-            self.ln_survival[k] = if s > 0.0 { s.ln().max(LN_FLOOR) } else { LN_FLOOR };
+            self.ln_survival[k] = if s > 0.0 {
+                s.ln().max(LN_FLOOR)
+            } else {
+                LN_FLOOR
+            };
         }
         self.ln_survival[k]
     }
@@ -224,12 +227,7 @@ mod tests {
     /// The interval of a job `age` seconds old among `bounds`, with `n`
     /// ended jobs of mean `mean` (`ln(seconds)`, spread 0).
     fn interval(n: u32, mean: f64, bounds: &Bounds, age: f64) -> Duration {
-        Predictive::new(n, mean, 0.0, bounds).interval(
-            secs(age),
-            secs(0.33),
-            secs(1.0),
-            secs(60.0),
-        )
+        Predictive::new(n, mean, 0.0, bounds).interval(secs(age), secs(0.33), secs(1.0), secs(60.0))
     }
 
     #[test]

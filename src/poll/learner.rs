@@ -223,7 +223,10 @@ impl JobType {
         let key = Key::new(s.n, s.mean, s.m2, &s.running);
         let fresh = matches!(&s.cold, Some((k, _)) if *k == key);
         if !fresh {
-            s.cold = Some((key, Box::new(Predictive::new(s.n, s.mean, s.m2, &s.running))));
+            s.cold = Some((
+                key,
+                Box::new(Predictive::new(s.n, s.mean, s.m2, &s.running)),
+            ));
         }
         let (_, predictive) = s.cold.as_mut()?;
         Some(predictive.interval(age, tradeoff, min, max))
