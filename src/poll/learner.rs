@@ -9,6 +9,12 @@ use super::censored::{self, Bounds};
 use super::cold::{Key, Predictive};
 use super::model::Model;
 
+/// Jobs of a type running (with bounds of a quarter of a second or more)
+/// before what they say spaces the polls of a type without a fit: a few
+/// jobs say little (two running for 20 s put the next poll 10.9 s on, where
+/// the fallback is at most 15 s anyway), and a wait on a few jobs keeps the
+/// schedule it always had.
+const COLD_RUNNING: u32 = 10;
 /// At most this many job types are remembered.
 const MAX_TYPES: usize = 256;
 /// Samples needed before the fit is used.
@@ -205,9 +211,9 @@ impl JobType {
     /// still running and those that ended say (see [`super::cold`]).
     ///
     /// `None` when it does not apply: the type has a fit, or one in doubt
-    /// (the latest run time contradicted it), or at most one job of it is
-    /// running with a bound of a quarter of a second or more (a job alone
-    /// is evidence of little, and bounds under that of nothing).
+    /// (the latest run time contradicted it), or fewer than
+    /// [`COLD_RUNNING`] jobs of it are running with a bound of a quarter of
+    /// a second or more.
     pub(crate) fn cold_interval(
         &self,
         age: Duration,
@@ -217,7 +223,7 @@ impl JobType {
     ) -> Option<Duration> {
         let mut guard = lock(&self.stats);
         let s = &mut *guard;
-        if s.fit.is_some() || s.recent.n > 0 || s.running.informative_sum().0 <= 1 {
+        if s.fit.is_some() || s.recent.n > 0 || s.running.informative_sum().0 < COLD_RUNNING {
             return None;
         }
         let key = Key::new(s.n, s.mean, s.m2, &s.running);
@@ -493,11 +499,13 @@ mod tests {
         );
         let at_60 = censored::bucket(Duration::from_secs(60));
         let cold = |age| t.cold_interval(Duration::from_secs(age), c, min, max);
-        // A job alone: the fallback's.
-        t.shift_bound(censored::NONE, at_60);
+        // A job alone, or nine: the fallback's.
+        for _ in 0..9 {
+            t.shift_bound(censored::NONE, at_60);
+        }
         assert_eq!(cold(60), None);
         // A thousand: the evidence's (as in `cold::tests`).
-        for _ in 1..1000 {
+        for _ in 9..1000 {
             t.shift_bound(censored::NONE, at_60);
         }
         assert_eq!(cold(60).unwrap().as_millis(), 40_101);

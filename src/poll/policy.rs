@@ -217,7 +217,7 @@ impl PollPolicy {
     /// times (a stopped clock, a placeholder date) are not learned, nor is
     /// a job already finished when first seen. Until
     /// five jobs of a type have finished it polls at 1 s × 1.5ⁿ up to 15 s,
-    /// or sparser when other jobs of the type are running: many jobs
+    /// or sparser when ten or more jobs of the type are running: many jobs
     /// running without an end (and the first few that ended) are evidence
     /// of how long the type takes, weighed in a posterior over the
     /// log-normal whose predictive hazard gives the interval, never more
