@@ -458,15 +458,7 @@ impl WaitState {
                             })
                             .flatten();
                         let cap = since.saturating_add(Duration::from_secs(1));
-                        // Nor does it skip what is left of the wait: a bet
-                        // that would leave no poll before the deadline
-                        // (jitter of up to 25 % counted) is not taken.
-                        let left = Duration::from_millis(u64::from(
-                            self.deadline_ms.saturating_sub(ms(since)),
-                        ));
-                        cold.map(|h| h.min(cap))
-                            .filter(|&h| h.saturating_add(h / 4) < left)
-                            .map_or(fallback, |h| h.max(fallback))
+                        cold.map_or(fallback, |h| h.min(cap).max(fallback))
                     }
                     None => adaptive_fallback().base_delay(n),
                 }
