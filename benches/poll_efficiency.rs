@@ -24,7 +24,8 @@
 //! the machine's load. Only the wall times printed to stderr do.
 //!
 //! Run: `cargo bench --bench poll_efficiency` (`-- --batches-only` for the
-//! batch rows alone)
+//! batch rows alone, `-- --batches-only --first-only` for the first
+//! batches alone)
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -550,6 +551,7 @@ const BATCH_PER_KIND: usize = 1000;
 /// and with frozen server times, each against the oracle at its mean
 /// delay.
 fn batches(rt: &tokio::runtime::Runtime) {
+    let first_only = std::env::args().any(|a| a == "--first-only");
     let first = Arc::new(batch_seeded(7, BATCH_PER_KIND));
     let second = Arc::new(batch_seeded(20261129, BATCH_PER_KIND));
     println!(
@@ -568,6 +570,9 @@ fn batches(rt: &tokio::runtime::Runtime) {
         for seed in 0..SEEDS {
             let policy = PollPolicy::default().seed(seed);
             for (out, jobs) in [(&mut a, &first), (&mut b, &second)] {
+                if first_only && std::ptr::eq(jobs, &second) {
+                    continue;
+                }
                 let o = rt.block_on(run_with(policy.clone(), jobs.clone(), times));
                 out.polls.extend(o.polls);
                 out.delays.extend(o.delays);
@@ -575,6 +580,9 @@ fn batches(rt: &tokio::runtime::Runtime) {
             }
         }
         for (name, out, jobs) in [("first", &a, &first), ("second", &b, &second)] {
+            if first_only && name == "second" {
+                continue;
+            }
             let polls: Vec<f64> = out.polls.iter().map(|&p| p as f64).collect();
             let (p, d) = (mean(&polls), mean(&out.delays));
             let (_, op, od) = oracle::at_delay(jobs, d);

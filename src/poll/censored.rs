@@ -16,10 +16,10 @@ use super::model::{inverse_mills, ln_upper_tail, Model};
 
 /// Buckets per unit of `ln(seconds)`: a bound is rounded down by at most
 /// 6 %, which keeps it a lower bound.
-const PER_LN: f64 = 16.0;
+pub(super) const PER_LN: f64 = 16.0;
 /// `ln(0.25)`: bounds under a quarter of a second say next to nothing and
 /// share one bucket that the fit leaves out.
-const LOWEST_LN: f64 = -1.386_294_361_119_890_6;
+pub(super) const LOWEST_LN: f64 = -1.386_294_361_119_890_6;
 /// The bucket of a job not counted.
 pub(crate) const NONE: u8 = 0;
 /// The bucket of bounds under a quarter of a second: counted as running,
@@ -85,11 +85,21 @@ impl Bounds {
     }
 
     /// `(ln bound, jobs)` of the bounds the fit counts.
-    fn informative(&self) -> impl Iterator<Item = (f64, f64)> + '_ {
+    pub(super) fn informative(&self) -> impl Iterator<Item = (f64, f64)> + '_ {
         self.counts
             .iter()
             .filter(|&&(b, _)| b > SHORT)
             .map(|&(b, n)| (bound_ln(b), f64::from(n)))
+    }
+
+    /// The jobs whose bounds the fit counts, and the sum of their buckets.
+    pub(crate) fn informative_sum(&self) -> (u32, u64) {
+        self.counts
+            .iter()
+            .filter(|&&(b, _)| b > SHORT)
+            .fold((0, 0), |(n, sum), &(b, m)| {
+                (n + m, sum + u64::from(b) * u64::from(m))
+            })
     }
 }
 

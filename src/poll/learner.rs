@@ -6,8 +6,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::censored::{self, Bounds};
+use super::cold::{Key, Predictive};
 use super::model::Model;
 
+/// Jobs of a type running (with bounds of a quarter of a second or more)
+/// before what they say spaces the polls of a type without a fit: a few
+/// jobs say little (two running for 20 s put the next poll 10.9 s on, where
+/// the fallback is at most 15 s anyway), and a wait on a few jobs keeps the
+/// schedule it always had.
+const COLD_RUNNING: u32 = 10;
 /// At most this many job types are remembered.
 const MAX_TYPES: usize = 256;
 /// Samples needed before the fit is used.
@@ -69,6 +76,9 @@ struct Stats {
     fit: Option<Model>,
     /// Recent contradictions of the server's times (see [`MAX_STRIKES`]).
     strikes: u8,
+    /// While there is no fit: the posterior of the evidence so far, and
+    /// what evidence it was built from.
+    cold: Option<(Key, Box<Predictive>)>,
 }
 
 /// Mean and population variance of a few `ln(seconds)`.
@@ -196,6 +206,38 @@ impl JobType {
         };
     }
 
+    /// The interval before the next poll of a job `age` old (the time since
+    /// it was first seen), while the type has no fit, from what the jobs
+    /// still running and those that ended say (see [`super::cold`]).
+    ///
+    /// `None` when it does not apply: the type has a fit, or one in doubt
+    /// (the latest run time contradicted it), or fewer than
+    /// [`COLD_RUNNING`] jobs of it are running with a bound of a quarter of
+    /// a second or more.
+    pub(crate) fn cold_interval(
+        &self,
+        age: Duration,
+        tradeoff: Duration,
+        min: Duration,
+        max: Duration,
+    ) -> Option<Duration> {
+        let mut guard = lock(&self.stats);
+        let s = &mut *guard;
+        if s.fit.is_some() || s.recent.n > 0 || s.running.informative_sum().0 < COLD_RUNNING {
+            return None;
+        }
+        let key = Key::new(s.n, s.mean, s.m2, &s.running);
+        let fresh = matches!(&s.cold, Some((k, _)) if *k == key);
+        if !fresh {
+            s.cold = Some((
+                key,
+                Box::new(Predictive::new(s.n, s.mean, s.m2, &s.running)),
+            ));
+        }
+        let (_, predictive) = s.cold.as_mut()?;
+        Some(predictive.interval(age, tradeoff, min, max))
+    }
+
     /// Moves a running job's lower bound from bucket `from` to `to` (see
     /// [`censored::bucket`]; [`censored::NONE`] for a job not counted).
     pub(crate) fn shift_bound(&self, from: u8, to: u8) {
@@ -256,6 +298,7 @@ impl Stats {
             self.fit = None;
             return;
         }
+        self.cold = None;
         let n = f64::from(self.n);
         let m = censored::fit(n, self.mean, self.m2, &self.running);
         // A population spread; correct it to a sample one.
@@ -443,6 +486,45 @@ mod tests {
         }
         t.record_between(Duration::from_secs(1), Duration::from_secs(1));
         assert_eq!(lock(&t.stats).n, WINDOW);
+    }
+
+    #[test]
+    fn the_cold_interval_needs_other_jobs_running_and_no_fit() {
+        let l = Learner::default();
+        let t = l.intern("t");
+        let (c, min, max) = (
+            Duration::from_millis(330),
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        );
+        let at_60 = censored::bucket(Duration::from_secs(60));
+        let cold = |age| t.cold_interval(Duration::from_secs(age), c, min, max);
+        // A job alone, or nine: the fallback's.
+        for _ in 0..9 {
+            t.shift_bound(censored::NONE, at_60);
+        }
+        assert_eq!(cold(60), None);
+        // A thousand: the evidence's (as in `cold::tests`).
+        for _ in 9..1000 {
+            t.shift_bound(censored::NONE, at_60);
+        }
+        assert_eq!(cold(60).unwrap().as_millis(), 40_101);
+        // Built once for this evidence, and again when it moves.
+        let built = |t: &JobType| lock(&t.stats).cold.as_ref().map(|(k, _)| *k);
+        let key = built(&t).unwrap();
+        assert_eq!(cold(60).unwrap().as_millis(), 40_101);
+        assert_eq!(built(&t), Some(key));
+        for _ in 0..1000 {
+            t.shift_bound(at_60, censored::bucket(Duration::from_secs(120)));
+        }
+        assert!(cold(120).unwrap() > Duration::from_secs(50));
+        assert_ne!(built(&t), Some(key));
+        // Once five ended there is a fit: the cold rule is done with.
+        for _ in 0..5 {
+            t.record_between(Duration::from_secs(130), Duration::from_secs(130));
+        }
+        assert_eq!(cold(120), None);
+        assert!(lock(&t.stats).cold.is_none());
     }
 
     #[test]

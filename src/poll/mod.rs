@@ -35,6 +35,7 @@
 //! ```
 
 mod censored;
+mod cold;
 mod history;
 pub(crate) mod layer;
 pub(crate) mod learner;

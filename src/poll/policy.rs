@@ -21,7 +21,7 @@ pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 ///
 /// | setting | default |
 /// |---|---|
-/// | schedule | adaptive (no history yet: 1 s × 1.5ⁿ up to 15 s) |
+/// | schedule | adaptive (no history yet: 1 s × 1.5ⁿ up to 15 s, sparser while many jobs of the type run) |
 /// | interval bounds | 1 s to 60 s |
 /// | jitter | ±10 % (exponential, adaptive); none (fixed) |
 /// | deadline | 30 min |
@@ -217,10 +217,17 @@ impl PollPolicy {
     /// times (a stopped clock, a placeholder date) are not learned, nor is
     /// a job already finished when first seen. Until
     /// five jobs of a type have finished it polls at 1 s × 1.5ⁿ up to 15 s,
-    /// and so it does again while the latest job of a type contradicts the
+    /// or sparser when ten or more jobs of the type are running: many jobs
+    /// running without an end (and the first few that ended) are evidence
+    /// of how long the type takes, weighed in a posterior over the
+    /// log-normal whose predictive hazard gives the interval, never more
+    /// than the time since the job was first seen plus 1 s. It polls at
+    /// 1 s × 1.5ⁿ again while the latest job of a type contradicts the
     /// fit (more than three times or less than a third of its median, and
     /// 3σ off); after three such jobs in a row the fit starts over from
-    /// them. Memory is bounded: a few numbers per type, at most 256 types.
+    /// them. Memory is bounded: a few numbers per type (and, while a type
+    /// has no fit and several jobs running, its posterior: at most 32 KiB),
+    /// at most 256 types.
     pub fn adaptive() -> Self {
         PollPolicy::new(PollSchedule::Adaptive {
             tradeoff: Duration::from_millis(330),

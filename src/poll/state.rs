@@ -251,7 +251,7 @@ impl WaitState {
                 if now >= deadline {
                     return Step::Done(Err(self.ended(img_uuid, End::Deadline, now)));
                 }
-                let mut at = clock::after(now, self.interval(policy, img_uuid, since));
+                let mut at = clock::after(now, self.interval(policy, img_uuid, since, true));
                 self.count(policy, since);
                 if let Some(stall) = policy.stall_after {
                     at = at.min(clock::after(self.at(self.last_change_ms), stall));
@@ -276,7 +276,7 @@ impl WaitState {
                 if matches!(error.status().map(|s| s.as_u16()), Some(429 | 503)) {
                     self.slowdown = (self.slowdown + 1).min(MAX_SLOWDOWN);
                 }
-                let at = clock::after(now, self.interval(policy, img_uuid, since));
+                let at = clock::after(now, self.interval(policy, img_uuid, since, false));
                 let at = match error.retry_after() {
                     Some(after) => at.max(clock::after(now, after)),
                     None => at,
@@ -408,7 +408,13 @@ impl WaitState {
     /// The adaptive schedule refuses, for the rest of the wait, an age the
     /// server gave that its fit finds implausible, and holds that against
     /// the server's times for the job type.
-    fn interval(&mut self, policy: &PollPolicy, img_uuid: &str, since: Duration) -> Duration {
+    fn interval(
+        &mut self,
+        policy: &PollPolicy,
+        img_uuid: &str,
+        since: Duration,
+        answered: bool,
+    ) -> Duration {
         let n = self.polls.saturating_sub(1);
         let base = match &policy.schedule {
             Schedule::Fixed(d) => *d,
@@ -432,7 +438,29 @@ impl WaitState {
                             policy.max_interval,
                         )
                     }
-                    _ => adaptive_fallback().base_delay(n),
+                    Some((t, (None, _))) => {
+                        // Before a fit: the evidence of the type's other
+                        // jobs only ever makes the fallback sparser, and
+                        // only after an answer (after a failed poll the
+                        // wait saw nothing, and tries again soon). It never
+                        // more than doubles the time since the job was
+                        // first seen (+ 1 s): a job that ends just after a
+                        // poll is seen by twice its run time + 1 s.
+                        let fallback = adaptive_fallback().base_delay(n);
+                        let cold = answered
+                            .then(|| {
+                                t.cold_interval(
+                                    since,
+                                    *tradeoff,
+                                    policy.min_interval,
+                                    policy.max_interval,
+                                )
+                            })
+                            .flatten();
+                        let cap = since.saturating_add(Duration::from_secs(1));
+                        cold.map_or(fallback, |h| h.min(cap).max(fallback))
+                    }
+                    None => adaptive_fallback().base_delay(n),
                 }
             }
         };
