@@ -23,7 +23,7 @@
 use std::time::Duration;
 
 use super::censored::{Bounds, LOWEST_LN, PER_LN};
-use super::model::ln_upper_tail;
+use super::model::{interval_for, ln_upper_tail};
 
 /// The grid of `μ` (`ln` of the median in seconds): from a quarter of a
 /// second...
@@ -182,27 +182,7 @@ impl Predictive {
         min: Duration,
         max: Duration,
     ) -> Duration {
-        let a = age.as_secs_f64();
-        let c = tradeoff.as_secs_f64();
-        let base = self.ln_survival(a);
-        let mut cost = |h: f64| h * (base - self.ln_survival(a + h));
-        let (lo, hi) = (min.as_secs_f64(), max.as_secs_f64());
-        if cost(lo) >= c {
-            return min;
-        }
-        if cost(hi) <= c {
-            return max;
-        }
-        let (mut lo, mut hi) = (lo, hi);
-        for _ in 0..40 {
-            let mid = 0.5 * (lo + hi);
-            if cost(mid) > c {
-                hi = mid;
-            } else {
-                lo = mid;
-            }
-        }
-        Duration::try_from_secs_f64(lo).unwrap_or(max)
+        interval_for(age, tradeoff, min, max, |t| -self.ln_survival(t))
     }
 }
 

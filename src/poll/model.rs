@@ -110,28 +110,41 @@ impl Model {
         min: Duration,
         max: Duration,
     ) -> Duration {
-        let a = age.as_secs_f64();
-        let c = tradeoff.as_secs_f64();
-        let base = self.cumulative_hazard(a);
-        let cost = |h: f64| h * (self.cumulative_hazard(a + h) - base);
-        let (lo, hi) = (min.as_secs_f64(), max.as_secs_f64());
-        if cost(lo) >= c {
-            return min;
-        }
-        if cost(hi) <= c {
-            return max;
-        }
-        let (mut lo, mut hi) = (lo, hi);
-        for _ in 0..40 {
-            let mid = 0.5 * (lo + hi);
-            if cost(mid) > c {
-                hi = mid;
-            } else {
-                lo = mid;
-            }
-        }
-        Duration::try_from_secs_f64(lo).unwrap_or(max)
+        interval_for(age, tradeoff, min, max, |t| self.cumulative_hazard(t))
     }
+}
+
+/// The interval `h` in `[min, max]` with `h × (Λ(age + h) − Λ(age)) =
+/// tradeoff`, for a cumulative hazard `Λ` (seconds in, nondecreasing), by
+/// bisection: the rule of every schedule that has a run-time distribution.
+pub(super) fn interval_for(
+    age: Duration,
+    tradeoff: Duration,
+    min: Duration,
+    max: Duration,
+    mut cumulative_hazard: impl FnMut(f64) -> f64,
+) -> Duration {
+    let a = age.as_secs_f64();
+    let c = tradeoff.as_secs_f64();
+    let base = cumulative_hazard(a);
+    let mut cost = |h: f64| h * (cumulative_hazard(a + h) - base);
+    let (lo, hi) = (min.as_secs_f64(), max.as_secs_f64());
+    if cost(lo) >= c {
+        return min;
+    }
+    if cost(hi) <= c {
+        return max;
+    }
+    let (mut lo, mut hi) = (lo, hi);
+    for _ in 0..40 {
+        let mid = 0.5 * (lo + hi);
+        if cost(mid) > c {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Duration::try_from_secs_f64(lo).unwrap_or(max)
 }
 
 #[cfg(test)]
