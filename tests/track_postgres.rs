@@ -411,6 +411,34 @@ async fn the_postgres_store_keeps_the_contract() {
     .await;
 }
 
+/// Records the crate's PostgreSQL migrations up to `version` as applied
+/// in `refinery_schema_history`, as an earlier version of the crate left
+/// them.
+async fn record_applied(client: &tokio_postgres::Client, version: u32) {
+    mod embedded {
+        refinery::embed_migrations!("src/track/migrations/postgres");
+    }
+    let runner = embedded::migrations::runner();
+    for m in runner
+        .get_migrations()
+        .iter()
+        .filter(|m| m.version() <= version)
+    {
+        client
+            .execute(
+                "INSERT INTO refinery_schema_history VALUES ($1, $2, $3, $4)",
+                &[
+                    &(m.version() as i32),
+                    &m.name(),
+                    &"2026-01-01T00:00:00Z",
+                    &m.checksum().to_string(),
+                ],
+            )
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_of_the_earlier_schema_is_moved_forward() {
     // A table as the version with per-job leases left it: a job leased to
@@ -436,27 +464,8 @@ async fn a_store_of_the_earlier_schema_is_moved_forward() {
         ))
         .await
         .unwrap();
-    let runner = {
-        mod embedded {
-            refinery::embed_migrations!("src/track/migrations/postgres");
-        }
-        embedded::migrations::runner()
-    };
     // Record V1 and V2 as applied, as the earlier version did.
-    for m in runner.get_migrations().iter().filter(|m| m.version() <= 2) {
-        client
-            .execute(
-                "INSERT INTO refinery_schema_history VALUES ($1, $2, $3, $4)",
-                &[
-                    &(m.version() as i32),
-                    &m.name(),
-                    &"2026-01-01T00:00:00Z",
-                    &m.checksum().to_string(),
-                ],
-            )
-            .await
-            .unwrap();
-    }
+    record_applied(&client, 2).await;
     let store = PostgresStore::connect(&cluster.url()).await.unwrap();
     assert_eq!(store.pending().await.unwrap(), 2);
     let w = store
@@ -626,26 +635,7 @@ async fn a_store_of_the_third_schema_is_moved_forward_and_completes_in_place() {
         ))
         .await
         .unwrap();
-    let runner = {
-        mod embedded {
-            refinery::embed_migrations!("src/track/migrations/postgres");
-        }
-        embedded::migrations::runner()
-    };
-    for m in runner.get_migrations().iter().filter(|m| m.version() <= 3) {
-        client
-            .execute(
-                "INSERT INTO refinery_schema_history VALUES ($1, $2, $3, $4)",
-                &[
-                    &(m.version() as i32),
-                    &m.name(),
-                    &"2026-01-01T00:00:00Z",
-                    &m.checksum().to_string(),
-                ],
-            )
-            .await
-            .unwrap();
-    }
+    record_applied(&client, 3).await;
     let store = PostgresStore::connect(&cluster.url()).await.unwrap();
     let options: Vec<String> = client
         .query_one(
