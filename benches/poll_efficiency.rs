@@ -25,7 +25,8 @@
 //!
 //! Run: `cargo bench --bench poll_efficiency` (`-- --batches-only` for the
 //! batch rows alone, `-- --batches-only --first-only` for the first
-//! batches alone)
+//! batches alone; `--by-kind` adds a row per kind under each batch row,
+//! against the oracle at that row's tradeoff)
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -552,6 +553,7 @@ const BATCH_PER_KIND: usize = 1000;
 /// delay.
 fn batches(rt: &tokio::runtime::Runtime) {
     let first_only = std::env::args().any(|a| a == "--first-only");
+    let by_kind = std::env::args().any(|a| a == "--by-kind");
     let first = Arc::new(batch_seeded(7, BATCH_PER_KIND));
     let second = Arc::new(batch_seeded(20261129, BATCH_PER_KIND));
     println!(
@@ -585,7 +587,25 @@ fn batches(rt: &tokio::runtime::Runtime) {
             }
             let polls: Vec<f64> = out.polls.iter().map(|&p| p as f64).collect();
             let (p, d) = (mean(&polls), mean(&out.delays));
-            let (_, op, od) = oracle::at_delay(jobs, d);
+            let (oc, op, od) = oracle::at_delay(jobs, d);
+            if by_kind {
+                // Each kind against the oracle at the row's tradeoff: where
+                // the polls and the delay went.
+                for (k, (kind, _, _)) in KINDS.iter().enumerate() {
+                    let of_kind: Vec<usize> = (0..out.polls.len())
+                        .filter(|i| jobs[i % jobs.len()].kind == k)
+                        .collect();
+                    let n = of_kind.len() as f64;
+                    let kp = of_kind.iter().map(|&i| out.polls[i] as f64).sum::<f64>() / n;
+                    let kd = of_kind.iter().map(|&i| out.delays[i]).sum::<f64>() / n;
+                    let own: Vec<Job> = jobs.iter().filter(|j| j.kind == k).copied().collect();
+                    let (kop, kod) = oracle::run(&own, oc);
+                    println!(
+                        "|  | {kind} | {kp:.2} | {kd:.2} | {kop:.2} | {:.3} | {kod:.2} | |",
+                        kp / kop
+                    );
+                }
+            }
             println!(
                 "| {times:?} | {name} | {p:.2} | {d:.2} | {op:.2} | {:.3} | {od:.2} | {} of {} |",
                 p / op,

@@ -80,6 +80,9 @@ pub(super) struct Driver {
     rate_wait: Option<Instant>,
     /// Jobs ended since memory was last given back.
     removed_since_shrink: usize,
+    /// The policy's learner's wakes when parked polls were last timed
+    /// again.
+    wakes: u64,
 }
 
 /// The hash of an id's canonical form: a UUID in lower case, any other id
@@ -122,6 +125,7 @@ impl Driver {
             armed: None,
             rate_wait: None,
             removed_since_shrink: 0,
+            wakes: 0,
         }
     }
 
@@ -159,6 +163,11 @@ impl Driver {
                 progressed = true;
             }
             let now = Instant::now();
+            let wakes = self.policy.learner.wakes();
+            if wakes != self.wakes {
+                self.wakes = wakes;
+                self.retime_parked();
+            }
             self.release_due(now);
             progressed |= self.start_ready(now);
             if !progressed {
@@ -413,6 +422,27 @@ impl Driver {
             return;
         }
         self.take_in(key, result, now);
+    }
+
+    /// Times again the polls parked on a job type that has learned of an
+    /// end since (see `WaitState::retime`): each job's next poll comes
+    /// from its last answer and what its type knows now, at once if that
+    /// has passed.
+    fn retime_parked(&mut self) {
+        let mut moved = Vec::new();
+        for (key, job) in &mut self.jobs {
+            // Only a job waiting for its next poll: not one in flight,
+            // retried, or past its last request.
+            if matches!(job.generation, 0 | IN_FLIGHT) || self.retries.contains_key(&(key as u32)) {
+                continue;
+            }
+            if let Some(at) = job.state.retime(&self.policy, job.id.as_str()) {
+                moved.push((key, at));
+            }
+        }
+        for (key, at) in moved {
+            self.schedule(key, at);
+        }
     }
 
     /// Schedules job `key`'s next request at `at`.

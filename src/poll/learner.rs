@@ -2,6 +2,7 @@
 //! run times that counts the jobs still running, in bounded memory.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -15,6 +16,13 @@ use super::model::Model;
 /// the fallback is at most 15 s anyway), and a wait on a few jobs keeps the
 /// schedule it always had.
 const COLD_RUNNING: u32 = 10;
+/// Polls of a type without a fit are parked (see [`Cold::parkable`]) until
+/// this many of its jobs have ended: from then on every wait follows what
+/// the ends and the jobs running say. (In the poll-efficiency bench's
+/// first batches, one end was too few to time 1,000 waits by, and waiting
+/// for three or four, or for the fit at five, left the first jobs of the
+/// shortest kind ending unseen longer.)
+const PARK_UNTIL_ENDS: u32 = 2;
 /// At most this many job types are remembered.
 const MAX_TYPES: usize = 256;
 /// Samples needed before the fit is used.
@@ -44,10 +52,25 @@ const RESTART_AFTER: u32 = 3;
 /// count.
 const MAX_STRIKES: u8 = 3;
 
+/// A type without a fit and with many jobs running (see [`JobType::cold`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cold {
+    /// The jobs of the type running.
+    pub(crate) running: u32,
+    /// Whether a wait may park its polls on the type's other jobs: only
+    /// before [`PARK_UNTIL_ENDS`] of them ended, and not once one failed
+    /// while the type had no fit (a batch that fails fast is then seen
+    /// failing by every wait on the schedule of the jobs running).
+    pub(crate) parkable: bool,
+}
+
 /// What was learned, per job type.
 #[derive(Debug, Default)]
 pub(crate) struct Learner {
     types: Mutex<HashMap<Arc<str>, Arc<JobType>>>,
+    /// Counts the ends learned of types without a fit (see
+    /// [`Learner::wakes`]); shared with every type.
+    wakes: Arc<AtomicU64>,
 }
 
 /// One job type: its name and what was learned of it, shared by the waits
@@ -56,6 +79,9 @@ pub(crate) struct Learner {
 pub(crate) struct JobType {
     name: Arc<str>,
     stats: Mutex<Stats>,
+    /// The learner's count of wakes, and this type's own.
+    wakes: Arc<AtomicU64>,
+    woken: AtomicU32,
 }
 
 /// What was learned of a type.
@@ -79,6 +105,9 @@ struct Stats {
     /// While there is no fit: the posterior of the evidence so far, and
     /// what evidence it was built from.
     cold: Option<(Key, Box<Predictive>)>,
+    /// A job of the type failed since it last had a fit: polls are parked
+    /// no longer (see [`Cold::parkable`]).
+    cold_failed: bool,
 }
 
 /// Mean and population variance of a few `ln(seconds)`.
@@ -126,9 +155,20 @@ impl Learner {
         let t = Arc::new(JobType {
             name: name.clone(),
             stats: Mutex::default(),
+            wakes: Arc::clone(&self.wakes),
+            woken: AtomicU32::new(0),
         });
         types.insert(name, t.clone());
         t
+    }
+
+    /// How many times a type without a fit learned of a job that ended.
+    ///
+    /// Waits parked on such a type (see [`JobType::cold_interval`]) are
+    /// timed from evidence an end changes a lot: whoever holds them times
+    /// them again when this moves.
+    pub(crate) fn wakes(&self) -> u64 {
+        self.wakes.load(Ordering::Acquire)
     }
 
     #[cfg(test)]
@@ -186,6 +226,12 @@ impl JobType {
         &self.name
     }
 
+    /// How many times the type learned of an end while it had no fit
+    /// (wrapping): a wait parked before the last of them is timed again.
+    pub(crate) fn woken(&self) -> u32 {
+        self.woken.load(Ordering::Acquire)
+    }
+
     /// The fit, once [`MIN_SAMPLES`] jobs ended and while the latest run
     /// times do not contradict it; and whether the server's times are
     /// believed for this type.
@@ -238,6 +284,29 @@ impl JobType {
         Some(predictive.interval(age, tradeoff, min, max))
     }
 
+    /// The type's jobs running, while it has no fit (nor one in doubt) and
+    /// [`COLD_RUNNING`] or more of them run: whether waits on them may be
+    /// parked (see `WaitState`'s scouts).
+    pub(crate) fn cold(&self) -> Option<Cold> {
+        let s = lock(&self.stats);
+        let running = s.running.running();
+        (s.fit.is_none() && s.recent.n == 0 && running >= COLD_RUNNING).then_some(Cold {
+            running,
+            parkable: !s.cold_failed && s.n < PARK_UNTIL_ENDS,
+        })
+    }
+
+    /// A job of the type ended other than in success. Without a fit, the
+    /// type parks polls no more, and the parked ones are timed again.
+    pub(crate) fn failed(&self) {
+        let mut s = lock(&self.stats);
+        if s.fit.is_none() && !s.cold_failed {
+            s.cold_failed = true;
+            self.woken.fetch_add(1, Ordering::Release);
+            self.wakes.fetch_add(1, Ordering::Release);
+        }
+    }
+
     /// Moves a running job's lower bound from bucket `from` to `to` (see
     /// [`censored::bucket`]; [`censored::NONE`] for a job not counted).
     pub(crate) fn shift_bound(&self, from: u8, to: u8) {
@@ -259,6 +328,11 @@ impl JobType {
         }
         let lo = lo.as_secs_f64().clamp(0.001, hi);
         let mut stats = lock(&self.stats);
+        if stats.fit.is_none() {
+            // Parked waits of the type are timed again (see `cold_interval`).
+            self.woken.fetch_add(1, Ordering::Release);
+            self.wakes.fetch_add(1, Ordering::Release);
+        }
         let x = match stats.fit {
             Some(m) => m.median_between(lo, hi),
             None => 0.5 * (lo + hi),
@@ -299,6 +373,7 @@ impl Stats {
             return;
         }
         self.cold = None;
+        self.cold_failed = false;
         let n = f64::from(self.n);
         let m = censored::fit(n, self.mean, self.m2, &self.running);
         // A population spread; correct it to a sample one.

@@ -221,7 +221,16 @@ impl PollPolicy {
     /// running without an end (and the first few that ended) are evidence
     /// of how long the type takes, weighed in a posterior over the
     /// log-normal whose predictive hazard gives the interval, never more
-    /// than the time since the job was first seen plus 1 s. It polls at
+    /// than the time since the job was first seen plus 1 s. Waits run by a
+    /// [`Client`](crate::Client) (`wait`, `wait_all`, tracking: one
+    /// scheduler that can time a wait again) go further while more than 64
+    /// jobs of a type run and none has ended: about 64 of them, drawn by
+    /// id, are its scouts, polled on that evidence at half the tradeoff,
+    /// and the others wait up to the longest interval, each timed again
+    /// from its last answer as soon as a job of the type ends. After two
+    /// ends, or one failure, every wait follows the evidence again (a
+    /// batch that fails fast is seen failing by all its waits within about
+    /// twice its run time + 1 s). It polls at
     /// 1 s × 1.5ⁿ again while the latest job of a type contradicts the
     /// fit (more than three times or less than a third of its median, and
     /// 3σ off); after three such jobs in a row the fit starts over from

@@ -147,6 +147,7 @@ impl Driver {
         }
         let started = self.queue.instant_at(start_ms);
         let mut state = WaitState::new(&self.policy, started);
+        state.wakeable();
         let deadline = offset(start_ms, deadline_ms);
         state.set_deadline(if deadline == NEVER {
             crate::clock::far_future(started)
