@@ -31,19 +31,32 @@ fn runs(n: usize, median: f64, sigma: f64, seed: u64) -> Vec<Duration> {
 /// true server times; and a client with the default schedule, fresh, and
 /// without jitter.
 fn setup(runs: Arc<Vec<Duration>>) -> (Client, MockTransport, Instant) {
+    server(move |i, elapsed, wall| {
+        let run = runs[i];
+        if elapsed >= run {
+            (
+                "success",
+                format!(r#","end_time":"{}""#, rfc3339(wall + run)),
+            )
+        } else {
+            ("processing", String::new())
+        }
+    })
+}
+
+/// A server of jobs `j{i}` of type `t`, all started at `origin`, whose
+/// status and end time (a JSON field or nothing) `answer` gives from `i`,
+/// the time since `origin` and the wall clock then; and a client as
+/// [`setup`]'s.
+fn server(
+    answer: impl Fn(usize, Duration, SystemTime) -> (&'static str, String) + Send + Sync + 'static,
+) -> (Client, MockTransport, Instant) {
     let origin = Instant::now();
     let wall = SystemTime::now();
-    let table = runs.clone();
     let mock = MockTransport::from_fn(move |req| {
         let id = req.img_uuid.clone().unwrap();
         let i: usize = id.trim_start_matches('j').parse().unwrap();
-        let run = table[i];
-        let done = req.at - origin >= run;
-        let (status, end) = if done {
-            ("success", format!(r#","end_time":"{}""#, rfc3339(wall + run)))
-        } else {
-            ("processing", String::new())
-        };
+        let (status, end) = answer(i, req.at - origin, wall);
         MockResponse::ok(format!(
             r#"{{"code":0,"data":{{"img_uuid":"{id}","status":"{status}","job_type":"t","start_time":"{}"{end}}}}}"#,
             rfc3339(wall)
@@ -111,28 +124,10 @@ async fn a_batch_that_fails_fast_is_seen_failing_by_every_wait_in_time() {
     // scouts; the first failure a scout sees ends the parking, and every
     // wait sees its job failed by 2.5 × 2 s + 1.5 s, not at the longest
     // interval (60 s) a parked poll would wait.
-    let origin = Instant::now();
-    let wall = SystemTime::now();
-    let mock = MockTransport::from_fn(move |req| {
-        let id = req.img_uuid.clone().unwrap();
-        let status = if req.at - origin >= Duration::from_secs(2) {
-            "failed"
-        } else {
-            "processing"
-        };
-        MockResponse::ok(format!(
-            r#"{{"code":0,"data":{{"img_uuid":"{id}","status":"{status}","job_type":"t","start_time":"{}"}}}}"#,
-            rfc3339(wall)
-        ))
-    })
-    .without_log();
-    let client = Client::builder()
-        .api_key("sk-cold-start-test")
-        .poll_policy(PollPolicy::adaptive().jitter(Jitter::None).seed(7))
-        .max_in_flight(1000)
-        .transport(mock.clone())
-        .build()
-        .unwrap();
+    let (client, mock, origin) = server(|_, elapsed, _| {
+        let failed = elapsed >= Duration::from_secs(2);
+        (if failed { "failed" } else { "processing" }, String::new())
+    });
     let queries = (0..1000).map(|i| JobQuery::new(format!("j{i}")).unwrap());
     let mut ended = client.wait_all(queries);
     let (mut n, mut last) = (0, Duration::ZERO);

@@ -692,10 +692,14 @@ mod tests {
         let scouts = next.iter().step_by(2).filter(|&&h| h <= cap).count();
         assert_eq!(parked + scouts, 500, "{parked} parked, {scouts} scouts");
         assert!((20..=110).contains(&scouts), "{scouts} scouts");
+        let retime = |waits: &mut Vec<(String, WaitState)>| -> Vec<Instant> {
+            waits
+                .iter_mut()
+                .filter_map(|(id, s)| s.retime(&policy, id))
+                .collect()
+        };
         // Nothing to time again before an end.
-        assert!(waits
-            .iter_mut()
-            .all(|(id, s)| s.retime(&policy, id).is_none()));
+        assert!(retime(&mut waits).is_empty());
         // One job ends (a wait that was not parked): the parked are timed
         // again, and stay parked.
         let end = |waits: &mut Vec<(String, WaitState)>, i: usize, secs: u64| {
@@ -705,10 +709,7 @@ mod tests {
             assert!(matches!(r, Step::Done(Ok(_))));
         };
         end(&mut waits, 1, 9);
-        let retimed: Vec<Instant> = waits
-            .iter_mut()
-            .filter_map(|(id, s)| s.retime(&policy, id))
-            .collect();
+        let retimed = retime(&mut waits);
         assert_eq!(retimed.len(), parked);
         assert!(retimed
             .iter()
@@ -716,17 +717,12 @@ mod tests {
         // A second end: no longer parked, each next poll comes on what the
         // evidence says, within the time since first seen + 1 s.
         end(&mut waits, 3, 10);
-        let retimed: Vec<Instant> = waits
-            .iter_mut()
-            .filter_map(|(id, s)| s.retime(&policy, id))
-            .collect();
+        let retimed = retime(&mut waits);
         assert_eq!(retimed.len(), parked);
         assert!(retimed.iter().all(|&at| at <= at_5 + cap), "{retimed:?}");
         // And once timed again, a wait is not timed again until the next
         // end.
-        assert!(waits
-            .iter_mut()
-            .all(|(id, s)| s.retime(&policy, id).is_none()));
+        assert!(retime(&mut waits).is_empty());
     }
 
     /// A failed job's run time is not evidence of how long successes take.
