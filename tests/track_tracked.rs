@@ -9,7 +9,7 @@ use goenhance_jobs::track::{
     Completion, JobState, MemoryStore, TrackOptions, TrackStore, Tracked, Tracker,
 };
 use goenhance_jobs::transport::mock::MockTransport;
-use goenhance_jobs::{BoxError, Client, JobQuery, JobStatus, PollPolicy};
+use goenhance_jobs::{BoxError, Client, JobQuery, PollPolicy};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -229,7 +229,7 @@ async fn on_sqlite_track_tells_jobs_apart_and_keeps_a_jobs_own_deadline() {
     );
     assert_eq!(
         job.detail().unwrap().unwrap().status(),
-        &JobStatus::Succeeded
+        &goenhance_jobs::JobStatus::Succeeded
     );
     let job = again.job(&q("job-2")).await.unwrap().unwrap();
     assert_eq!(
