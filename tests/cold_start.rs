@@ -31,46 +31,56 @@ fn runs(n: usize, median: f64, sigma: f64, seed: u64) -> Vec<Duration> {
 /// true server times; and a client with the default schedule, fresh, and
 /// without jitter.
 fn setup(runs: Arc<Vec<Duration>>) -> (Client, MockTransport, Instant) {
-    server(move |i, elapsed, wall| {
-        let run = runs[i];
+    let (mock, origin) = server(move |id, elapsed, wall| {
+        let run = runs[id.trim_start_matches('j').parse::<usize>().unwrap()];
         if elapsed >= run {
-            (
-                "success",
-                format!(r#","end_time":"{}""#, rfc3339(wall + run)),
-            )
+            ended(wall + run)
         } else {
             ("processing", String::new())
         }
-    })
+    });
+    (client(&mock, &fresh()), mock, origin)
 }
 
-/// A server of jobs `j{i}` of type `t`, all started at `origin`, whose
-/// status and end time (a JSON field or nothing) `answer` gives from `i`,
-/// the time since `origin` and the wall clock then; and a client as
-/// [`setup`]'s.
+/// A success that ended at `at`: its status and its end time's field.
+fn ended(at: SystemTime) -> (&'static str, String) {
+    ("success", format!(r#","end_time":"{}""#, rfc3339(at)))
+}
+
+/// A server of jobs of type `t`, all started at `origin` (returned),
+/// whose status and end time (a JSON field or nothing) `answer` gives
+/// from the id, the time since `origin` and the wall clock at `origin`.
 fn server(
-    answer: impl Fn(usize, Duration, SystemTime) -> (&'static str, String) + Send + Sync + 'static,
-) -> (Client, MockTransport, Instant) {
+    answer: impl Fn(&str, Duration, SystemTime) -> (&'static str, String) + Send + Sync + 'static,
+) -> (MockTransport, Instant) {
     let origin = Instant::now();
     let wall = SystemTime::now();
     let mock = MockTransport::from_fn(move |req| {
         let id = req.img_uuid.clone().unwrap();
-        let i: usize = id.trim_start_matches('j').parse().unwrap();
-        let (status, end) = answer(i, req.at - origin, wall);
+        let (status, end) = answer(&id, req.at - origin, wall);
         MockResponse::ok(format!(
             r#"{{"code":0,"data":{{"img_uuid":"{id}","status":"{status}","job_type":"t","start_time":"{}"{end}}}}}"#,
             rfc3339(wall)
         ))
     })
     .without_log();
-    let client = Client::builder()
+    (mock, origin)
+}
+
+/// The default schedule, fresh, without jitter, seeded.
+fn fresh() -> PollPolicy {
+    PollPolicy::adaptive().jitter(Jitter::None).seed(7)
+}
+
+/// A client of `mock` with `policy`.
+fn client(mock: &MockTransport, policy: &PollPolicy) -> Client {
+    Client::builder()
         .api_key("sk-cold-start-test")
-        .poll_policy(PollPolicy::adaptive().jitter(Jitter::None).seed(7))
+        .poll_policy(policy.clone())
         .max_in_flight(1000)
         .transport(mock.clone())
         .build()
-        .unwrap();
-    (client, mock, origin)
+        .unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -124,10 +134,11 @@ async fn a_batch_that_fails_fast_is_seen_failing_by_every_wait_in_time() {
     // scouts; the first failure a scout sees ends the parking, and every
     // wait sees its job failed by 2.5 × 2 s + 1.5 s, not at the longest
     // interval (60 s) a parked poll would wait.
-    let (client, mock, origin) = server(|_, elapsed, _| {
+    let (mock, origin) = server(|_, elapsed, _| {
         let failed = elapsed >= Duration::from_secs(2);
         (if failed { "failed" } else { "processing" }, String::new())
     });
+    let client = client(&mock, &fresh());
     let queries = (0..1000).map(|i| JobQuery::new(format!("j{i}")).unwrap());
     let mut ended = client.wait_all(queries);
     let (mut n, mut last) = (0, Duration::ZERO);
@@ -143,4 +154,49 @@ async fn a_batch_that_fails_fast_is_seen_failing_by_every_wait_in_time() {
         mock.request_count()
     );
     assert!(last <= Duration::from_millis(6_500), "{last:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_end_one_client_sees_times_the_parked_waits_of_another_sharing_its_policy() {
+    // Two clients share one policy (its clones share what is learned),
+    // each with its own scheduler. Client A waits on 1,000 jobs of a
+    // type never seen, client B on 3 more, first answered a second later;
+    // all end after 20 s. B's waits are parked (none of them is a scout
+    // with this seed); the ends A's scouts see time them again, so B sees
+    // its jobs ended by 2.5 × 20 s + 1.5 s, not at B's next parked poll
+    // (61 s).
+    let (mock, origin) = server(|_, elapsed, wall| {
+        let twenty = Duration::from_secs(20);
+        if elapsed >= twenty {
+            ended(wall + twenty)
+        } else {
+            ("processing", String::new())
+        }
+    });
+    let policy = fresh();
+    let (a, b) = (client(&mock, &policy), client(&mock, &policy));
+    let queries = |prefix: &str, n: usize| {
+        (0..n)
+            .map(|i| JobQuery::new(format!("{prefix}{i}")).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let a_all = a.wait_all(queries("a", 1000));
+    let a_task = tokio::spawn(async move { a_all.count().await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut b_all = b.wait_all(queries("b", 3));
+    let mut seen = Vec::new();
+    while let Some((query, result)) = b_all.next().await {
+        assert_eq!(result.unwrap().status(), &JobStatus::Succeeded);
+        seen.push((query.img_uuid().to_owned(), Instant::now() - origin));
+    }
+    assert_eq!(a_task.await.unwrap(), 1000);
+    let b_polls: Vec<u64> = (0..3).map(|i| mock.count_for(&format!("b{i}"))).collect();
+    println!("B's jobs seen ended at {seen:?}, after {b_polls:?} polls");
+    assert_eq!(seen.len(), 3);
+    // Parked: two polls each (the first answer, and the one that saw the
+    // end), none in between.
+    assert_eq!(b_polls, [2, 2, 2]);
+    for (id, at) in seen {
+        assert!(at <= Duration::from_millis(51_500), "{id} at {at:?}");
+    }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use slab::Slab;
+use tokio::sync::futures::OwnedNotified;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant, Sleep};
 use tower::retry::Policy as _;
@@ -81,8 +82,10 @@ pub(super) struct Driver {
     /// Jobs ended since memory was last given back.
     removed_since_shrink: usize,
     /// The policy's learner's wakes when parked polls were last timed
-    /// again.
+    /// again, and the notice of the next (which may come from another
+    /// client's scheduler sharing the policy).
     wakes: u64,
+    woken: Pin<Box<OwnedNotified>>,
 }
 
 /// The hash of an id's canonical form: a UUID in lower case, any other id
@@ -107,6 +110,7 @@ impl Driver {
         rx: mpsc::UnboundedReceiver<Command>,
     ) -> Self {
         let now = Instant::now();
+        let policy_woken = policy.learner.woken();
         Driver {
             attempts,
             retry,
@@ -126,6 +130,7 @@ impl Driver {
             rate_wait: None,
             removed_since_shrink: 0,
             wakes: 0,
+            woken: Box::pin(policy_woken),
         }
     }
 
@@ -173,6 +178,11 @@ impl Driver {
             if !progressed {
                 if !self.rx_open && self.jobs.is_empty() {
                     return Poll::Ready(Yield::Done);
+                }
+                if self.woken.as_mut().poll(cx).is_ready() {
+                    // Armed again before the count is read (next round).
+                    self.woken = Box::pin(self.policy.learner.woken());
+                    continue;
                 }
                 let wake = self.next_wake();
                 if let Some(at) = wake {

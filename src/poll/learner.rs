@@ -6,6 +6,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::Notify;
+
 use super::censored::{self, Bounds};
 use super::cold::{Key, Predictive};
 use super::model::Model;
@@ -71,6 +74,9 @@ pub(crate) struct Learner {
     /// Counts the ends learned of types without a fit (see
     /// [`Learner::wakes`]); shared with every type.
     wakes: Arc<AtomicU64>,
+    /// Tells every scheduler that shares what is learned when `wakes`
+    /// moves: one client's end times another's parked waits.
+    notify: Arc<Notify>,
 }
 
 /// One job type: its name and what was learned of it, shared by the waits
@@ -79,8 +85,10 @@ pub(crate) struct Learner {
 pub(crate) struct JobType {
     name: Arc<str>,
     stats: Mutex<Stats>,
-    /// The learner's count of wakes, and this type's own.
+    /// The learner's count of wakes and its notice, and this type's own
+    /// count.
     wakes: Arc<AtomicU64>,
+    notify: Arc<Notify>,
     woken: AtomicU32,
 }
 
@@ -156,6 +164,7 @@ impl Learner {
             name: name.clone(),
             stats: Mutex::default(),
             wakes: Arc::clone(&self.wakes),
+            notify: Arc::clone(&self.notify),
             woken: AtomicU32::new(0),
         });
         types.insert(name, t.clone());
@@ -169,6 +178,12 @@ impl Learner {
     /// them again when this moves.
     pub(crate) fn wakes(&self) -> u64 {
         self.wakes.load(Ordering::Acquire)
+    }
+
+    /// Resolves when [`wakes`](Self::wakes) moves after this call (made
+    /// before reading it, no move is missed).
+    pub(crate) fn woken(&self) -> OwnedNotified {
+        Arc::clone(&self.notify).notified_owned()
     }
 
     #[cfg(test)]
@@ -302,9 +317,15 @@ impl JobType {
         let mut s = lock(&self.stats);
         if s.fit.is_none() && !s.cold_failed {
             s.cold_failed = true;
-            self.woken.fetch_add(1, Ordering::Release);
-            self.wakes.fetch_add(1, Ordering::Release);
+            self.wake();
         }
+    }
+
+    /// Counts a wake of the type and tells the schedulers.
+    fn wake(&self) {
+        self.woken.fetch_add(1, Ordering::Release);
+        self.wakes.fetch_add(1, Ordering::Release);
+        self.notify.notify_waiters();
     }
 
     /// Moves a running job's lower bound from bucket `from` to `to` (see
@@ -330,8 +351,7 @@ impl JobType {
         let mut stats = lock(&self.stats);
         if stats.fit.is_none() {
             // Parked waits of the type are timed again (see `cold_interval`).
-            self.woken.fetch_add(1, Ordering::Release);
-            self.wakes.fetch_add(1, Ordering::Release);
+            self.wake();
         }
         let x = match stats.fit {
             Some(m) => m.median_between(lo, hi),
