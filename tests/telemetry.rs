@@ -5,7 +5,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -18,6 +17,7 @@ use goenhance_jobs::transport::mock::{MockResponse, MockTransport};
 use goenhance_jobs::{Client, JobQuery, JobStatus, PollPolicy};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
+use support::recorder::with_recorder;
 use support::KEY;
 
 fn ms(n: u64) -> Duration {
@@ -26,26 +26,6 @@ fn ms(n: u64) -> Duration {
 
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
-}
-
-/// Runs `test` on a current-thread runtime with a paused clock, every
-/// metric going to `recorder`; the runtime (and with it every task left,
-/// the hub's scheduler included) is shut down before the recorder is let
-/// go.
-fn with_recorder<T, F: Future<Output = T>>(
-    recorder: &DebuggingRecorder,
-    test: impl FnOnce() -> F,
-) -> T {
-    metrics::with_local_recorder(recorder, || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        let out = rt.block_on(test());
-        drop(rt);
-        out
-    })
 }
 
 /// What the recorder holds, added up over snapshots (a snapshot of the
@@ -117,7 +97,7 @@ fn a_scripted_sequence_leaves_exact_counters_and_gauges() {
     let recorder = DebuggingRecorder::new();
     let snap = recorder.snapshotter();
     let mut totals = Totals::default();
-    with_recorder(&recorder, || async move {
+    with_recorder(&recorder, true, || async move {
         let mock = MockTransport::new();
         mock.script(
             "retried",
@@ -240,7 +220,7 @@ fn in_flight() -> String {
 fn gauges_return_to_zero_when_waits_are_dropped_or_the_scheduler_stops() {
     let recorder = DebuggingRecorder::new();
     let snap = recorder.snapshotter();
-    let mut totals = with_recorder(&recorder, || async {
+    let mut totals = with_recorder(&recorder, true, || async {
         let mut totals = Totals::default();
         let mock = MockTransport::new();
         let minute = Duration::from_secs(60);
@@ -307,7 +287,7 @@ fn waits_in_the_callers_task_are_counted_to_their_end() {
 
     let recorder = DebuggingRecorder::new();
     let snap = recorder.snapshotter();
-    with_recorder(&recorder, || async move {
+    with_recorder(&recorder, true, || async move {
         let mut totals = Totals::default();
         let mock = MockTransport::new();
         mock.timeline("stuck", &["processing"]);

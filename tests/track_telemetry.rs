@@ -129,16 +129,7 @@ fn with_telemetry<T, F: Future<Output = T>>(
             .with_filter(tracing_subscriber::filter::LevelFilter::TRACE),
     );
     tracing::subscriber::with_default(subscriber, || {
-        metrics::with_local_recorder(recorder, || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .start_paused(paused)
-                .build()
-                .unwrap();
-            let out = rt.block_on(test());
-            drop(rt);
-            out
-        })
+        support::recorder::with_recorder(recorder, paused, test)
     })
 }
 

@@ -3,11 +3,14 @@
 //! retries unless a test asks for them), over the in-memory transport or
 //! against a server on loopback; in [`net`], real servers and a proxy for
 //! wire tests; in [`pg`], a throwaway PostgreSQL cluster; in [`time`],
-//! times as the API writes them. Each test binary uses a part of it.
+//! times as the API writes them; in `recorder`, a runtime under a local
+//! metrics recorder. Each test binary uses a part of it.
 #![allow(dead_code)]
 
 pub mod net;
 pub mod pg;
+#[cfg(feature = "metrics")]
+pub mod recorder;
 pub mod time;
 
 use std::time::Duration;
