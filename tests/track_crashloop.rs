@@ -22,7 +22,7 @@ use goenhance_jobs::{Client, JobQuery, PollPolicy};
 #[path = "support/child.rs"]
 mod child;
 
-use child::ChildLines;
+use child::{log_lines, say, ChildLines};
 
 /// Set in a worker's environment: run as the worker.
 const CHILD: &str = "GOENHANCE_TEST_CRASHLOOP_CHILD";
@@ -92,19 +92,6 @@ fn worker() {
     });
 }
 
-/// A line in the handler's log (written and synced first) and on stdout.
-fn say(log: &Path, line: &str) {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    writeln!(f, "{line}").unwrap();
-    f.sync_all().unwrap();
-    println!("{line}");
-}
-
 fn start_worker(dir: &Path, base_url: &str) -> ChildLines {
     let mut w = ChildLines::spawn(
         Command::new(std::env::current_exe().unwrap())
@@ -117,14 +104,6 @@ fn start_worker(dir: &Path, base_url: &str) -> ChildLines {
     );
     w.wait_line(|l| l == "ready");
     w
-}
-
-fn log_lines(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("handler.log"))
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 async fn a_handler_that_crashes_its_process_every_time_makes_the_job_dead() {

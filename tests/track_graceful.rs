@@ -24,7 +24,7 @@ use goenhance_jobs::{Client, JobQuery};
 #[path = "support/child.rs"]
 mod child;
 
-use child::ChildLines;
+use child::{log_lines, say, ChildLines};
 
 /// Set in a worker's environment: run as the worker.
 const CHILD: &str = "GOENHANCE_TEST_GRACEFUL_CHILD";
@@ -108,19 +108,6 @@ fn worker() {
     });
 }
 
-/// A line in the handler's log (written and synced first) and on stdout.
-fn say(log: &Path, line: &str) {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    writeln!(f, "{line}").unwrap();
-    f.sync_all().unwrap();
-    println!("{line}");
-}
-
 /// A worker started as a child process: its stdout, line by line.
 type Worker = ChildLines;
 
@@ -139,14 +126,6 @@ fn start_worker(dir: &Path, base_url: &str, name: &str, handler_ms: u64, grace_m
     );
     w.wait_line(|l| l == "ready");
     w
-}
-
-fn log_lines(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("handler.log"))
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 /// A fake server with `ids` finishing at once, and a tracker on the

@@ -2,7 +2,8 @@
 //! this test binary again as a service or a worker and wait on what it says.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -97,4 +98,26 @@ impl Drop for ChildLines {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A line in a worker's handler log `log` (written and synced first, so
+/// that a kill right after cannot lose it) and on stdout.
+pub fn say(log: &Path, line: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    writeln!(f, "{line}").unwrap();
+    f.sync_all().unwrap();
+    println!("{line}");
+}
+
+/// The lines of `handler.log` in `dir` (none before it exists).
+pub fn log_lines(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("handler.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
