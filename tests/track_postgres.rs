@@ -346,10 +346,7 @@ async fn workers_ride_out_a_server_restart_and_lose_nothing() {
 async fn a_schema_newer_than_the_crate_is_refused_without_the_password() {
     let cluster = Cluster::start("schema");
     drop(PostgresStore::connect(&cluster.url()).await.unwrap());
-    let (client, conn) = tokio_postgres::connect(&cluster.url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let client = cluster.connect().await;
     client
         .execute(
             "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
@@ -391,10 +388,7 @@ async fn a_schema_newer_than_the_crate_is_refused_without_the_password() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_postgres_store_keeps_the_contract() {
     let cluster = Cluster::start("conformance");
-    let (admin, conn) = tokio_postgres::connect(&cluster.url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let admin = cluster.connect().await;
     let admin = std::sync::Arc::new(admin);
     let n = std::sync::atomic::AtomicUsize::new(0);
     goenhance_jobs::track::testing::conformance(|| {
@@ -444,10 +438,7 @@ async fn a_store_of_the_earlier_schema_is_moved_forward() {
     // A table as the version with per-job leases left it: a job leased to
     // a worker that is gone, one delivered, one waiting.
     let cluster = Cluster::start("forward");
-    let (client, conn) = tokio_postgres::connect(&cluster.url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let client = cluster.connect().await;
     client
         .batch_execute(concat!(
             include_str!("../src/track/migrations/postgres/V1__jobs.sql"),
@@ -612,10 +603,7 @@ async fn a_store_of_the_third_schema_is_moved_forward_and_completes_in_place() {
     // finished (state 1) and held by a worker that is gone, one finished
     // and held by a live worker, one waiting, one delivered.
     let cluster = Cluster::start("forward4");
-    let (client, conn) = tokio_postgres::connect(&cluster.url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let client = cluster.connect().await;
     client
         .batch_execute(concat!(
             include_str!("../src/track/migrations/postgres/V1__jobs.sql"),

@@ -232,10 +232,7 @@ async fn skewed_workers_on_postgres_deliver_once_poll_alone_and_keep_the_databas
 
     // Neither worker was ever fenced (a lease measured by a worker's clock
     // would lapse at once for the one behind): each kept its first epoch.
-    let (db, conn) = tokio_postgres::connect(&cluster.url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let db = cluster.connect().await;
     let epochs: Vec<(String, i64)> = db
         .query(
             "SELECT name, epoch FROM goenhance_workers ORDER BY name",

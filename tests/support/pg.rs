@@ -187,6 +187,18 @@ impl Drop for Cluster {
 }
 
 impl Cluster {
+    /// A plain client of the `postgres` database, its connection driven
+    /// by a task of its own: for a test that writes or reads the tables
+    /// itself.
+    #[cfg(feature = "postgres")]
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+    }
+
     /// The URL of database `db` on this cluster.
     pub fn url_of(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
