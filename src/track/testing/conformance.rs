@@ -14,6 +14,14 @@ fn job(id: &str, meta: &str) -> NewJob {
     NewJob::new(id, meta, LONG)
 }
 
+/// Tracks jobs `ids` now, with `{}` as their meta.
+async fn insert<S: TrackStore>(s: &S, ids: &[&str]) {
+    let jobs = ids.iter().map(|id| job(id, "{}")).collect();
+    s.insert(jobs, s.now())
+        .await
+        .unwrap_or_else(|e| panic!("insert {ids:?}: {e}"));
+}
+
 async fn register<S: TrackStore>(s: &S, name: &str, lease: Duration) -> WorkerId {
     s.register(name, lease, s.now())
         .await
@@ -106,8 +114,7 @@ async fn first_insert_wins<S: TrackStore>(s: &S) {
 }
 
 async fn claims_are_exclusive_and_bounded<S: TrackStore>(s: &S) {
-    let jobs = ["a", "b", "c", "d", "e"].map(|id| job(id, "{}"));
-    s.insert(jobs.to_vec(), s.now()).await.unwrap();
+    insert(s, &["a", "b", "c", "d", "e"]).await;
     let w1 = register(s, "w1", LONG).await;
     let w2 = register(s, "w2", LONG).await;
     assert_eq!(
@@ -123,12 +130,7 @@ async fn claims_are_exclusive_and_bounded<S: TrackStore>(s: &S) {
 }
 
 async fn completion_is_idempotent_and_needs_the_lease<S: TrackStore>(s: &S) {
-    s.insert(
-        vec![job("a", "{}"), job("b", "{}"), job("c", "{}")],
-        s.now(),
-    )
-    .await
-    .unwrap();
+    insert(s, &["a", "b", "c"]).await;
     let w = register(s, "w", LONG).await;
     let other = register(s, "other", LONG).await;
     claim(s, &w, 10, 10).await;
@@ -166,7 +168,7 @@ async fn completion_is_idempotent_and_needs_the_lease<S: TrackStore>(s: &S) {
 }
 
 async fn registering_again_fences_the_earlier_epoch<S: TrackStore>(s: &S) {
-    s.insert(vec![job("a", "{}")], s.now()).await.unwrap();
+    insert(s, &["a"]).await;
     let old = register(s, "w", LONG).await;
     assert_eq!(claim(s, &old, 10, 10).await.jobs.len(), 1);
     let new = register(s, "w", LONG).await;
@@ -196,7 +198,7 @@ async fn registering_again_fences_the_earlier_epoch<S: TrackStore>(s: &S) {
 }
 
 async fn a_lapsed_heartbeat_frees_the_jobs<S: TrackStore>(s: &S) {
-    s.insert(vec![job("a", "{}")], s.now()).await.unwrap();
+    insert(s, &["a"]).await;
     let short = register(s, "short", Duration::from_millis(300)).await;
     let long = register(s, "long", LONG).await;
     assert_eq!(claim(s, &short, 10, 10).await.jobs.len(), 1);
@@ -273,12 +275,7 @@ async fn acked_jobs_are_listed_in_pages<S: TrackStore>(s: &S) {
 }
 
 async fn retries_dead_jobs_and_releases<S: TrackStore>(s: &S) {
-    s.insert(
-        vec![job("a", "{}"), job("b", "{}"), job("c", "{}")],
-        s.now(),
-    )
-    .await
-    .unwrap();
+    insert(s, &["a", "b", "c"]).await;
     let w = register(s, "w", LONG).await;
     let v = register(s, "v", LONG).await;
     claim(s, &w, 10, 10).await;
@@ -325,9 +322,7 @@ async fn retries_dead_jobs_and_releases<S: TrackStore>(s: &S) {
 }
 
 async fn a_lost_claim_is_recovered<S: TrackStore>(s: &S) {
-    s.insert(vec![job("a", "{}"), job("b", "{}")], s.now())
-        .await
-        .unwrap();
+    insert(s, &["a", "b"]).await;
     let w = register(s, "w", LONG).await;
     // The answer of this claim is "lost".
     let first = claim_with(s, &w, Claim::new(1, 1, 7)).await;
@@ -346,7 +341,7 @@ async fn a_lost_claim_is_recovered<S: TrackStore>(s: &S) {
 }
 
 async fn the_last_status_is_kept<S: TrackStore>(s: &S) {
-    s.insert(vec![job("a", "{}")], s.now()).await.unwrap();
+    insert(s, &["a"]).await;
     let w = register(s, "w", LONG).await;
     claim(s, &w, 10, 10).await;
     let change = StatusChange::new("a", "processing", Duration::from_secs(2), 6);
@@ -367,9 +362,7 @@ async fn the_last_status_is_kept<S: TrackStore>(s: &S) {
 }
 
 async fn ended_jobs_are_pruned_after_the_retention<S: TrackStore>(s: &S) {
-    s.insert(vec![job("a", "{}"), job("b", "{}")], s.now())
-        .await
-        .unwrap();
+    insert(s, &["a", "b"]).await;
     let w = register(s, "w", LONG).await;
     claim(s, &w, 10, 10).await;
     s.complete(&w, vec![Finished::new("a", "{}")], s.now())
@@ -452,12 +445,7 @@ async fn one_job_is_looked_up_in_every_state<S: TrackStore>(s: &S) {
 }
 
 async fn completing_and_acknowledging_at_once_does_both<S: TrackStore>(s: &S) {
-    s.insert(
-        vec![job("a", "{}"), job("b", "{}"), job("c", "{}")],
-        s.now(),
-    )
-    .await
-    .unwrap();
+    insert(s, &["a", "b", "c"]).await;
     let w = register(s, "w", LONG).await;
     claim(s, &w, 10, 10).await;
     s.complete(&w, vec![Finished::new("a", "out-a")], s.now())
