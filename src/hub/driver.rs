@@ -81,10 +81,9 @@ pub(super) struct Driver {
     rate_wait: Option<Instant>,
     /// Jobs ended since memory was last given back.
     removed_since_shrink: usize,
-    /// The policy's learner's wakes when parked polls were last timed
-    /// again, and the notice of the next (which may come from another
-    /// client's scheduler sharing the policy).
-    wakes: u64,
+    /// The notice that a job type without a fit learned of an end (here,
+    /// or in another client's scheduler sharing the policy): parked polls
+    /// are timed again.
     woken: Pin<Box<OwnedNotified>>,
 }
 
@@ -129,7 +128,6 @@ impl Driver {
             armed: None,
             rate_wait: None,
             removed_since_shrink: 0,
-            wakes: 0,
             woken: Box::pin(policy_woken),
         }
     }
@@ -168,11 +166,6 @@ impl Driver {
                 progressed = true;
             }
             let now = Instant::now();
-            let wakes = self.policy.learner.wakes();
-            if wakes != self.wakes {
-                self.wakes = wakes;
-                self.retime_parked();
-            }
             self.release_due(now);
             progressed |= self.start_ready(now);
             if !progressed {
@@ -180,8 +173,10 @@ impl Driver {
                     return Poll::Ready(Yield::Done);
                 }
                 if self.woken.as_mut().poll(cx).is_ready() {
-                    // Armed again before the count is read (next round).
+                    // Armed again before the waits are looked at: no end
+                    // is missed. What is due now starts next round.
                     self.woken = Box::pin(self.policy.learner.woken());
+                    self.retime_parked();
                     continue;
                 }
                 let wake = self.next_wake();

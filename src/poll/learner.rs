@@ -2,7 +2,7 @@
 //! run times that counts the jobs still running, in bounded memory.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -71,11 +71,9 @@ pub(crate) struct Cold {
 #[derive(Debug, Default)]
 pub(crate) struct Learner {
     types: Mutex<HashMap<Arc<str>, Arc<JobType>>>,
-    /// Counts the ends learned of types without a fit (see
-    /// [`Learner::wakes`]); shared with every type.
-    wakes: Arc<AtomicU64>,
-    /// Tells every scheduler that shares what is learned when `wakes`
-    /// moves: one client's end times another's parked waits.
+    /// Tells every scheduler that shares what is learned when a type
+    /// without a fit learns of an end (see [`Learner::woken`]); shared
+    /// with every type.
     notify: Arc<Notify>,
 }
 
@@ -85,9 +83,7 @@ pub(crate) struct Learner {
 pub(crate) struct JobType {
     name: Arc<str>,
     stats: Mutex<Stats>,
-    /// The learner's count of wakes and its notice, and this type's own
-    /// count.
-    wakes: Arc<AtomicU64>,
+    /// The learner's notice, and this type's count of wakes.
     notify: Arc<Notify>,
     woken: AtomicU32,
 }
@@ -163,7 +159,6 @@ impl Learner {
         let t = Arc::new(JobType {
             name: name.clone(),
             stats: Mutex::default(),
-            wakes: Arc::clone(&self.wakes),
             notify: Arc::clone(&self.notify),
             woken: AtomicU32::new(0),
         });
@@ -171,17 +166,11 @@ impl Learner {
         t
     }
 
-    /// How many times a type without a fit learned of a job that ended.
-    ///
-    /// Waits parked on such a type (see [`JobType::cold_interval`]) are
-    /// timed from evidence an end changes a lot: whoever holds them times
-    /// them again when this moves.
-    pub(crate) fn wakes(&self) -> u64 {
-        self.wakes.load(Ordering::Acquire)
-    }
-
-    /// Resolves when [`wakes`](Self::wakes) moves after this call (made
-    /// before reading it, no move is missed).
+    /// Resolves when a type without a fit learns of a job that ended
+    /// after this call. Waits parked on such a type (see
+    /// [`JobType::cold`]) are timed from evidence an end changes a lot:
+    /// whoever holds them times them again then (made before it looks at
+    /// them, no end is missed).
     pub(crate) fn woken(&self) -> OwnedNotified {
         Arc::clone(&self.notify).notified_owned()
     }
@@ -324,7 +313,6 @@ impl JobType {
     /// Counts a wake of the type and tells the schedulers.
     fn wake(&self) {
         self.woken.fetch_add(1, Ordering::Release);
-        self.wakes.fetch_add(1, Ordering::Release);
         self.notify.notify_waiters();
     }
 

@@ -49,8 +49,9 @@ impl WaitState {
     }
 
     /// Lets the wait's polls be parked: whoever runs it calls
-    /// [`retime`](Self::retime) when the [`Learner`](super::learner::Learner)'s
-    /// wakes move.
+    /// [`retime`](Self::retime) when the
+    /// [`Learner`](crate::poll::learner::Learner) says a type woke
+    /// (`Learner::woken`).
     pub(crate) fn wakeable(&mut self) {
         self.wakeable = true;
     }
