@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use super::{WaitState, NEVER};
 use crate::clock;
+use crate::poll::learner::JobType;
 use crate::poll::policy::{adaptive_fallback, PollPolicy, Schedule};
 
 /// Of the jobs of a type without a fit, about this many are its scouts,
@@ -20,15 +21,16 @@ use crate::poll::policy::{adaptive_fallback, PollPolicy, Schedule};
 const PARK_SCOUTS: u32 = 64;
 
 /// Whether a job is one of the about [`PARK_SCOUTS`] of its type's
-/// `running` jobs polled on the evidence's schedule: drawn by its id (and
-/// the policy's seed), so that a wait is a scout or not from poll to poll
-/// while the count stays put.
-fn scout(policy: &PollPolicy, img_uuid: &str, running: u32) -> bool {
+/// `running` jobs polled on the evidence's schedule (`Some(true)`) or a
+/// parked one (`Some(false)`): drawn by its id (and the policy's seed), so
+/// that a wait is a scout or not from poll to poll while the count stays
+/// put. `None` while no more than that many run: then none is parked.
+fn scout(policy: &PollPolicy, img_uuid: &str, running: u32) -> Option<bool> {
     if running <= PARK_SCOUTS {
-        return true;
+        return None;
     }
     let h = BuildHasherDefault::<DefaultHasher>::default().hash_one((img_uuid, "scout"));
-    fastrand::Rng::with_seed(policy.jitter_seed() ^ h).u32(..running) < PARK_SCOUTS
+    Some(fastrand::Rng::with_seed(policy.jitter_seed() ^ h).u32(..running) < PARK_SCOUTS)
 }
 
 impl WaitState {
@@ -123,47 +125,7 @@ impl WaitState {
                         )
                     }
                     Some((t, (None, _))) => {
-                        // Before a fit: the evidence of the type's other
-                        // jobs only ever makes the fallback sparser, and
-                        // only after an answer (after a failed poll the
-                        // wait saw nothing, and tries again soon). It never
-                        // more than doubles the time since the job was
-                        // first seen (+ 1 s): a job that ends just after a
-                        // poll is seen by twice its run time + 1 s. A
-                        // parked poll is the exception: it waits for the
-                        // longest interval, unless an end of the type
-                        // times it again first.
-                        let fallback = adaptive_fallback().base_delay(n);
-                        let cap = since.saturating_add(Duration::from_secs(1));
-                        match answered.then(|| t.cold()).flatten() {
-                            None => fallback,
-                            Some(c)
-                                if self.wakeable
-                                    && c.parkable
-                                    && !scout(policy, img_uuid, c.running) =>
-                            {
-                                // Parked: the type's scouts (and the other
-                                // parked polls) watch for its first ends,
-                                // and each end times this poll again.
-                                self.last.parked = true;
-                                self.last.woken = t.woken() as u8;
-                                policy.max_interval.max(fallback)
-                            }
-                            Some(c) => {
-                                // A scout's answer serves the parked polls
-                                // too: it buys back half the wasted wait.
-                                let scouting =
-                                    self.wakeable && c.parkable && c.running > PARK_SCOUTS;
-                                let tradeoff = if scouting { *tradeoff / 2 } else { *tradeoff };
-                                t.cold_interval(
-                                    since,
-                                    tradeoff,
-                                    policy.min_interval,
-                                    policy.max_interval,
-                                )
-                                .map_or(fallback, |h| h.min(cap).max(fallback))
-                            }
-                        }
+                        self.before_fit(policy, t, img_uuid, since, *tradeoff, answered)
                     }
                     None => adaptive_fallback().base_delay(n),
                 }
@@ -181,6 +143,54 @@ impl WaitState {
             .jitter
             .apply(slowed, &mut rng)
             .clamp(policy.min_interval, policy.max_interval)
+    }
+
+    /// The interval of a wait on type `t` before it has a fit.
+    ///
+    /// The evidence of the type's other jobs only ever makes the 1 s ×
+    /// 1.5ⁿ fallback sparser, and only after an answer (after a failed
+    /// poll the wait saw nothing, and tries again soon). It never more than
+    /// doubles the time since the job was first seen (+ 1 s): a job that
+    /// ends just after a poll is seen by twice its run time + 1 s. A parked
+    /// poll is the exception: it waits for the longest interval, unless an
+    /// end of the type times it again first.
+    fn before_fit(
+        &mut self,
+        policy: &PollPolicy,
+        t: &JobType,
+        img_uuid: &str,
+        since: Duration,
+        tradeoff: Duration,
+        answered: bool,
+    ) -> Duration {
+        let fallback = adaptive_fallback().base_delay(self.polls.saturating_sub(1));
+        let cap = since.saturating_add(Duration::from_secs(1));
+        match answered.then(|| t.cold()).flatten() {
+            None => fallback,
+            Some(c) => {
+                let scout = (self.wakeable && c.parkable)
+                    .then(|| scout(policy, img_uuid, c.running))
+                    .flatten();
+                if scout == Some(false) {
+                    // Parked: the type's scouts (and the other parked
+                    // polls) watch for its first ends, and each end times
+                    // this poll again.
+                    self.last.parked = true;
+                    self.last.woken = t.woken() as u8;
+                    policy.max_interval.max(fallback)
+                } else {
+                    // A scout's answer serves the parked polls too: it
+                    // buys back half the wasted wait.
+                    let tradeoff = if scout == Some(true) {
+                        tradeoff / 2
+                    } else {
+                        tradeoff
+                    };
+                    t.cold_interval(since, tradeoff, policy.min_interval, policy.max_interval)
+                        .map_or(fallback, |h| h.min(cap).max(fallback))
+                }
+            }
+        }
     }
 }
 
